@@ -1,0 +1,39 @@
+# driftloop: `make demo` runs the loop on the embedded defaults, `make test` runs every test level.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+
+.PHONY: setup demo test test-unit test-integration lint bench up down status clean
+
+setup:
+	bash infra/setup/all.sh
+
+demo: setup
+	$(VENV)/bin/driftloop demo
+
+test: setup
+	$(VENV)/bin/ruff check driftloop functions flink seldon tests bench
+	$(VENV)/bin/pytest -ra
+
+test-unit: setup
+	$(VENV)/bin/pytest -ra tests/unit tests/app
+
+test-integration: setup
+	$(VENV)/bin/pytest -ra tests/integration tests/e2e
+
+lint:
+	$(VENV)/bin/ruff check driftloop functions flink seldon tests bench
+	$(VENV)/bin/ruff format --check driftloop functions flink seldon tests bench
+
+up: setup
+	$(VENV)/bin/driftloop up
+
+down:
+	$(VENV)/bin/driftloop down
+
+status:
+	$(VENV)/bin/driftloop status
+
+clean:
+	-$(VENV)/bin/driftloop down
+	rm -rf .driftloop

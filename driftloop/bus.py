@@ -1,0 +1,170 @@
+"""Kafka clients (kafka-python) with driftloop's durability defaults.
+
+Producers wait for every in-sync replica (``acks=all``), retry, and are idempotent, so
+a record that was acknowledged is durable and a retried send is not written twice.
+Consumers start at the earliest offset and commit by hand, after the work is done.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from driftloop import topics as topic_names
+from driftloop.errors import Unavailable
+from driftloop.events import Event, to_kafka
+
+if TYPE_CHECKING:
+    from kafka import KafkaConsumer, KafkaProducer
+    from kafka.producer.future import FutureRecordMetadata
+
+    from driftloop.settings import Settings
+
+DL_REASON = "dl_reason"
+DL_SOURCE_TOPIC = "dl_source_topic"
+DL_SOURCE_PARTITION = "dl_source_partition"
+DL_SOURCE_OFFSET = "dl_source_offset"
+
+
+def _servers(settings: Settings) -> list[str]:
+    return [s.strip() for s in settings.kafka_bootstrap.split(",") if s.strip()]
+
+
+def make_producer(settings: Settings, **overrides: Any) -> KafkaProducer:
+    """A producer whose acknowledged records are durable (acks=all, idempotent, retried)."""
+    from kafka import KafkaProducer
+    from kafka.errors import KafkaError
+
+    config: dict[str, Any] = {
+        "bootstrap_servers": _servers(settings),
+        "client_id": f"{settings.kafka_client_id}-producer",
+        "acks": "all",
+        "retries": 2_147_483_647,
+        "enable_idempotence": True,
+        "max_in_flight_requests_per_connection": 5,
+        "linger_ms": 5,
+        "request_timeout_ms": 10_000,
+        "delivery_timeout_ms": 30_000,
+        "max_block_ms": 10_000,
+        "reconnect_backoff_max_ms": 2_000,
+        "compression_type": None,
+    }
+    config.update(overrides)
+    try:
+        return KafkaProducer(**config)
+    except KafkaError as e:
+        raise Unavailable(f"Kafka at {settings.kafka_bootstrap} unavailable: {e}") from e
+
+
+def send_event(
+    producer: KafkaProducer, topic: str, event: Event, key: str | None = None
+) -> FutureRecordMetadata:
+    """Send one event in binary mode; the future resolves once Kafka acknowledged it."""
+    record = to_kafka(event, key)
+    return producer.send(topic, key=record.key, value=record.value, headers=record.headers)
+
+
+def publish(
+    producer: KafkaProducer,
+    topic: str,
+    events: Iterable[Event],
+    *,
+    key: str | None = None,
+    timeout_s: float = 30.0,
+) -> int:
+    """Send events and wait for every acknowledgement; raise ``Unavailable`` on failure."""
+    from kafka.errors import KafkaError
+
+    futures = [send_event(producer, topic, e, key if key is not None else _default_key(e))
+               for e in events]
+    producer.flush(timeout=timeout_s)
+    try:
+        for f in futures:
+            f.get(timeout=timeout_s)
+    except KafkaError as e:
+        raise Unavailable(f"Kafka did not acknowledge records to {topic}: {e}") from e
+    return len(futures)
+
+
+def _default_key(event: Event) -> str | None:
+    """Kafka key = model name (per-model ordering), when the payload names one."""
+    data = event.data
+    if isinstance(data, dict) and isinstance(data.get("model"), str):
+        return data["model"]
+    return event.extensions.get("model") or event.extensions.get("partitionkey")
+
+
+def make_consumer(
+    settings: Settings, topics: Sequence[str], group_id: str, **overrides: Any
+) -> KafkaConsumer:
+    """A consumer in ``group_id`` that starts at the earliest offset and commits by hand."""
+    from kafka import KafkaConsumer
+
+    config: dict[str, Any] = {
+        "bootstrap_servers": _servers(settings),
+        "client_id": f"{settings.kafka_client_id}-{group_id}",
+        "group_id": group_id,
+        "enable_auto_commit": False,
+        "auto_offset_reset": "earliest",
+        "isolation_level": "read_committed",
+        "max_poll_records": 500,
+        "session_timeout_ms": 10_000,
+        "heartbeat_interval_ms": 3_000,
+        "reconnect_backoff_max_ms": 2_000,
+    }
+    config.update(overrides)
+    consumer = KafkaConsumer(**config)
+    if topics:
+        consumer.subscribe(list(topics))
+    return consumer
+
+
+def ensure_topics(
+    settings: Settings, topics: Sequence[str] | None = None, partitions: int | None = None
+) -> list[str]:
+    """Create the topics that do not exist yet; return the ones created."""
+    from kafka.admin import KafkaAdminClient, NewTopic
+    from kafka.errors import TopicAlreadyExistsError
+
+    wanted = list(topics) if topics is not None else topic_names.all_topics()
+    admin = KafkaAdminClient(
+        bootstrap_servers=_servers(settings),
+        client_id=f"{settings.kafka_client_id}-admin",
+        request_timeout_ms=15_000,
+    )
+    try:
+        existing = set(admin.list_topics())
+        missing = [t for t in wanted if t not in existing]
+        if missing:
+            n = partitions or settings.topic_partitions
+            try:
+                admin.create_topics(
+                    [NewTopic(t, num_partitions=n, replication_factor=1) for t in missing]
+                )
+            except TopicAlreadyExistsError:
+                pass
+        return missing
+    finally:
+        admin.close()
+
+
+def dead_letter(
+    producer: KafkaProducer,
+    *,
+    reason: str,
+    source_topic: str,
+    value: bytes | None,
+    headers: Sequence[tuple[str, bytes]] | None = None,
+    key: bytes | None = None,
+    partition: int | None = None,
+    offset: int | None = None,
+) -> FutureRecordMetadata:
+    """Park a record that cannot be processed on the dead-letter topic, with the reason."""
+    h = [(k, v) for k, v in (headers or []) if not k.startswith("dl_")]
+    h.append((DL_REASON, reason.encode()[:4096]))
+    h.append((DL_SOURCE_TOPIC, source_topic.encode()))
+    if partition is not None:
+        h.append((DL_SOURCE_PARTITION, str(partition).encode()))
+    if offset is not None:
+        h.append((DL_SOURCE_OFFSET, str(offset).encode()))
+    return producer.send(topic_names.DEADLETTER, key=key, value=value, headers=h)

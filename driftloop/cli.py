@@ -1,0 +1,122 @@
+"""The ``driftloop`` command line. Every flag has a ``DRIFTLOOP_*`` variable (Settings).
+
+Verbs of the local stack live here; each module of ``driftloop.commands`` adds its own.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import pkgutil
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from driftloop import commands
+from driftloop.errors import DriftloopError
+from driftloop.settings import Settings
+
+app = typer.Typer(
+    name="driftloop",
+    help="The closed loop around models in production.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+console = Console(stderr=True)
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Settings from the environment with the CLI's flags on top (flags win)."""
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    """One clear line on stderr, then exit non-zero."""
+    console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
+StateDir = Annotated[
+    str | None, typer.Option("--state-dir", help="Env: DRIFTLOOP_STATE_DIR.", show_default=False)
+]
+
+
+@app.command()
+def up(state_dir: StateDir = None) -> None:
+    """Start the local stack (Kafka, functions, archive, and whatever else is set up)."""
+    from driftloop.local.stack import AlreadyUp, Stack
+
+    stack = Stack(load_settings(state_dir=state_dir))
+    try:
+        with console.status("starting the local stack") as spinner:
+            statuses = stack.up(progress=lambda msg: spinner.update(msg))
+    except AlreadyUp as e:
+        console.print(str(e))
+        return
+    except DriftloopError as e:
+        raise fail(e.message) from e
+    _print_status([s.to_dict() for s in statuses])
+
+
+@app.command()
+def down(state_dir: StateDir = None) -> None:
+    """Stop exactly what ``up`` started."""
+    from driftloop.local.stack import Stack
+
+    try:
+        stopped = Stack(load_settings(state_dir=state_dir)).down()
+    except DriftloopError as e:
+        raise fail(e.message) from e
+    console.print(f"stopped {', '.join(stopped)}" if stopped else "nothing was running")
+
+
+@app.command()
+def status(
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    state_dir: StateDir = None,
+) -> None:
+    """Every component of the local stack: pid, endpoint, health."""
+    from driftloop.local.stack import Stack
+
+    try:
+        rows = [s.to_dict() for s in Stack(load_settings(state_dir=state_dir)).status()]
+    except DriftloopError as e:
+        raise fail(e.message) from e
+    if as_json:
+        typer.echo(json.dumps({"components": rows}, indent=2))
+    else:
+        _print_status(rows)
+    if rows and not all(r["healthy"] for r in rows):
+        raise typer.Exit(3)
+
+
+def _print_status(rows: list[dict[str, object]]) -> None:
+    if not rows:
+        Console().print("the local stack is not running")
+        return
+    table = Table("component", "pid", "endpoint", "healthy")
+    for r in rows:
+        table.add_row(str(r["name"]), str(r["pid"]), str(r["endpoint"]),
+                      "[green]yes[/green]" if r["healthy"] else "[red]no[/red]")
+    Console().print(table)
+
+
+def _register_commands() -> None:
+    for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda i: i.name):
+        module = importlib.import_module(f"{commands.__name__}.{info.name}")
+        register = getattr(module, "register", None)
+        if register is not None:
+            register(app)
+
+
+_register_commands()
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

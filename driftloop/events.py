@@ -1,0 +1,548 @@
+"""CloudEvents 1.0 for driftloop: the event types, their payloads and the bindings.
+
+``Event`` is the one transport type. Conversions are pure functions:
+
+- HTTP: binary, structured and batch (``application/cloudevents-batch+json``) modes in;
+  binary and structured out. Parsing goes through the cloudevents SDK.
+- Kafka protocol binding, binary content mode, both ways (``ce_*`` headers, the data as
+  the record value, ``content-type`` header for ``datacontenttype``); structured records
+  (``application/cloudevents+json`` values) are read too.
+
+Payload models validate the ``data`` of each type and report every field error at once.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any, NamedTuple
+
+from cloudevents.conversion import to_dict as ce_to_dict
+from cloudevents.exceptions import GenericException as CloudEventsError
+from cloudevents.http import CloudEvent as SdkEvent
+from cloudevents.http import from_dict as ce_from_dict
+from cloudevents.http import from_http as ce_from_http
+from pydantic import BaseModel, ConfigDict, Field, StrictStr
+from pydantic import ValidationError as PydanticValidationError
+from pydantic import field_validator, model_validator
+
+from driftloop.errors import BadRequest, FieldError, UnsupportedMediaType, ValidationFailed
+from driftloop.naming import SAFE_NAME_RULE, is_safe_segment
+
+SPECVERSION = "1.0"
+
+INPUT = "io.driftloop.input.v1"
+PREDICTION = "io.driftloop.prediction.v1"
+FEEDBACK = "io.driftloop.feedback.v1"
+DRIFT_DETECTED = "io.driftloop.drift.detected.v1"
+RETRAIN_REQUESTED = "io.driftloop.retrain.requested.v1"
+MODEL_TRAINED = "io.driftloop.model.trained.v1"
+MODEL_PROMOTED = "io.driftloop.model.promoted.v1"
+MODEL_ROLLEDBACK = "io.driftloop.model.rolledback.v1"
+PING = "dev.knative.sources.ping"
+
+CONTROL_TYPES: frozenset[str] = frozenset(
+    {DRIFT_DETECTED, RETRAIN_REQUESTED, MODEL_TRAINED, MODEL_PROMOTED, MODEL_ROLLEDBACK}
+)
+
+JSON = "application/json"
+STRUCTURED = "application/cloudevents+json"
+BATCH = "application/cloudevents-batch+json"
+
+_REQUIRED = ("id", "source", "type")
+_CORE = {"id", "source", "type", "specversion", "time", "datacontenttype", "subject",
+         "dataschema", "data", "data_base64"}
+
+
+@dataclass(frozen=True)
+class Event:
+    """One CloudEvent. ``data`` is JSON-like, or ``bytes`` for media payloads."""
+
+    id: str
+    source: str
+    type: str
+    data: Any = None
+    time: datetime | None = None
+    datacontenttype: str | None = None
+    subject: str | None = None
+    extensions: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def is_binary(self) -> bool:
+        return isinstance(self.data, bytes | bytearray)
+
+    def with_extensions(self, **ext: str) -> Event:
+        return replace(self, extensions={**self.extensions, **ext})
+
+
+def new_event(
+    type: str,  # noqa: A002 - CloudEvents attribute name
+    source: str,
+    data: Any = None,
+    *,
+    id: str | None = None,  # noqa: A002
+    datacontenttype: str | None = None,
+    subject: str | None = None,
+    time: datetime | None = None,
+    **extensions: str,
+) -> Event:
+    """A new event with a fresh uuid4 id and the current UTC time unless given."""
+    if datacontenttype is None and not isinstance(data, bytes | bytearray) and data is not None:
+        datacontenttype = JSON
+    return Event(
+        id=id or str(uuid.uuid4()),
+        source=source,
+        type=type,
+        data=data,
+        time=time or datetime.now(UTC),
+        datacontenttype=datacontenttype,
+        subject=subject,
+        extensions={k: str(v) for k, v in extensions.items()},
+    )
+
+
+# --------------------------------------------------------------------------- time / data
+
+
+def format_time(t: datetime) -> str:
+    """RFC 3339 in UTC with a ``Z`` suffix."""
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=UTC)
+    return t.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def parse_time(value: str) -> datetime:
+    t = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
+
+
+def _is_json_type(content_type: str | None) -> bool:
+    if not content_type:
+        return True
+    ct = content_type.split(";", 1)[0].strip().lower()
+    return ct == JSON or ct.endswith("+json") or ct == "text/json"
+
+
+def encode_data(event: Event) -> bytes | None:
+    """The data as bytes for a binary-mode body or Kafka value."""
+    if event.data is None:
+        return None
+    if isinstance(event.data, bytes | bytearray):
+        return bytes(event.data)
+    if isinstance(event.data, str) and not _is_json_type(event.datacontenttype):
+        return event.data.encode()
+    return json.dumps(event.data, separators=(",", ":"), allow_nan=False).encode()
+
+
+def decode_data(raw: bytes | None, content_type: str | None) -> Any:
+    """Bytes of a binary-mode body or Kafka value back to data (JSON decoded when JSON)."""
+    if raw is None:
+        return None
+    if _is_json_type(content_type):
+        if raw == b"":
+            return None
+        try:
+            return json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise BadRequest(f"data: not valid JSON ({e})",
+                             fields=[FieldError("data", "json", f"not valid JSON: {e}")]) from e
+    if content_type and content_type.split(";", 1)[0].strip().lower().startswith("text/"):
+        return raw.decode("utf-8", errors="replace")
+    return raw
+
+
+# --------------------------------------------------------------------------- structured
+
+
+def to_structured(event: Event) -> dict[str, Any]:
+    """The structured-mode JSON object (``data_base64`` for bytes)."""
+    out: dict[str, Any] = {
+        "specversion": SPECVERSION,
+        "id": event.id,
+        "source": event.source,
+        "type": event.type,
+    }
+    if event.time is not None:
+        out["time"] = format_time(event.time)
+    if event.datacontenttype:
+        out["datacontenttype"] = event.datacontenttype
+    if event.subject:
+        out["subject"] = event.subject
+    out.update(event.extensions)
+    if isinstance(event.data, bytes | bytearray):
+        out["data_base64"] = base64.b64encode(event.data).decode()
+    elif event.data is not None:
+        out["data"] = event.data
+    return out
+
+
+def _from_sdk(sdk: SdkEvent) -> Event:
+    attrs = sdk.get_attributes()
+    errors = [
+        FieldError(name, "required", f"CloudEvents attribute '{name}' is required")
+        for name in _REQUIRED
+        if not isinstance(attrs.get(name), str) or not attrs.get(name)
+    ]
+    if errors:
+        raise ValidationFailed(errors)
+    time_value = attrs.get("time")
+    try:
+        t = parse_time(time_value) if isinstance(time_value, str) and time_value else None
+    except ValueError as e:
+        raise ValidationFailed([FieldError("time", "rfc3339", f"not an RFC 3339 time: {e}")]) from e
+    ext = {k: str(v) for k, v in attrs.items() if k not in _CORE and v is not None}
+    data = sdk.get_data()
+    ct = attrs.get("datacontenttype")
+    if isinstance(data, bytes | bytearray) and _is_json_type(ct):
+        data = decode_data(bytes(data), ct)
+    return Event(
+        id=attrs["id"],
+        source=attrs["source"],
+        type=attrs["type"],
+        data=data,
+        time=t,
+        datacontenttype=ct,
+        subject=attrs.get("subject"),
+        extensions=ext,
+    )
+
+
+def from_structured(obj: Mapping[str, Any]) -> Event:
+    """A structured-mode JSON object to an ``Event``."""
+    if not isinstance(obj, Mapping):
+        raise BadRequest("event: a structured CloudEvent must be a JSON object",
+                         fields=[FieldError("event", "object", "must be a JSON object")])
+    specversion = obj.get("specversion")
+    if specversion != SPECVERSION:
+        raise ValidationFailed([FieldError("specversion", "equals 1.0",
+                                           f"specversion must be '1.0', got {specversion!r}")])
+    try:
+        sdk = ce_from_dict(dict(obj))
+    except (CloudEventsError, ValueError, TypeError, KeyError) as e:
+        raise BadRequest(f"event: not a valid CloudEvent ({e})") from e
+    return _from_sdk(sdk)
+
+
+# --------------------------------------------------------------------------- HTTP
+
+
+def from_http(headers: Mapping[str, str], body: bytes) -> list[Event]:
+    """Every event of one HTTP request, in binary, structured or batch mode.
+
+    A batch yields one event per element; elements that are not valid CloudEvents raise
+    for the whole request here. Use ``split_batch`` for per-element results.
+    """
+    lower = {k.lower(): v for k, v in headers.items()}
+    content_type = lower.get("content-type", "").split(";", 1)[0].strip().lower()
+    if content_type == BATCH:
+        return [from_structured(obj) for obj in split_batch(body)]
+    if "ce-specversion" not in lower and content_type != STRUCTURED:
+        raise UnsupportedMediaType(
+            "not a CloudEvent: send binary mode (ce-* headers), structured mode "
+            f"({STRUCTURED}) or batch mode ({BATCH}); got content-type {content_type!r}",
+            fields=[FieldError("content-type", "cloudevents mode",
+                               "binary, structured or batch CloudEvents mode required")],
+        )
+    if content_type == STRUCTURED:
+        return [from_structured(_load_json(body))]
+    if lower.get("ce-specversion") != SPECVERSION:
+        raise ValidationFailed([FieldError("ce-specversion", "equals 1.0",
+                                           "ce-specversion must be '1.0'")])
+    missing = [
+        FieldError(f"ce-{n}", "required", f"header ce-{n} is required")
+        for n in _REQUIRED
+        if not lower.get(f"ce-{n}")
+    ]
+    if missing:
+        raise ValidationFailed(missing)
+    try:
+        sdk = ce_from_http(dict(headers), body, data_unmarshaller=lambda b: b)
+    except (CloudEventsError, ValueError, TypeError) as e:
+        raise BadRequest(f"event: not a valid CloudEvent ({e})") from e
+    return [_from_sdk(sdk)]
+
+
+def _load_json(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise BadRequest(f"body: not valid JSON ({e})",
+                         fields=[FieldError("body", "json", f"not valid JSON: {e}")]) from e
+
+
+def split_batch(body: bytes) -> list[Any]:
+    """The elements of a batch-mode body (a JSON array), not yet validated."""
+    items = _load_json(body)
+    if not isinstance(items, list):
+        raise BadRequest("body: a batch must be a JSON array of CloudEvents",
+                         fields=[FieldError("body", "array", "must be a JSON array")])
+    if not items:
+        raise BadRequest("body: a batch must hold at least one event",
+                         fields=[FieldError("body", "non-empty", "must not be empty")])
+    return items
+
+
+def to_http_binary(event: Event) -> tuple[dict[str, str], bytes]:
+    """Headers and body of a binary-mode HTTP request."""
+    headers = {"ce-specversion": SPECVERSION, "ce-id": event.id, "ce-source": event.source,
+               "ce-type": event.type}
+    if event.time is not None:
+        headers["ce-time"] = format_time(event.time)
+    if event.subject:
+        headers["ce-subject"] = event.subject
+    for k, v in event.extensions.items():
+        headers[f"ce-{k}"] = v
+    if event.datacontenttype:
+        headers["content-type"] = event.datacontenttype
+    return headers, encode_data(event) or b""
+
+
+def to_http_structured(event: Event) -> tuple[dict[str, str], bytes]:
+    return {"content-type": STRUCTURED}, json.dumps(to_structured(event)).encode()
+
+
+def to_sdk(event: Event) -> SdkEvent:
+    """The cloudevents SDK object (for code that hands events to the SDK)."""
+    return ce_from_dict(to_structured(event))
+
+
+def sdk_to_dict(sdk: SdkEvent) -> dict[str, Any]:
+    return ce_to_dict(sdk)
+
+
+# --------------------------------------------------------------------------- Kafka
+
+
+class KafkaRecord(NamedTuple):
+    """What a producer sends: key, value, headers (Kafka protocol binding, binary mode)."""
+
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]]
+
+
+def to_kafka(event: Event, key: str | None = None) -> KafkaRecord:
+    """Binary content mode: ``ce_*`` headers, the data as value, key from ``key`` or
+    the ``partitionkey`` extension."""
+    headers: list[tuple[str, bytes]] = [
+        ("ce_specversion", SPECVERSION.encode()),
+        ("ce_id", event.id.encode()),
+        ("ce_source", event.source.encode()),
+        ("ce_type", event.type.encode()),
+    ]
+    if event.time is not None:
+        headers.append(("ce_time", format_time(event.time).encode()))
+    if event.subject:
+        headers.append(("ce_subject", event.subject.encode()))
+    for k, v in event.extensions.items():
+        headers.append((f"ce_{k}", str(v).encode()))
+    if event.datacontenttype:
+        headers.append(("content-type", event.datacontenttype.encode()))
+    k = key if key is not None else event.extensions.get("partitionkey")
+    return KafkaRecord(k.encode() if k is not None else None, encode_data(event), headers)
+
+
+def from_kafka(
+    value: bytes | None,
+    headers: Sequence[tuple[str, bytes | None]] | None,
+    key: bytes | None = None,
+) -> Event:
+    """A Kafka record (binary or structured mode) back to an ``Event``."""
+    h: dict[str, str] = {}
+    for name, raw in headers or []:
+        h[name.lower()] = raw.decode("utf-8", errors="replace") if raw is not None else ""
+    content_type = h.get("content-type")
+    if "ce_specversion" not in h:
+        if content_type and content_type.split(";", 1)[0].strip().lower() == STRUCTURED:
+            return from_structured(_load_json(value or b""))
+        raise BadRequest("record: not a CloudEvent (no ce_specversion header, not structured)",
+                         fields=[FieldError("ce_specversion", "required", "header missing")])
+    missing = [FieldError(f"ce_{n}", "required", f"header ce_{n} is required")
+               for n in _REQUIRED if not h.get(f"ce_{n}")]
+    if missing:
+        raise ValidationFailed(missing)
+    try:
+        t = parse_time(h["ce_time"]) if h.get("ce_time") else None
+    except ValueError as e:
+        raise ValidationFailed([FieldError("ce_time", "rfc3339", str(e))]) from e
+    ext = {
+        name[3:]: v
+        for name, v in h.items()
+        if name.startswith("ce_") and name[3:] not in _CORE
+    }
+    return Event(
+        id=h["ce_id"],
+        source=h["ce_source"],
+        type=h["ce_type"],
+        data=decode_data(value, content_type),
+        time=t,
+        datacontenttype=content_type,
+        subject=h.get("ce_subject"),
+        extensions=ext,
+    )
+
+
+# --------------------------------------------------------------------------- payloads
+
+
+def _all_finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, Mapping):
+        return all(_all_finite(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return all(_all_finite(v) for v in value)
+    return True
+
+
+class Payload(BaseModel):
+    """Base of the ``data`` models: unknown keys are kept, values must be JSON types."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    @classmethod
+    def parse(cls, data: Any, *, prefix: str = "data") -> Any:
+        """Validate ``data``; raise ``ValidationFailed`` naming every bad field and rule."""
+        if not isinstance(data, Mapping):
+            raise ValidationFailed(
+                [FieldError(prefix, "object", f"{prefix} must be a JSON object")]
+            )
+        try:
+            return cls.model_validate(dict(data))
+        except PydanticValidationError as e:
+            raise ValidationFailed(pydantic_field_errors(e, prefix=prefix)) from e
+
+
+def pydantic_field_errors(error: PydanticValidationError, *, prefix: str) -> list[FieldError]:
+    """Pydantic's errors as ``FieldError``s: dotted field path, rule name, message."""
+    out = []
+    for err in error.errors():
+        loc = ".".join(str(p) for p in err["loc"] if p != "__root__")
+        name = f"{prefix}.{loc}" if loc else prefix
+        rule = err["type"]
+        if rule == "value_error":
+            # Our own validators put the rule name before a colon.
+            msg = str(err.get("ctx", {}).get("error", err["msg"]))
+            rule, _, msg = msg.partition(": ") if ": " in msg else ("invalid", "", msg)
+        else:
+            msg = err["msg"]
+        out.append(FieldError(name, rule, msg))
+    return out
+
+
+class FeedbackData(Payload):
+    """``io.driftloop.feedback.v1``: ground truth or a reward for one prediction."""
+
+    prediction_id: StrictStr = Field(min_length=1, max_length=256)
+    model: StrictStr
+    version: StrictStr | None = None
+    truth: Any = None
+    reward: Any = None
+
+    @field_validator("model")
+    @classmethod
+    def _model_safe(cls, v: str) -> str:
+        if not is_safe_segment(v):
+            raise ValueError(f"safe-name: {SAFE_NAME_RULE}")
+        return v
+
+    @field_validator("version")
+    @classmethod
+    def _version_safe(cls, v: str | None) -> str | None:
+        if v is not None and not is_safe_segment(v):
+            raise ValueError(f"safe-name: {SAFE_NAME_RULE}")
+        return v
+
+    @field_validator("reward")
+    @classmethod
+    def _reward_number(cls, v: Any) -> float | None:
+        if v is None:
+            return None
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            raise ValueError(f"number: reward must be a JSON number, got {type(v).__name__}")
+        if not math.isfinite(v):
+            raise ValueError("finite: reward must be a finite number (not NaN or Infinity)")
+        return v
+
+    @field_validator("truth")
+    @classmethod
+    def _truth_finite(cls, v: Any) -> Any:
+        if not _all_finite(v):
+            raise ValueError("finite: truth must not hold NaN or Infinity")
+        return v
+
+    @model_validator(mode="after")
+    def _truth_or_reward(self) -> FeedbackData:
+        if self.truth is None and self.reward is None:
+            raise ValueError("truth-or-reward: at least one of truth or reward is required")
+        return self
+
+
+class PredictionData(Payload):
+    """``io.driftloop.prediction.v1``: what a model answered for one input."""
+
+    model: StrictStr
+    version: StrictStr
+    output: dict[str, Any]
+    modality: StrictStr | None = None
+    input_ref: StrictStr | None = None
+    latency_ms: float | None = None
+
+
+class DriftDetectedData(Payload):
+    """``io.driftloop.drift.detected.v1``."""
+
+    model: StrictStr
+    version: StrictStr | None = None
+    share_drifted: float | None = None
+    features: dict[str, Any] = Field(default_factory=dict)
+
+
+class RetrainRequestedData(Payload):
+    """``io.driftloop.retrain.requested.v1``: which rules fired, with their values."""
+
+    model: StrictStr
+    run_id: StrictStr
+    reasons: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class ModelTrainedData(Payload):
+    """``io.driftloop.model.trained.v1``."""
+
+    model: StrictStr
+    version: StrictStr
+    parent_version: StrictStr | None = None
+    metrics: dict[str, Any] = Field(default_factory=dict)
+
+
+class ModelPromotedData(Payload):
+    """``io.driftloop.model.promoted.v1``."""
+
+    model: StrictStr
+    version: StrictStr
+    previous_version: StrictStr | None = None
+
+
+class ModelRolledBackData(Payload):
+    """``io.driftloop.model.rolledback.v1``."""
+
+    model: StrictStr
+    version: StrictStr
+    restored_version: StrictStr | None = None
+    reason: StrictStr = ""
+
+
+PAYLOADS: dict[str, type[Payload]] = {
+    FEEDBACK: FeedbackData,
+    PREDICTION: PredictionData,
+    DRIFT_DETECTED: DriftDetectedData,
+    RETRAIN_REQUESTED: RetrainRequestedData,
+    MODEL_TRAINED: ModelTrainedData,
+    MODEL_PROMOTED: ModelPromotedData,
+    MODEL_ROLLEDBACK: ModelRolledBackData,
+}

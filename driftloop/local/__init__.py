@@ -1,0 +1,1 @@
+"""The local stack: the real parts of driftloop as processes on loopback."""

@@ -1,0 +1,54 @@
+"""Components of the local stack.
+
+Each module in this package exposes ``components(settings) -> list[ComponentSpec]``;
+the stack discovers them, starts them in ``order`` and waits for each to be healthy.
+A module returns an empty list when its part is not installed (for example a
+missing venv), so the stack runs with whatever has been set up.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from driftloop.settings import Settings
+
+
+@dataclass(frozen=True)
+class ComponentSpec:
+    """How to start one process of the local stack and how to know it is ready."""
+
+    name: str
+    argv: Sequence[str]
+    order: int
+    endpoint: str
+    """What clients use: ``host:port`` or a URL."""
+    health: Callable[[], bool]
+    """True once the process serves; called repeatedly while starting and by ``status``."""
+    env: Mapping[str, str] = field(default_factory=dict)
+    cwd: Path | None = None
+    ports: Sequence[int] = ()
+    """Loopback ports that must be free before start (a busy port is a clear error)."""
+    start_timeout_s: float = 60.0
+    prepare: Callable[[], None] | None = None
+    """Runs before the process starts (format storage, write config)."""
+    after_start: Callable[[], None] | None = None
+    """Runs once the process is healthy (create topics, buckets)."""
+    extra: Mapping[str, object] = field(default_factory=dict)
+    """Shown by ``status --json`` beside the standard keys (e.g. pipelines, models)."""
+
+
+def discover(settings: Settings) -> list[ComponentSpec]:
+    """All components every module of this package declares, sorted by start order."""
+    specs: list[ComponentSpec] = []
+    for info in pkgutil.iter_modules(__path__):
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        factory = getattr(module, "components", None)
+        if factory is not None:
+            specs.extend(factory(settings))
+    return sorted(specs, key=lambda s: (s.order, s.name))

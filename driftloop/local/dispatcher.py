@@ -1,0 +1,620 @@
+"""The local dispatcher: Knative Eventing's delivery, driven by the same ``eventing/`` files.
+
+On a cluster, KafkaSources, PingSources and a Kafka-class Broker with Triggers deliver
+CloudEvents to the functions. Locally this process reads those manifests and gives the
+same semantics: binary-mode HTTP, at least once, per-partition order, retries with the
+source's backoff, the dead-letter topic after the last retry, offsets committed only once
+a record is done (delivered with a 2xx, filtered out, or dead-lettered). A sink ``ref`` to
+a Knative Service named X is delivered to the local component named X.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import re
+import signal
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
+
+import yaml
+
+from driftloop import topics as topic_names
+from driftloop.events import PING, SPECVERSION, format_time
+
+if TYPE_CHECKING:
+    from kafka import KafkaConsumer, KafkaProducer
+
+    from driftloop.settings import Settings
+
+log = logging.getLogger("driftloop.dispatcher")
+
+RETRYABLE_STATUS = frozenset({404, 408, 409, 429})
+"""Besides 5xx and connection errors, the statuses Knative's Kafka dispatcher retries."""
+
+DEFAULT_PING_DELIVERY_RETRY = 3
+
+
+# --------------------------------------------------------------------------- config (pure)
+
+
+class EventingError(ValueError):
+    """An eventing manifest the dispatcher cannot act on."""
+
+    status = 422
+
+
+_DURATION = re.compile(
+    r"^P(?:(?P<d>\d+(?:\.\d+)?)D)?(?:T(?:(?P<h>\d+(?:\.\d+)?)H)?(?:(?P<m>\d+(?:\.\d+)?)M)?"
+    r"(?:(?P<s>\d+(?:\.\d+)?)S)?)?$"
+)
+
+
+def parse_iso_duration(text: str) -> float:
+    """Seconds in an ISO 8601 duration such as ``PT0.5S`` (Knative's backoffDelay/timeout)."""
+    m = _DURATION.match(text.strip())
+    if not m or text.strip() in {"P", "PT"}:
+        raise EventingError(f"not an ISO 8601 duration: {text!r}")
+    d, h, mi, s = (float(m.group(g) or 0) for g in ("d", "h", "m", "s"))
+    return d * 86400 + h * 3600 + mi * 60 + s
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """A ``delivery`` spec: how often and how patiently to retry, and whether to dead-letter."""
+
+    retry: int = 0
+    backoff_policy: str = "exponential"
+    backoff_delay_s: float = 0.2
+    timeout_s: float | None = None
+    dead_letter: str | None = None
+    """Dead-letter sink name (a KafkaSink, delivered to its topic) or None."""
+
+    def delays(self) -> list[float]:
+        """Wait before each retry: ``delay·2^n`` (exponential) or ``delay·(n+1)`` (linear)."""
+        if self.backoff_policy == "linear":
+            return [self.backoff_delay_s * (n + 1) for n in range(self.retry)]
+        return [self.backoff_delay_s * (2**n) for n in range(self.retry)]
+
+
+def parse_delivery(spec: Mapping[str, Any] | None, fallback: Delivery | None = None) -> Delivery:
+    if not spec:
+        return fallback or Delivery()
+    dls = ((spec.get("deadLetterSink") or {}).get("ref") or {}).get("name")
+    policy = str(spec.get("backoffPolicy", "exponential"))
+    if policy not in {"exponential", "linear"}:
+        raise EventingError(f"delivery.backoffPolicy: unknown policy {policy!r}")
+    return Delivery(
+        retry=int(spec.get("retry", 0)),
+        backoff_policy=policy,
+        backoff_delay_s=parse_iso_duration(spec["backoffDelay"]) if spec.get("backoffDelay") else 0.2,
+        timeout_s=parse_iso_duration(spec["timeout"]) if spec.get("timeout") else None,
+        dead_letter=str(dls) if dls else None,
+    )
+
+
+@dataclass(frozen=True)
+class Route:
+    """One subscription: Kafka topics (or a broker) → filter → one sink, with its delivery."""
+
+    name: str
+    topics: tuple[str, ...]
+    group: str
+    sink: str
+    delivery: Delivery
+    filter: Mapping[str, str] = field(default_factory=dict)
+    broker: str | None = None
+    reply_topic: str | None = None
+    """Where a subscriber's reply event goes (a trigger's broker topic); None: dropped."""
+
+
+@dataclass(frozen=True)
+class Ping:
+    """A PingSource: a cron schedule that posts a ``dev.knative.sources.ping`` event."""
+
+    name: str
+    schedule: str
+    timezone: str
+    sink: str
+    data: bytes
+    content_type: str
+    source: str
+
+
+@dataclass(frozen=True)
+class Eventing:
+    routes: tuple[Route, ...]
+    pings: tuple[Ping, ...]
+    dead_letter_topics: Mapping[str, str]
+    """KafkaSink name → topic."""
+
+
+def _sink_name(sink: Mapping[str, Any] | None, where: str) -> tuple[str, str]:
+    ref = (sink or {}).get("ref") or {}
+    if not ref.get("name"):
+        raise EventingError(f"{where}: sink.ref.name is required (uri sinks are not dispatched locally)")
+    return str(ref.get("kind", "Service")), str(ref["name"])
+
+
+def load_documents(directory: Path) -> list[tuple[Path, dict[str, Any]]]:
+    """Every manifest document in ``directory`` (kustomization.yaml excluded), with its file."""
+    docs = []
+    for path in sorted([*directory.glob("*.yaml"), *directory.glob("*.yml")]):
+        if path.name.startswith("kustomization"):
+            continue
+        for doc in yaml.safe_load_all(path.read_text()):
+            if isinstance(doc, dict):
+                docs.append((path, doc))
+    return docs
+
+
+def build_eventing(docs: Iterable[tuple[Path, Mapping[str, Any]]], namespace: str = "driftloop") -> Eventing:
+    """KafkaSources, PingSources, Brokers and Triggers → local routes and pings (pure)."""
+    by_kind: dict[str, list[tuple[Path, Mapping[str, Any]]]] = {}
+    for path, doc in docs:
+        by_kind.setdefault(str(doc.get("kind")), []).append((path, doc))
+    sinks = {
+        d["metadata"]["name"]: d["spec"]["topic"] for _, d in by_kind.get("KafkaSink", [])
+    }
+    brokers = {
+        d["metadata"]["name"]: parse_delivery((d.get("spec") or {}).get("delivery"))
+        for _, d in by_kind.get("Broker", [])
+    }
+    triggers: dict[str, list[Mapping[str, Any]]] = {}
+    for _, d in by_kind.get("Trigger", []):
+        triggers.setdefault(d["spec"]["broker"], []).append(d)
+
+    routes: list[Route] = []
+    for path, d in by_kind.get("KafkaSource", []):
+        name, spec = d["metadata"]["name"], d["spec"]
+        where = f"{path.name}: KafkaSource/{name}"
+        kind, sink = _sink_name(spec.get("sink"), where)
+        group = str(spec.get("consumerGroup") or f"knative-kafka-source-{name}")
+        topics = tuple(spec["topics"])
+        delivery = parse_delivery(spec.get("delivery"))
+        if kind == "Broker":
+            if sink not in brokers:
+                raise EventingError(f"{where}: sink Broker {sink!r} is not defined")
+            for t in triggers.get(sink, []):
+                tname, tspec = t["metadata"]["name"], t["spec"]
+                tkind, subscriber = _sink_name(tspec.get("subscriber"), f"Trigger/{tname}")
+                attrs = dict(((tspec.get("filter") or {}).get("attributes")) or {})
+                routes.append(Route(
+                    name=f"{name}/{tname}",
+                    topics=topics,
+                    group=f"{group}.{tname}",
+                    sink=subscriber,
+                    delivery=parse_delivery(tspec.get("delivery"), brokers[sink]),
+                    filter={str(k): str(v) for k, v in attrs.items()},
+                    broker=sink,
+                    reply_topic=topics[0],
+                ))
+        else:
+            routes.append(Route(name=name, topics=topics, group=group, sink=sink, delivery=delivery))
+    for r in routes:
+        if r.delivery.dead_letter and r.delivery.dead_letter not in sinks:
+            raise EventingError(f"{r.name}: dead-letter sink {r.delivery.dead_letter!r} is not a KafkaSink here")
+
+    pings: list[Ping] = []
+    for path, d in by_kind.get("PingSource", []):
+        name, spec = d["metadata"]["name"], d["spec"]
+        _, sink = _sink_name(spec.get("sink"), f"{path.name}: PingSource/{name}")
+        schedule = str(spec.get("schedule", "* * * * *"))
+        next_fire(schedule, datetime.now(UTC), str(spec.get("timezone", "UTC")))  # validates
+        data = spec.get("data", "")
+        pings.append(Ping(
+            name=name, schedule=schedule, timezone=str(spec.get("timezone", "UTC")), sink=sink,
+            data=str(data).encode(), content_type=str(spec.get("contentType", "application/json")),
+            source=f"/apis/v1/namespaces/{namespace}/pingsources/{name}",
+        ))
+    return Eventing(tuple(routes), tuple(pings), sinks)
+
+
+def load_eventing(directory: Path) -> Eventing:
+    return build_eventing(load_documents(directory))
+
+
+_EVERY = re.compile(r"^@every\s+(?P<n>\d+(?:\.\d+)?)(?P<u>ms|s|m|h)$")
+
+
+def next_fire(schedule: str, after: datetime, timezone: str = "UTC") -> datetime:
+    """Next fire time strictly after ``after``: 5-field cron (in ``timezone``) or ``@every 10s``."""
+    m = _EVERY.match(schedule.strip())
+    if m:
+        unit = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[m.group("u")]
+        return after + timedelta(seconds=float(m.group("n")) * unit)
+    from croniter import croniter
+
+    try:
+        zone = ZoneInfo(timezone)
+    except Exception as e:  # noqa: BLE001 - any bad zone name
+        raise EventingError(f"PingSource timezone {timezone!r}: {e}") from e
+    if not croniter.is_valid(schedule):
+        raise EventingError(f"PingSource schedule {schedule!r} is not a valid cron expression")
+    nxt = croniter(schedule, after.astimezone(zone)).get_next(datetime)
+    return nxt.astimezone(UTC)
+
+
+# --------------------------------------------------------------------------- record → HTTP (pure)
+
+
+def record_to_http(
+    value: bytes | None, headers: Sequence[tuple[str, bytes | None]]
+) -> tuple[dict[str, str], bytes, dict[str, str]]:
+    """Kafka binary-mode record → (HTTP binary-mode headers, body, CloudEvent attributes).
+
+    Structured-mode records (``application/cloudevents+json``) are forwarded as structured
+    HTTP requests. Raises ``EventingError`` for a record that is not a CloudEvent.
+    """
+    h = {k.lower(): (v or b"").decode("utf-8", errors="replace") for k, v in headers}
+    body = value or b""
+    if "ce_specversion" in h:
+        http = {f"ce-{k[3:]}": v for k, v in h.items() if k.startswith("ce_")}
+        if "content-type" in h:
+            http["content-type"] = h["content-type"]
+        attrs = {k[3:]: v for k, v in h.items() if k.startswith("ce_")}
+    elif h.get("content-type", "").split(";")[0].strip() == "application/cloudevents+json":
+        try:
+            obj = json.loads(body)
+        except ValueError as e:
+            raise EventingError(f"structured record is not JSON: {e}") from e
+        if not isinstance(obj, dict):
+            raise EventingError("structured record is not a JSON object")
+        http = {"content-type": h["content-type"]}
+        attrs = {k: str(v) for k, v in obj.items() if k not in {"data", "data_base64"}}
+    else:
+        raise EventingError("not a CloudEvent: no ce_specversion header and not structured mode")
+    missing = [a for a in ("id", "source", "type") if not attrs.get(a)]
+    if missing:
+        raise EventingError(f"CloudEvent attributes missing: {', '.join(missing)}")
+    return http, body, attrs
+
+
+def matches(filter_attrs: Mapping[str, str], attrs: Mapping[str, str]) -> bool:
+    """Knative Trigger ``filter.attributes``: exact match on every attribute ('' matches any)."""
+    return all(v == "" or attrs.get(k) == v for k, v in filter_attrs.items())
+
+
+def retryable(status: int | None) -> bool:
+    """None is a connection error or timeout."""
+    return status is None or status >= 500 or status in RETRYABLE_STATUS
+
+
+def reply_to_kafka(
+    headers: Mapping[str, str], body: bytes
+) -> tuple[list[tuple[str, bytes]], bytes] | None:
+    """A subscriber's binary-mode reply event as Kafka headers and value, or None."""
+    h = {k.lower(): v for k, v in headers.items()}
+    if not (h.get("ce-id") and h.get("ce-type") and h.get("ce-source")):
+        return None
+    out = [(f"ce_{k[3:]}", v.encode()) for k, v in h.items() if k.startswith("ce-")]
+    if "content-type" in h:
+        out.append(("content-type", h["content-type"].encode()))
+    return out, body
+
+
+# --------------------------------------------------------------------------- endpoints
+
+
+def endpoint_url(endpoint: str) -> str:
+    return endpoint if "://" in endpoint else f"http://{endpoint}"
+
+
+def endpoints_from_stack(state_dir: Path) -> dict[str, str]:
+    """Component name → URL from ``<state_dir>/stack.json`` (what ``driftloop up`` started)."""
+    try:
+        components = json.loads((state_dir / "stack.json").read_text())["components"]
+    except (FileNotFoundError, ValueError, KeyError):
+        return {}
+    return {
+        str(c["name"]): endpoint_url(str(c["endpoint"]))
+        for c in components
+        if c.get("endpoint") and c.get("name") not in {"kafka", "dispatcher"}
+    }
+
+
+# --------------------------------------------------------------------------- workers (I/O)
+
+
+class _Stopped(Exception):
+    pass
+
+
+@dataclass
+class Outcome:
+    delivered: bool
+    attempts: int
+    status: int | None
+    reason: str = ""
+    reply: tuple[dict[str, str], bytes] | None = None
+
+
+class Deliverer:
+    """POSTs one event to one URL with the delivery spec's retries and backoff."""
+
+    def __init__(self, stop: threading.Event, default_timeout_s: float) -> None:
+        import httpx
+
+        self._client = httpx.Client(http1=True, follow_redirects=False)
+        self._stop = stop
+        self._timeout = default_timeout_s
+
+    def close(self) -> None:
+        self._client.close()
+
+    def deliver(self, url: str, headers: Mapping[str, str], body: bytes, d: Delivery) -> Outcome:
+        import httpx
+
+        delays = d.delays()
+        attempt = 0
+        while True:
+            attempt += 1
+            status: int | None = None
+            try:
+                resp = self._client.post(url, headers=dict(headers), content=body,
+                                         timeout=d.timeout_s or self._timeout)
+                status = resp.status_code
+                if 200 <= status < 300:
+                    return Outcome(True, attempt, status, reply=(dict(resp.headers), resp.content))
+                reason = f"HTTP {status}: {resp.text[:300]}"
+            except httpx.HTTPError as e:
+                reason = f"{type(e).__name__}: {e}"
+            if not retryable(status) or attempt > len(delays):
+                return Outcome(False, attempt, status, reason)
+            log.info("retrying %s in %.2fs (attempt %d): %s", url, delays[attempt - 1], attempt, reason)
+            if self._stop.wait(delays[attempt - 1]):
+                raise _Stopped
+
+
+class RouteWorker(threading.Thread):
+    """One consumer group per route: poll, filter, deliver in partition order, commit."""
+
+    def __init__(
+        self,
+        route: Route,
+        url: str,
+        settings: Settings,
+        producer: KafkaProducer,
+        dead_letter_topics: Mapping[str, str],
+        stop: threading.Event,
+    ) -> None:
+        super().__init__(name=f"route-{route.name}", daemon=True)
+        self.route, self.url, self.settings = route, url, settings
+        self.producer, self.dead_letter_topics, self.stop = producer, dead_letter_topics, stop
+        self.delivered = 0
+        self.dead_lettered = 0
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        from driftloop import bus
+
+        consumer: KafkaConsumer | None = None
+        deliverer = Deliverer(self.stop, self.settings.dispatcher_timeout_s)
+        try:
+            consumer = bus.make_consumer(self.settings, self.route.topics, self.route.group,
+                                         max_poll_records=100, max_poll_interval_ms=600_000)
+            while not self.stop.is_set():
+                batch = consumer.poll(timeout_ms=self.settings.dispatcher_poll_ms)
+                for tp, records in batch.items():
+                    for rec in records:
+                        self._handle(rec, deliverer)
+                        self._commit(consumer, tp, rec.offset + 1)
+        except _Stopped:
+            pass
+        except BaseException as e:  # noqa: BLE001 - reported by the dispatcher
+            self.error = e
+            log.exception("route %s failed", self.route.name)
+        finally:
+            deliverer.close()
+            if consumer is not None:
+                consumer.close(autocommit=False)
+
+    @staticmethod
+    def _commit(consumer: KafkaConsumer, tp: Any, offset: int) -> None:
+        from kafka.structs import OffsetAndMetadata
+
+        consumer.commit({tp: OffsetAndMetadata(offset, "", -1)})
+
+    def _handle(self, rec: Any, deliverer: Deliverer) -> None:
+        try:
+            http, body, attrs = record_to_http(rec.value, rec.headers)
+        except EventingError as e:
+            self._dead_letter(rec, f"{self.route.name}: {e}")
+            return
+        if not matches(self.route.filter, attrs):
+            return
+        outcome = deliverer.deliver(self.url, http, body, self.route.delivery)
+        if outcome.delivered:
+            self.delivered += 1
+            if self.route.reply_topic and outcome.reply is not None:
+                reply = reply_to_kafka(*outcome.reply)
+                if reply is not None:
+                    self.producer.send(self.route.reply_topic, value=reply[1], headers=reply[0]).get(30)
+            return
+        self._dead_letter(
+            rec,
+            f"delivery to {self.route.sink} ({self.route.name}) failed after "
+            f"{outcome.attempts} attempt(s): {outcome.reason}",
+        )
+
+    def _dead_letter(self, rec: Any, reason: str) -> None:
+        from driftloop import bus
+
+        name = self.route.delivery.dead_letter
+        if name is None:
+            log.warning("dropping record %s/%d@%d (no dead-letter sink): %s",
+                        rec.topic, rec.partition, rec.offset, reason)
+            return
+        topic = self.dead_letter_topics.get(name, topic_names.DEADLETTER)
+        headers = [(k, v or b"") for k, v in rec.headers]
+        headers.append(("dl_sink", self.route.sink.encode()))
+        if topic == topic_names.DEADLETTER:
+            fut = bus.dead_letter(self.producer, reason=reason, source_topic=rec.topic,
+                                  value=rec.value, headers=headers, key=rec.key,
+                                  partition=rec.partition, offset=rec.offset)
+        else:
+            headers += [(bus.DL_REASON, reason.encode()), (bus.DL_SOURCE_TOPIC, rec.topic.encode())]
+            fut = self.producer.send(topic, key=rec.key, value=rec.value, headers=headers)
+        fut.get(timeout=30)
+        self.dead_lettered += 1
+        log.warning("dead-lettered %s/%d@%d: %s", rec.topic, rec.partition, rec.offset, reason)
+
+
+def ping_event(ping: Ping, when: datetime) -> tuple[dict[str, str], bytes]:
+    """The binary-mode HTTP request a PingSource sends at ``when``."""
+    headers = {
+        "ce-specversion": SPECVERSION,
+        "ce-id": str(uuid.uuid4()),
+        "ce-source": ping.source,
+        "ce-type": PING,
+        "ce-time": format_time(when),
+        "content-type": ping.content_type,
+    }
+    return headers, ping.data
+
+
+class PingWorker(threading.Thread):
+    """Fires every PingSource on its schedule (no catch-up of missed ticks, as in Knative)."""
+
+    def __init__(
+        self,
+        pings: Sequence[tuple[Ping, str]],
+        stop: threading.Event,
+        settings: Settings,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        super().__init__(name="pings", daemon=True)
+        self.pings, self.stop, self.settings, self.now = pings, stop, settings, now
+        self.fired: dict[str, int] = {p.name: 0 for p, _ in pings}
+
+    def run(self) -> None:
+        deliverer = Deliverer(self.stop, self.settings.dispatcher_timeout_s)
+        delivery = Delivery(retry=DEFAULT_PING_DELIVERY_RETRY, backoff_delay_s=0.2)
+        start = self.now()
+        due = {p.name: next_fire(p.schedule, start, p.timezone) for p, _ in self.pings}
+        try:
+            while not self.stop.is_set() and self.pings:
+                now = self.now()
+                for ping, url in self.pings:
+                    if due[ping.name] <= now:
+                        headers, body = ping_event(ping, due[ping.name])
+                        outcome = deliverer.deliver(url, headers, body, delivery)
+                        self.fired[ping.name] += 1
+                        if not outcome.delivered:
+                            log.warning("ping %s to %s failed: %s", ping.name, ping.sink, outcome.reason)
+                        due[ping.name] = next_fire(ping.schedule, max(now, due[ping.name]), ping.timezone)
+                wait = min((d - self.now()).total_seconds() for d in due.values())
+                self.stop.wait(max(0.01, min(wait, 1.0)))
+        except _Stopped:
+            pass
+        finally:
+            deliverer.close()
+
+
+class Dispatcher:
+    """Runs a worker per route and one for the pings until ``stop()``."""
+
+    def __init__(self, eventing: Eventing, endpoints: Mapping[str, str], settings: Settings) -> None:
+        self.eventing, self.endpoints, self.settings = eventing, dict(endpoints), settings
+        self.stop_event = threading.Event()
+        self.routes: list[RouteWorker] = []
+        self.pings: PingWorker | None = None
+        self.skipped: list[str] = []
+        self._producer: KafkaProducer | None = None
+
+    def plan(self) -> dict[str, Any]:
+        """What will be dispatched where (and what has no local endpoint)."""
+        return {
+            "routes": [{"name": r.name, "topics": list(r.topics), "group": r.group, "sink": r.sink,
+                        "url": self.endpoints.get(r.sink), "filter": dict(r.filter)}
+                       for r in self.eventing.routes],
+            "pings": [{"name": p.name, "schedule": p.schedule, "sink": p.sink,
+                       "url": self.endpoints.get(p.sink)} for p in self.eventing.pings],
+        }
+
+    def start(self) -> None:
+        from driftloop import bus
+
+        self._producer = bus.make_producer(self.settings)
+        for r in self.eventing.routes:
+            url = self.endpoints.get(r.sink)
+            if url is None:
+                self.skipped.append(r.name)
+                log.warning("route %s: no local endpoint for %s; its records wait in Kafka",
+                            r.name, r.sink)
+                continue
+            w = RouteWorker(r, url, self.settings, self._producer,
+                            self.eventing.dead_letter_topics, self.stop_event)
+            w.start()
+            self.routes.append(w)
+        pings = [(p, self.endpoints[p.sink]) for p in self.eventing.pings if p.sink in self.endpoints]
+        self.skipped += [p.name for p in self.eventing.pings if p.sink not in self.endpoints]
+        if pings:
+            self.pings = PingWorker(pings, self.stop_event, self.settings)
+            self.pings.start()
+
+    def stop(self, timeout_s: float = 15.0) -> None:
+        self.stop_event.set()
+        for w in [*self.routes, *([self.pings] if self.pings else [])]:
+            w.join(timeout_s)
+        if self._producer is not None:
+            self._producer.close(timeout=5)
+            self._producer = None
+
+    def failed(self) -> list[str]:
+        return [f"{w.route.name}: {w.error}" for w in self.routes if w.error is not None]
+
+
+def heartbeat_path(state_dir: Path) -> Path:
+    return state_dir / "dispatcher.json"
+
+
+def _main(argv: list[str] | None = None) -> int:
+    from driftloop.settings import Settings
+
+    parser = argparse.ArgumentParser(prog="python -m driftloop.local.dispatcher")
+    parser.add_argument("--eventing", type=Path, default=None, help="eventing manifests folder")
+    parser.add_argument("--endpoint", action="append", default=[], metavar="NAME=URL",
+                        help="sink name → URL (overrides stack.json)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    settings = Settings()
+    endpoints = endpoints_from_stack(settings.state_dir)
+    for item in args.endpoint:
+        name, _, url = item.partition("=")
+        endpoints[name] = endpoint_url(url)
+    eventing = load_eventing(args.eventing or settings.eventing_dir)
+    dispatcher = Dispatcher(eventing, endpoints, settings)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    dispatcher.start()
+    beat = heartbeat_path(settings.state_dir)
+    beat.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        while not stop.is_set():
+            plan = dispatcher.plan() | {"skipped": dispatcher.skipped, "failed": dispatcher.failed(),
+                                        "updated": time.time()}
+            tmp = beat.with_suffix(".tmp")
+            tmp.write_text(json.dumps(plan))
+            tmp.replace(beat)
+            if dispatcher.failed():
+                log.error("route failed: %s", dispatcher.failed())
+                return 1
+            stop.wait(1.0)
+    finally:
+        dispatcher.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main())

@@ -1,0 +1,118 @@
+"""A real Apache Kafka broker in KRaft mode (combined broker + controller) on loopback.
+
+The jars come from Maven Central through ``infra/kafka/pom.xml`` (``make setup``).
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from driftloop.errors import StackError
+from driftloop.local.process import tcp_open
+from driftloop.settings import PROJECT_ROOT
+
+LOG4J_CONFIG = PROJECT_ROOT / "infra" / "kafka" / "log4j2.properties"
+
+
+def java_binary() -> str:
+    """The ``java`` on PATH; a clear error when there is none."""
+    java = shutil.which("java")
+    if java is None:
+        raise StackError("Java not found on PATH: Kafka needs a Java 17+ runtime (make setup)")
+    return java
+
+
+@dataclass(frozen=True)
+class KafkaBroker:
+    """Files and command line of one single-node KRaft broker."""
+
+    libs_dir: Path
+    data_dir: Path
+    port: int
+    controller_port: int
+    heap: str = "768m"
+    host: str = "127.0.0.1"
+
+    @property
+    def bootstrap(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def config_path(self) -> Path:
+        return self.data_dir / "server.properties"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.data_dir / "kraft-logs"
+
+    def _classpath(self) -> str:
+        if not self.libs_dir.is_dir() or not any(self.libs_dir.glob("kafka_2.13-*.jar")):
+            raise StackError(f"Kafka jars missing in {self.libs_dir}: run make setup")
+        return f"{self.libs_dir}/*"
+
+    def _java(self, main: str, *args: str, heap: str = "256m") -> list[str]:
+        return [
+            java_binary(), f"-Xmx{heap}", "-XX:+UseG1GC", "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={LOG4J_CONFIG}",
+            "-cp", self._classpath(), main, *args,
+        ]
+
+    def write_config(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        props = {
+            "process.roles": "broker,controller",
+            "node.id": "1",
+            "controller.quorum.voters": f"1@{self.host}:{self.controller_port}",
+            "listeners": f"PLAINTEXT://{self.host}:{self.port},"
+            f"CONTROLLER://{self.host}:{self.controller_port}",
+            "advertised.listeners": f"PLAINTEXT://{self.host}:{self.port}",
+            "controller.listener.names": "CONTROLLER",
+            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "log.dirs": str(self.log_dir),
+            "num.partitions": "3",
+            "offsets.topic.replication.factor": "1",
+            "offsets.topic.num.partitions": "10",
+            "transaction.state.log.replication.factor": "1",
+            "transaction.state.log.min.isr": "1",
+            "share.coordinator.state.topic.replication.factor": "1",
+            "share.coordinator.state.topic.min.isr": "1",
+            "group.initial.rebalance.delay.ms": "0",
+            "auto.create.topics.enable": "false",
+            "log.flush.interval.messages": "1",
+            "message.max.bytes": str(16 * 1024 * 1024),
+        }
+        self.config_path.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
+
+    def format_storage(self) -> None:
+        """Write the config and format the log dir once (KRaft needs a cluster id)."""
+        self.write_config()
+        if (self.log_dir / "meta.properties").exists():
+            return
+        cluster_id = _kafka_uuid()
+        try:
+            subprocess.run(
+                self._java("kafka.tools.StorageTool", "format", "-t", cluster_id,
+                           "-c", str(self.config_path), "--ignore-formatted"),
+                check=True, capture_output=True, timeout=120,
+            )
+        except subprocess.CalledProcessError as e:
+            out = (e.stdout + e.stderr).decode(errors="replace").strip().splitlines()[-1:]
+            raise StackError(f"formatting Kafka storage failed: {' '.join(out)}") from e
+
+    def argv(self) -> list[str]:
+        return self._java("kafka.Kafka", str(self.config_path), heap=self.heap)
+
+    def healthy(self) -> bool:
+        return tcp_open(self.host, self.port)
+
+
+def _kafka_uuid() -> str:
+    """A Kafka cluster id: a random UUID in URL-safe base64 without padding."""
+    import base64
+
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")

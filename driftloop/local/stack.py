@@ -1,0 +1,160 @@
+"""``driftloop up | down | status``: start, stop and inspect the local stack.
+
+What ``up`` started is recorded in ``<state_dir>/stack.json`` (name, pid, endpoint, log),
+so ``down`` stops exactly that and ``status`` reports on it. Components come from
+``driftloop.local.components`` and start in order, each waited on until healthy.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from driftloop.errors import StackError
+from driftloop.local.components import ComponentSpec, discover
+from driftloop.local.process import pid_alive, port_is_free, spawn, stop_pid, wait_until
+from driftloop.settings import Settings
+
+
+@dataclass(frozen=True)
+class ComponentStatus:
+    name: str
+    pid: int | None
+    endpoint: str
+    healthy: bool
+    extra: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "pid": self.pid, "endpoint": self.endpoint,
+                "healthy": self.healthy, **self.extra}
+
+
+class Stack:
+    """The processes of one local stack, rooted at ``settings.state_dir``."""
+
+    def __init__(self, settings: Settings, specs: list[ComponentSpec] | None = None) -> None:
+        self.settings = settings
+        self._specs = specs
+
+    @property
+    def specs(self) -> list[ComponentSpec]:
+        if self._specs is None:
+            self._specs = discover(self.settings)
+        return self._specs
+
+    @property
+    def state_file(self) -> Path:
+        return self.settings.state_dir / "stack.json"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.settings.state_dir / "logs"
+
+    # ------------------------------------------------------------------ records
+
+    def _read(self) -> list[dict[str, Any]]:
+        try:
+            return list(json.loads(self.state_file.read_text())["components"])
+        except FileNotFoundError:
+            return []
+        except (ValueError, KeyError) as e:
+            raise StackError(f"{self.state_file} is unreadable ({e}); remove it") from e
+
+    def _write(self, records: list[dict[str, Any]]) -> None:
+        self.state_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"components": records}, indent=2))
+        os.replace(tmp, self.state_file)
+
+    def running(self) -> list[dict[str, Any]]:
+        return [r for r in self._read() if r.get("pid") and pid_alive(int(r["pid"]))]
+
+    # ------------------------------------------------------------------ verbs
+
+    def up(self, *, progress: Any = None) -> list[ComponentStatus]:
+        """Start every component; raise ``StackError`` (and stop what started) on failure."""
+        alive = self.running()
+        if alive:
+            raise AlreadyUp(f"the stack is already up ({len(alive)} components, "
+                            f"state in {self.settings.state_dir}); run driftloop down first")
+        self._preflight()
+        records: list[dict[str, Any]] = []
+        try:
+            for spec in self.specs:
+                if progress:
+                    progress(f"starting {spec.name}")
+                records.append(self._start(spec))
+                self._write(records)
+        except BaseException:
+            self._stop_records(records)
+            self.state_file.unlink(missing_ok=True)
+            raise
+        return self.status()
+
+    def _preflight(self) -> None:
+        busy = [(s.name, p) for s in self.specs for p in s.ports if not port_is_free(p)]
+        if busy:
+            what = ", ".join(f"{name} needs port {port}" for name, port in busy)
+            raise StackError(f"port busy: {what} (something else listens there; "
+                             "stop it or set DRIFTLOOP_*_PORT)")
+
+    def _start(self, spec: ComponentSpec) -> dict[str, Any]:
+        log_path = self.log_dir / f"{spec.name}.log"
+        if spec.prepare is not None:
+            spec.prepare()
+        started = time.monotonic()
+        proc = spawn(spec.argv, log_path=log_path, env=spec.env, cwd=spec.cwd)
+        record = {"name": spec.name, "pid": proc.pid, "endpoint": spec.endpoint,
+                  "log": str(log_path), **dict(spec.extra)}
+        try:
+            wait_until(spec.health, timeout_s=spec.start_timeout_s, what=spec.name,
+                       alive=lambda: proc.poll() is None, log_path=log_path)
+            if spec.after_start is not None:
+                spec.after_start()
+        except BaseException:
+            stop_pid(proc.pid)
+            raise
+        record["start_s"] = round(time.monotonic() - started, 2)
+        return record
+
+    def down(self) -> list[str]:
+        """Stop what ``up`` started, last first; return the names stopped."""
+        records = self._read()
+        stopped = self._stop_records(records)
+        self.state_file.unlink(missing_ok=True)
+        return stopped
+
+    @staticmethod
+    def _stop_records(records: list[dict[str, Any]]) -> list[str]:
+        stopped = []
+        for r in reversed(records):
+            pid = r.get("pid")
+            if pid and pid_alive(int(pid)):
+                stop_pid(int(pid))
+                stopped.append(str(r["name"]))
+        return stopped
+
+    def status(self) -> list[ComponentStatus]:
+        specs = {s.name: s for s in self.specs}
+        out = []
+        for r in self._read():
+            pid = int(r["pid"]) if r.get("pid") else None
+            alive = pid is not None and pid_alive(pid)
+            spec = specs.get(r["name"])
+            healthy = alive
+            if alive and spec is not None:
+                try:
+                    healthy = bool(spec.health())
+                except Exception:  # noqa: BLE001 - a failing probe means unhealthy
+                    healthy = False
+            extra = {k: v for k, v in r.items() if k not in ("name", "pid", "endpoint")}
+            out.append(ComponentStatus(r["name"], pid, r.get("endpoint", ""), healthy, extra))
+        return out
+
+
+class AlreadyUp(StackError):
+    """``up`` found the stack running."""

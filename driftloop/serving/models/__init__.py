@@ -1,0 +1,41 @@
+"""In-process models: load an artifact (files by name), predict on decoded inputs.
+
+Heavy libraries (pocketsphinx, OpenCV, tesseract, scikit-learn) are imported inside the
+functions that need them, so the rest of driftloop imports without them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+
+class Model(Protocol):
+    """What a runtime needs from a model family."""
+
+    modality: str
+
+    def predict(self, media: bytes | None, tensor: Any | None) -> dict[str, Any]:
+        """One request's output; raise ``driftloop.errors.BadRequest`` for bad inputs."""
+        ...
+
+
+def load(name: str, artifact: Mapping[str, bytes]) -> Model:
+    """The model ``name`` loaded from its registry artifact."""
+    if name == "speech":
+        from driftloop.serving.models.speech import SpeechModel
+
+        return SpeechModel.from_artifact(artifact)
+    if name == "ocr":
+        from driftloop.serving.models.ocr import OcrModel
+
+        return OcrModel.from_artifact(artifact)
+    if name == "faces":
+        from driftloop.serving.models.faces import FacesModel
+
+        return FacesModel.from_artifact(artifact)
+    if name == "digits":
+        from driftloop.serving.models.digits import DigitsModel
+
+        return DigitsModel.from_artifact(artifact)
+    raise KeyError(f"unknown model {name!r}")

@@ -1,0 +1,66 @@
+"""OCR with tesseract (Debian's binary and English data) through pytesseract."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from driftloop.serving import inputs
+
+DEFAULT_CONFIG: dict[str, Any] = {"lang": "eng", "psm": 6, "min_confidence": 0.0}
+
+
+@dataclass
+class OcrModel:
+    """Words with boxes and confidences, joined into lines of text."""
+
+    config: Mapping[str, Any]
+    modality: str = "image"
+
+    @classmethod
+    def from_artifact(cls, artifact: Mapping[str, bytes]) -> OcrModel:
+        return cls({**DEFAULT_CONFIG, **json.loads(artifact.get("config.json", b"{}"))})
+
+    @staticmethod
+    def artifact(**overrides: Any) -> dict[str, bytes]:
+        return {"config.json": json.dumps({**DEFAULT_CONFIG, **overrides}).encode()}
+
+    def predict(self, media: bytes | None, tensor: Any | None) -> dict[str, Any]:
+        import numpy as np
+
+        if media is not None:
+            image = inputs.decode_image(media, mode="RGB")
+        else:
+            image = np.asarray(tensor)
+            if image.ndim not in (2, 3) or image.size == 0:
+                raise inputs.bad("input", "shape", f"image tensor must be HxW or HxWxC, "
+                                 f"got shape {image.shape}")
+            image = np.clip(image, 0, 255).astype(np.uint8)
+        return self.read(image)
+
+    def read(self, image: Any) -> dict[str, Any]:
+        import pytesseract
+        from PIL import Image
+
+        data = pytesseract.image_to_data(
+            Image.fromarray(image), lang=self.config["lang"],
+            config=f"--psm {int(self.config['psm'])}", output_type=pytesseract.Output.DICT,
+        )
+        lines: dict[tuple[int, int, int], list[str]] = {}
+        boxes, words, scores = [], [], []
+        for i, word in enumerate(data["text"]):
+            conf = float(data["conf"][i])
+            if not word.strip() or conf < 0 or conf < float(self.config["min_confidence"]):
+                continue
+            x, y, w, h = (int(data[k][i]) for k in ("left", "top", "width", "height"))
+            key = (data["block_num"][i], data["par_num"][i], data["line_num"][i])
+            lines.setdefault(key, []).append(word)
+            boxes.append([x, y, x + w, y + h])
+            words.append(word)
+            scores.append(round(conf / 100.0, 4))
+        text = "\n".join(" ".join(ws) for _, ws in sorted(lines.items()))
+        confidence = round(sum(scores) / len(scores), 4) if scores else 0.0
+        return {"text": text, "confidence": confidence, "boxes": boxes, "labels": words,
+                "scores": scores}

@@ -1,0 +1,63 @@
+"""Speech-to-text with pocketsphinx and the en-us model its wheel bundles."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from driftloop.serving import inputs
+
+DEFAULT_CONFIG: dict[str, Any] = {"samprate": inputs.SAMPLE_RATE, "max_seconds": 60.0}
+
+
+@dataclass
+class SpeechModel:
+    """A pocketsphinx decoder; one utterance at a time (the decoder is not thread-safe)."""
+
+    config: Mapping[str, Any]
+    modality: str = "audio"
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def __post_init__(self) -> None:
+        from pocketsphinx import Decoder
+
+        options = {k: v for k, v in self.config.items() if k not in ("max_seconds",)}
+        self._decoder = Decoder(**options)
+
+    @classmethod
+    def from_artifact(cls, artifact: Mapping[str, bytes]) -> SpeechModel:
+        return cls({**DEFAULT_CONFIG, **json.loads(artifact.get("config.json", b"{}"))})
+
+    @staticmethod
+    def artifact(**overrides: Any) -> dict[str, bytes]:
+        """The registry artifact: decoder options (the acoustic model is the bundled one)."""
+        return {"config.json": json.dumps({**DEFAULT_CONFIG, **overrides}).encode()}
+
+    @property
+    def max_seconds(self) -> float:
+        return float(self.config.get("max_seconds", 60.0))
+
+    def predict(self, media: bytes | None, tensor: Any | None) -> dict[str, Any]:
+        if media is not None:
+            if inputs.sniff(media) != inputs.WAV:
+                raise inputs.bad("input", "media-type", "speech expects a WAV file or PCM samples")
+            pcm = inputs.decode_wav(media, max_seconds=self.max_seconds)
+        else:
+            pcm = inputs.pcm_from_tensor(tensor, max_seconds=self.max_seconds)
+        return self.transcribe(pcm.tobytes())
+
+    def transcribe(self, pcm16: bytes) -> dict[str, Any]:
+        """Transcript and confidence of 16 kHz mono int16 PCM."""
+        with self._lock:
+            d = self._decoder
+            d.start_utt()
+            d.process_raw(pcm16, full_utt=True)
+            d.end_utt()
+            hyp = d.hyp()
+            if hyp is None:
+                return {"text": "", "confidence": 0.0}
+            confidence = float(d.get_logmath().exp(hyp.prob))
+        return {"text": hyp.hypstr, "confidence": round(min(max(confidence, 0.0), 1.0), 4)}

@@ -1,0 +1,141 @@
+"""Raw input records → preprocessed CloudEvents (or a rejection), independent of the runner.
+
+The stream job feeds Kafka records (value + headers) and the batch job feeds blob objects;
+both call ``preprocess_event`` so their outputs are identical for identical inputs. The
+output record schema is documented in flink/README.md.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from driftloop import events
+from driftloop.blob import partition_key
+from driftloop.errors import DriftloopError
+from driftloop.naming import is_safe_segment
+
+from flink.transforms import Rejected
+from flink.transforms.audio import AudioConfig, encode_wav16, preprocess_audio
+from flink.transforms.image import ImageConfig, encode_png, preprocess_image
+
+PREPROCESSED = "io.driftloop.preprocessed.v1"
+SOURCE = "driftloop/flink/preprocess"
+
+Offload = Callable[[str, bytes], str]
+"""Stores a payload too big to inline under a blob key; returns the store's URL."""
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    audio: AudioConfig = field(default_factory=AudioConfig)
+    image: ImageConfig = field(default_factory=ImageConfig)
+    inline_max_bytes: int = 256 * 1024
+    """Payloads up to this size travel base64-inline; bigger ones go to the blob store."""
+
+
+def _payload(
+    content_type: str, body: bytes, key: str, cfg: PreprocessConfig, offload: Offload | None
+) -> dict[str, Any]:
+    if len(body) <= cfg.inline_max_bytes or offload is None:
+        return {"content_type": content_type, "encoding": "base64", "bytes": len(body),
+                "data": base64.b64encode(body).decode()}
+    url = offload(key, body)
+    return {"content_type": content_type, "encoding": "blob", "bytes": len(body),
+            "blob_url": url, "blob_key": key}
+
+
+def _day(t: datetime | None) -> str:
+    return (t or datetime.now(UTC)).astimezone(UTC).date().isoformat()
+
+
+def preprocess_event(
+    event: events.Event,
+    modality: str,
+    cfg: PreprocessConfig,
+    offload: Offload | None = None,
+) -> events.Event:
+    """One raw input event → its preprocessed event (same id); raises ``Rejected``."""
+    if event.type != events.INPUT:
+        raise Rejected(Rejected.INVALID_EVENT, f"type {event.type!r} is not {events.INPUT}")
+    model = event.extensions.get("model")
+    if not is_safe_segment(model):
+        raise Rejected(Rejected.INVALID_EVENT, f"extension model {model!r} is missing or unsafe")
+    data = event.data
+    if isinstance(data, str):
+        data = data.encode()
+    if data is None:
+        data = b""
+    if not isinstance(data, bytes | bytearray):
+        raise Rejected(Rejected.WRONG_CONTENT_TYPE,
+                       f"content type {event.datacontenttype!r} carries no media bytes")
+    digest = hashlib.sha256(event.id.encode()).hexdigest()[:32]
+    out: dict[str, Any] = {"model": model, "modality": modality,
+                           "input_content_type": event.datacontenttype}
+    if modality == "audio":
+        a = preprocess_audio(bytes(data), event.datacontenttype, cfg.audio)
+        body = encode_wav16(a.samples, a.sample_rate)
+        key = partition_key("preprocessed", model, _day(event.time), f"audio/{digest}.wav")
+        out |= {"features": a.features, "sample_rate": a.sample_rate,
+                "samples": int(a.samples.size),
+                "payload": _payload("audio/wav", body, key, cfg, offload)}
+    elif modality == "image":
+        im = preprocess_image(bytes(data), event.datacontenttype, cfg.image)
+        body = encode_png(im.pixels)
+        key = partition_key("preprocessed", model, _day(event.time), f"image/{digest}.png")
+        out |= {"features": im.features, "shape": list(im.pixels.shape),
+                "mode": cfg.image.mode, "letterbox": im.letterbox,
+                "payload": _payload("image/png", body, key, cfg, offload)}
+    else:
+        raise Rejected(Rejected.INVALID_EVENT, f"unknown modality {modality!r}")
+    return events.Event(
+        id=event.id, source=SOURCE, type=PREPROCESSED, data=out, time=event.time,
+        datacontenttype=events.JSON, subject=event.subject,
+        extensions={"model": model, "modality": modality},
+    )
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one raw Kafka record becomes: a record for ``topic`` (output or dead letter)."""
+
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]]
+    reason: str | None = None
+    """Set for dead letters."""
+
+
+def process_kafka_record(
+    value: bytes | None,
+    headers: Sequence[tuple[str, bytes | None]] | Mapping[str, bytes | None] | None,
+    *,
+    modality: str,
+    source_topic: str,
+    output_topic: str,
+    deadletter_topic: str,
+    cfg: PreprocessConfig,
+    offload: Offload | None = None,
+) -> Outcome:
+    """A raw Kafka record → the preprocessed record, or a dead letter carrying the reason."""
+    hdrs = list(headers.items()) if isinstance(headers, Mapping) else list(headers or [])
+    hdrs = [(k, v if v is not None else b"") for k, v in hdrs]
+    try:
+        try:
+            event = events.from_kafka(value, hdrs)
+        except DriftloopError as e:
+            raise Rejected(Rejected.INVALID_EVENT, e.message) from e
+        out = preprocess_event(event, modality, cfg, offload)
+    except Rejected as r:
+        dl = [(k, v) for k, v in hdrs if not k.startswith("dl_")]
+        dl.append(("dl_reason", f"{r.reason}: {r.detail}".encode()[:4096]))
+        dl.append(("dl_source_topic", source_topic.encode()))
+        model = dict(hdrs).get("ce_model")
+        return Outcome(deadletter_topic, model or None, value, dl, reason=r.reason)
+    rec = events.to_kafka(out, key=out.extensions["model"])
+    return Outcome(output_topic, rec.key, rec.value, rec.headers)

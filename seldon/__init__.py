@@ -1,0 +1,1 @@
+"""MLServer runtimes and deployment manifests of driftloop's models (Seldon Core v2, KServe)."""

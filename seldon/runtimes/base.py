@@ -1,0 +1,144 @@
+"""What every driftloop runtime does around its model.
+
+Load: the artifact of one registry version (``parameters.extra.registry_version``)
+from the blob store. Predict: decode the one input, run the model off the event loop,
+count latency, errors and outputs per model and version, answer with the prediction id
+in the body and the ``x-request-id``/``ce-id`` headers, and offer a prediction event
+to the bounded emitter (never failing the inference because of Kafka).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from typing import Any, ClassVar
+
+from mlserver import MLModel
+from mlserver.errors import MLServerError
+from mlserver.metrics import REGISTRY
+from mlserver.types import InferenceRequest, InferenceResponse, Parameters, ResponseOutput
+from prometheus_client import Counter, Histogram
+
+from driftloop import events
+from driftloop.blob import open_store
+from driftloop.errors import DriftloopError
+from driftloop.quality import MODELS
+from driftloop.registry import Registry
+from driftloop.serving import models, v2
+from driftloop.serving.emitter import PredictionEmitter
+from driftloop.settings import Settings, get_settings
+
+LATENCY = Histogram(
+    "driftloop_model_latency_seconds", "Model inference latency (decode + predict).",
+    ["model", "version"], registry=REGISTRY,
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+REQUESTS = Counter("driftloop_model_requests", "Inference requests by outcome.",
+                   ["model", "version", "outcome"], registry=REGISTRY)
+ERRORS = Counter("driftloop_model_errors", "Failed inferences by reason (HTTP status).",
+                 ["model", "version", "status"], registry=REGISTRY)
+OUTPUTS = Counter("driftloop_model_outputs", "Output distribution: predictions by class.",
+                  ["model", "version", "output"], registry=REGISTRY)
+CONFIDENCE = Histogram("driftloop_model_confidence", "Confidence of each prediction.",
+                       ["model", "version"], registry=REGISTRY,
+                       buckets=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0))
+
+_emitter: PredictionEmitter | None = None
+_emitter_lock = threading.Lock()
+
+
+def emitter(settings: Settings) -> PredictionEmitter:
+    """The process's one emitter (shared by every model and version)."""
+    global _emitter
+    with _emitter_lock:
+        if _emitter is None:
+            from driftloop.bus import make_producer
+
+            _emitter = PredictionEmitter(lambda: make_producer(settings, linger_ms=20),
+                                         maxsize=settings.serving_event_queue, registry=REGISTRY)
+        return _emitter
+
+
+def output_class(family: str, output: dict[str, Any]) -> str:
+    """A low-cardinality label for the output distribution metric."""
+    if "label" in output:
+        return str(output["label"])
+    if "labels" in output and family == "digits":
+        return "batch"
+    if "boxes" in output and "text" not in output:
+        n = len(output["boxes"])
+        return str(n) if n < 3 else "3+"
+    return "text" if output.get("text") else "empty"
+
+
+class DriftloopRuntime(MLModel):
+    """Base runtime; subclasses name their ``family`` (a key of ``driftloop.quality.MODELS``)."""
+
+    family: ClassVar[str] = ""
+
+    async def load(self) -> bool:
+        self._dl_settings = get_settings()
+        extra = (self.settings.parameters.extra if self.settings.parameters else None) or {}
+        self.registry_version = str(extra.get("registry_version") or self.version or "")
+        if not self.registry_version:
+            raise MLServerError(f"{self.name}: no registry_version to load", status_code=500)
+        store = open_store(self._dl_settings.resolved_blob_url, self._dl_settings)
+        artifact = await asyncio.to_thread(Registry(store).artifact, self.family,
+                                           self.registry_version)
+        self._model = await asyncio.to_thread(models.load, self.family, artifact)
+        self._emitter = emitter(self._dl_settings)
+        self._labels = {"model": self.name, "version": self.registry_version}
+        return True
+
+    async def predict(self, payload: InferenceRequest) -> InferenceResponse:
+        headers = (payload.parameters.headers if payload.parameters else None) or {}
+        pid = v2.request_id(headers, payload.id)
+        payload.id = pid
+        start = time.perf_counter()
+        try:
+            media, tensor = v2.decode_input(
+                [i.model_dump() for i in payload.inputs],
+                max_bytes=self._dl_settings.serving_max_input_bytes,
+            )
+            output = await asyncio.to_thread(self._model.predict, media, tensor)
+        except DriftloopError as e:
+            REQUESTS.labels(**self._labels, outcome="rejected").inc()
+            ERRORS.labels(**self._labels, status=str(e.status)).inc()
+            raise MLServerError(f"{self.name}: {e.message}", status_code=e.status) from e
+        except Exception as e:
+            REQUESTS.labels(**self._labels, outcome="error").inc()
+            ERRORS.labels(**self._labels, status="500").inc()
+            raise MLServerError(f"{self.name}: inference failed ({type(e).__name__}: {e})",
+                                status_code=500) from e
+        latency = time.perf_counter() - start
+        LATENCY.labels(**self._labels).observe(latency)
+        REQUESTS.labels(**self._labels, outcome="ok").inc()
+        OUTPUTS.labels(**self._labels, output=output_class(self.family, output)).inc()
+        if isinstance(output.get("confidence"), int | float):
+            CONFIDENCE.labels(**self._labels).observe(float(output["confidence"]))
+        if headers.get(v2.EMIT_HEADER, "on").lower() not in ("off", "false", "0"):
+            self._emit(pid, output, latency, headers)
+        return InferenceResponse(
+            id=pid,
+            model_name=self.name,
+            model_version=self.registry_version,
+            outputs=[ResponseOutput(**o) for o in v2.encode_outputs(output)],
+            parameters=Parameters(headers={
+                "x-request-id": pid, "ce-id": pid, v2.VERSION_HEADER: self.registry_version,
+            }),
+        )
+
+    def _emit(self, pid: str, output: dict[str, Any], latency: float,
+              headers: dict[str, str]) -> None:
+        spec = MODELS.get(self.family)
+        data: dict[str, Any] = {
+            "model": self.name, "version": self.registry_version, "output": output,
+            "latency_ms": round(latency * 1000.0, 3),
+            "modality": spec.modality if spec else None,
+        }
+        if headers.get("x-driftloop-input-ref"):
+            data["input_ref"] = headers["x-driftloop-input-ref"]
+        event = events.new_event(events.PREDICTION, f"driftloop/serving/{self.name}", data,
+                                 id=pid, model=self.name)
+        self._emitter.offer(event, key=self.name)

@@ -1,0 +1,15 @@
+"""Test session wiring: every module in tests/fixtures/ is a pytest plugin.
+
+Heavy services (Kafka, the S3 server, MLServer, Flink, Prometheus) are started
+once per session by those fixtures, on free loopback ports.
+"""
+
+from __future__ import annotations
+
+import pkgutil
+from pathlib import Path
+
+_fixtures = Path(__file__).parent / "fixtures"
+pytest_plugins = [
+    f"tests.fixtures.{m.name}" for m in pkgutil.iter_modules([str(_fixtures)]) if not m.ispkg
+]
