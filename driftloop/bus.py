@@ -46,6 +46,7 @@ def make_producer(settings: Settings, **overrides: Any) -> KafkaProducer:
         "request_timeout_ms": 10_000,
         "delivery_timeout_ms": 30_000,
         "max_block_ms": 10_000,
+        "bootstrap_timeout_ms": 10_000,
         "reconnect_backoff_max_ms": 2_000,
         "compression_type": None,
     }

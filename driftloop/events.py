@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import json
 import math
+import re
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -27,9 +28,8 @@ from cloudevents.exceptions import GenericException as CloudEventsError
 from cloudevents.http import CloudEvent as SdkEvent
 from cloudevents.http import from_dict as ce_from_dict
 from cloudevents.http import from_http as ce_from_http
-from pydantic import BaseModel, ConfigDict, Field, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_validator, model_validator
 from pydantic import ValidationError as PydanticValidationError
-from pydantic import field_validator, model_validator
 
 from driftloop.errors import BadRequest, FieldError, UnsupportedMediaType, ValidationFailed
 from driftloop.naming import SAFE_NAME_RULE, is_safe_segment
@@ -81,11 +81,11 @@ class Event:
 
 
 def new_event(
-    type: str,  # noqa: A002 - CloudEvents attribute name
+    type: str,
     source: str,
     data: Any = None,
     *,
-    id: str | None = None,  # noqa: A002
+    id: str | None = None,
     datacontenttype: str | None = None,
     subject: str | None = None,
     time: datetime | None = None,
@@ -212,6 +212,29 @@ def _from_sdk(sdk: SdkEvent) -> Event:
     )
 
 
+_ATTRIBUTE_NAME = re.compile(r"^[a-z0-9]{1,20}$")
+_STRING_ATTRIBUTES = ("time", "datacontenttype", "subject", "dataschema")
+
+
+def attribute_errors(obj: Mapping[str, Any]) -> list[FieldError]:
+    """Attribute names and value types that break the CloudEvents JSON format."""
+    errors = []
+    for name, value in obj.items():
+        if name in ("data", "data_base64"):
+            continue
+        if not isinstance(name, str) or not _ATTRIBUTE_NAME.match(name):
+            errors.append(FieldError(str(name), "attribute-name",
+                                     "attribute names are 1-20 lowercase letters or digits"))
+        elif name in _STRING_ATTRIBUTES and not isinstance(value, str):
+            errors.append(FieldError(name, "string", f"'{name}' must be a string"))
+        elif name not in _CORE and not isinstance(value, str | int | bool):
+            errors.append(FieldError(name, "extension-type",
+                                     "extension values must be strings, integers or booleans"))
+    if "data_base64" in obj and not isinstance(obj["data_base64"], str):
+        errors.append(FieldError("data_base64", "string", "'data_base64' must be a string"))
+    return errors
+
+
 def from_structured(obj: Mapping[str, Any]) -> Event:
     """A structured-mode JSON object to an ``Event``."""
     if not isinstance(obj, Mapping):
@@ -221,11 +244,28 @@ def from_structured(obj: Mapping[str, Any]) -> Event:
     if specversion != SPECVERSION:
         raise ValidationFailed([FieldError("specversion", "equals 1.0",
                                            f"specversion must be '1.0', got {specversion!r}")])
+    problems = [
+        FieldError(n, "required", f"CloudEvents attribute '{n}' is required (non-empty string)")
+        for n in _REQUIRED
+        if not isinstance(obj.get(n), str) or not obj.get(n)
+    ]
+    problems += attribute_errors(obj)
+    if problems:
+        raise ValidationFailed(problems)
+    attrs = dict(obj)
+    raw_b64 = attrs.pop("data_base64", None)
     try:
-        sdk = ce_from_dict(dict(obj))
+        sdk = ce_from_dict(attrs)
     except (CloudEventsError, ValueError, TypeError, KeyError) as e:
         raise BadRequest(f"event: not a valid CloudEvent ({e})") from e
-    return _from_sdk(sdk)
+    event = _from_sdk(sdk)
+    if raw_b64 is not None:
+        try:
+            data = base64.b64decode(str(raw_b64), validate=True)
+        except ValueError as e:
+            raise ValidationFailed([FieldError("data_base64", "base64", str(e))]) from e
+        event = replace(event, data=data)
+    return event
 
 
 # --------------------------------------------------------------------------- HTTP

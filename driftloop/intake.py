@@ -115,6 +115,7 @@ class IntakeService:
         return make_producer(
             self.settings,
             max_block_ms=timeout_ms,
+            bootstrap_timeout_ms=timeout_ms,
             request_timeout_ms=max(1000, timeout_ms // 2),
             delivery_timeout_ms=max(timeout_ms + 2000, 30_000),
         )
@@ -124,8 +125,6 @@ class IntakeService:
             if self._producer is None:
                 try:
                     self._producer = self._producer_factory()
-                except DriftloopError:
-                    raise
                 except Exception as e:
                     raise self._unavailable(e) from e
             return self._producer

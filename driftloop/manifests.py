@@ -141,7 +141,11 @@ def openapi_entries(doc: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
 def build_index(src: Path, out: Path, pins: Mapping[str, str]) -> dict[str, Any]:
     """Turn the fetched upstream files under ``src`` into one schema file per kind."""
     out.mkdir(parents=True, exist_ok=True)
-    index: dict[str, Any] = {"kinds": {}, "sources": dict(pins), "unavailable": dict(UNAVAILABLE_GROUPS)}
+    index: dict[str, Any] = {
+        "kinds": {},
+        "sources": dict(pins),
+        "unavailable": dict(UNAVAILABLE_GROUPS),
+    }
     k8s_out = out / "k8s"
     k8s_out.mkdir(exist_ok=True)
     for path in sorted((src / "k8s").glob("*.json")):
@@ -154,8 +158,12 @@ def build_index(src: Path, out: Path, pins: Mapping[str, str]) -> dict[str, Any]
             if name.startswith("io.k8s.apimachinery"):
                 continue  # WatchEvent, DeleteOptions...: not manifests
             index["kinds"].setdefault(
-                key, {"file": f"k8s/{path.name}", "ref": f"#/components/schemas/{name}",
-                      "source": f"k8s {pins.get('k8s', '')}".strip()}
+                key,
+                {
+                    "file": f"k8s/{path.name}",
+                    "ref": f"#/components/schemas/{name}",
+                    "source": f"k8s {pins.get('k8s', '')}".strip(),
+                },
             )
     crd_out = out / "crd"
     crd_out.mkdir(exist_ok=True)
@@ -172,7 +180,10 @@ def build_index(src: Path, out: Path, pins: Mapping[str, str]) -> dict[str, Any]
     func_schema = src / "func" / "func_yaml-schema.json"
     if func_schema.exists():
         (out / "func_yaml-schema.json").write_text(func_schema.read_text())
-        index["func_yaml"] = {"file": "func_yaml-schema.json", "source": f"func {pins.get('func', '')}"}
+        index["func_yaml"] = {
+            "file": "func_yaml-schema.json",
+            "source": f"func {pins.get('func', '')}",
+        }
     (out / "index.json").write_text(json.dumps(index, indent=1, sort_keys=True))
     return index
 
@@ -181,7 +192,9 @@ class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[mi
     """Safe loader that reads YAML 1.1's ``=`` (value tag) as the plain string it is."""
 
 
-_Loader.add_constructor("tag:yaml.org,2002:value", lambda loader, node: loader.construct_scalar(node))
+_Loader.add_constructor(
+    "tag:yaml.org,2002:value", lambda loader, node: loader.construct_scalar(node)
+)
 
 
 # --------------------------------------------------------------------------- validation
@@ -325,12 +338,16 @@ def validate_documents(
         report.documents += 1
         meta = doc.get("metadata") or {}
         ann = meta.get("annotations") or {}
-        file = (yaml.safe_load(ann[ORIGIN_ANNOTATION]) or {}).get("path", "?") if (
-            ORIGIN_ANNOTATION in ann
-        ) else "?"
+        file = (
+            (yaml.safe_load(ann[ORIGIN_ANNOTATION]) or {}).get("path", "?")
+            if (ORIGIN_ANNOTATION in ann)
+            else "?"
+        )
         api_version, kind = str(doc.get("apiVersion", "")), str(doc.get("kind", ""))
         name = str(meta.get("name", "?"))
-        report.kinds[gvk_key(api_version, kind)] = report.kinds.get(gvk_key(api_version, kind), 0) + 1
+        report.kinds[gvk_key(api_version, kind)] = (
+            report.kinds.get(gvk_key(api_version, kind), 0) + 1
+        )
         group = api_version.split("/")[0] if "/" in api_version else ""
         if group in UNAVAILABLE_GROUPS and not schemas.has(api_version, kind):
             report.unvalidated.append(
@@ -340,7 +357,9 @@ def validate_documents(
         validator = schemas.validator(api_version, kind)
         if validator is None:
             report.errors.append(
-                ManifestError(file, kind, name, "apiVersion", f"no upstream schema for {api_version} {kind}")
+                ManifestError(
+                    file, kind, name, "apiVersion", f"no upstream schema for {api_version} {kind}"
+                )
             )
             continue
         clean = _without_origin(doc)

@@ -133,7 +133,9 @@ def score_metric(metric: str, output: Mapping[str, Any], truth: Any) -> float:
     if metric == "cer":
         return cer(_text(truth), _text(output))
     if metric == "accuracy":
-        predicted = output.get("label", output.get("text")) if isinstance(output, Mapping) else output
+        predicted = (
+            output.get("label", output.get("text")) if isinstance(output, Mapping) else output
+        )
         t = truth.get("label") if isinstance(truth, Mapping) else truth
         return accuracy(t, predicted)
     if metric == "iou":

@@ -102,7 +102,8 @@ class Registry:
 
     @staticmethod
     def version_prefix(model: str, version: str) -> str:
-        return f"{PREFIX}/{safe_segment(model, field='model')}/{safe_segment(version, field='version')}"
+        m, v = safe_segment(model, field="model"), safe_segment(version, field="version")
+        return f"{PREFIX}/{m}/{v}"
 
     def artifact_key(self, model: str, version: str, name: str) -> str:
         return f"{self.version_prefix(model, version)}/artifact/{safe_segment(name, field='file')}"
@@ -212,7 +213,8 @@ class Registry:
 
     def history(self, model: str, alias: str) -> list[AliasChange]:
         """Every move of ``alias``, oldest first."""
-        prefix = f"{PREFIX}/{safe_segment(model, field='model')}/aliases/{_check_alias(alias)}/history/"
+        m = safe_segment(model, field="model")
+        prefix = f"{PREFIX}/{m}/aliases/{_check_alias(alias)}/history/"
         return [AliasChange(**json.loads(self.store.get(k))) for k in self.store.list(prefix)]
 
     def resolve(self, model: str, ref: str) -> str:

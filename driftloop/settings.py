@@ -10,9 +10,9 @@ from functools import lru_cache
 from pathlib import Path
 
 from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class Settings(BaseSettings):
@@ -47,7 +47,8 @@ class Settings(BaseSettings):
     s3_region: str = Field("us-east-1", description="S3 region name.")
     intake_tokens: str = Field(
         "",
-        description="Comma-separated bearer tokens accepted by feedback-intake; empty disables auth.",
+        description="Comma-separated bearer tokens accepted by feedback-intake; "
+        "empty disables auth.",
         repr=False,
     )
     intake_max_body_bytes: int = Field(
@@ -80,6 +81,59 @@ class Settings(BaseSettings):
     )
 
     # --- flink (preprocess, join, archive jobs) ---
+    flink_venv: Path = Field(
+        PROJECT_ROOT / ".venv-flink",
+        description="Python environment with PyFlink that runs the jobs (make setup creates it).",
+    )
+    flink_lib_dir: Path | None = Field(
+        None, description="Connector jars for the jobs; empty means <cache_dir>/flink/lib."
+    )
+    flink_pipelines: str = Field(
+        "preprocess,join,archive",
+        description="Pipelines the local Flink application runs, comma separated.",
+    )
+    flink_parallelism: int = Field(1, ge=1, description="Default parallelism of the jobs.")
+    flink_execution_mode: str = Field(
+        "thread", description="Python UDF execution mode: 'thread' (fastest) or 'process'."
+    )
+    flink_bundle_size: int = Field(
+        64, ge=1, description="Records per Python bundle (also the Arrow batch size)."
+    )
+    flink_bundle_time_ms: int = Field(
+        200, ge=1, description="Longest time a Python bundle waits before it is processed."
+    )
+    flink_checkpoint_dir: str = Field(
+        "", description="Checkpoint URL or folder; empty means <state_dir>/flink/checkpoints."
+    )
+    flink_checkpoint_interval_ms: int = Field(
+        2000, ge=100, description="Checkpoint interval; output commits at this pace."
+    )
+    flink_group_id: str = Field("driftloop-flink", description="Kafka group id prefix of the jobs.")
+    flink_audio_target_dbfs: float = Field(
+        -20.0, description="RMS loudness preprocessed audio is normalized to."
+    )
+    flink_audio_peak_dbfs: float = Field(-1.0, description="Peak limit of preprocessed audio.")
+    flink_audio_max_duration_s: float = Field(
+        60.0, gt=0, description="Longest audio input accepted."
+    )
+    flink_image_width: int = Field(224, ge=1, description="Width images are letterboxed to.")
+    flink_image_height: int = Field(224, ge=1, description="Height images are letterboxed to.")
+    flink_image_mode: str = Field("RGB", description="Colour mode of preprocessed images: RGB or L.")
+    flink_max_input_bytes: int = Field(
+        8 * 1024 * 1024, ge=1, description="Largest raw input accepted by preprocess."
+    )
+    flink_inline_max_bytes: int = Field(
+        256 * 1024, ge=0,
+        description="Preprocessed payloads up to this size are inlined (base64), bigger ones "
+        "go to the blob store as a reference.",
+    )
+    flink_join_window_s: float = Field(
+        3600.0, gt=0,
+        description="How long a prediction waits for feedback (and feedback for its prediction).",
+    )
+    flink_archive_roll_s: float = Field(
+        10.0, gt=0, description="Longest time an archive file stays open before it is committed."
+    )
 
     # --- serving (MLServer, registry, prediction events) ---
     serving_url: str = Field(
@@ -120,6 +174,63 @@ class Settings(BaseSettings):
         return [m.strip() for m in self.serving_models.split(",") if m.strip()]
 
     # --- monitoring (Prometheus, Pushgateway, Alertmanager, drift) ---
+    prometheus_port: int = Field(9090, description="Port of the local Prometheus.")
+    pushgateway_port: int = Field(9091, description="Port of the local Pushgateway.")
+    alertmanager_port: int = Field(
+        9094, description="Port of the local Alertmanager (9093 is Kafka's controller)."
+    )
+    prometheus_url: str = Field("", description="Prometheus base URL; empty means the local one.")
+    pushgateway_url: str = Field(
+        "", description="Pushgateway base URL drift-check pushes to; empty means the local one."
+    )
+    alertmanager_url: str = Field(
+        "", description="Alertmanager base URL; empty means the local one."
+    )
+    alert_webhook_url: str = Field(
+        "http://127.0.0.1:8083/",
+        description="Where Alertmanager posts alerts: the retrain-trigger function's URL.",
+    )
+    scrape_interval_s: float = Field(
+        5.0, gt=0, description="Scrape and rule evaluation interval of the local Prometheus."
+    )
+    flink_metrics_targets: str = Field(
+        "", description="Comma-separated host:port of Flink Prometheus reporters to scrape."
+    )
+    function_metrics_targets: str = Field(
+        "", description="Comma-separated host:port of functions serving /metrics to scrape."
+    )
+    drift_window_s: float = Field(
+        3600.0, gt=0, description="How far back drift-check reads records for the current window."
+    )
+    drift_window_max_records: int = Field(
+        10_000, ge=1, description="Most records per topic drift-check reads into one window."
+    )
+    drift_min_records: int = Field(
+        30, ge=1, description="Fewest records a window needs before drift-check judges it."
+    )
+    drift_check_every_records: int = Field(
+        500, ge=1, description="Kafka records per model that fill a window and trigger a check."
+    )
+    drift_share: float = Field(
+        0.5, gt=0, le=1, description="Share of drifted features at which the dataset drifts."
+    )
+    drift_nan_policy: str = Field(
+        "raise", pattern="^(raise|omit)$",
+        description="NaN/inf feature values: 'raise' (400 naming the feature) or 'omit'.",
+    )
+
+    @property
+    def resolved_prometheus_url(self) -> str:
+        return (self.prometheus_url or f"http://127.0.0.1:{self.prometheus_port}").rstrip("/")
+
+    @property
+    def resolved_pushgateway_url(self) -> str:
+        return (self.pushgateway_url or f"http://127.0.0.1:{self.pushgateway_port}").rstrip("/")
+
+    @property
+    def resolved_alertmanager_url(self) -> str:
+        return (self.alertmanager_url or f"http://127.0.0.1:{self.alertmanager_port}").rstrip("/")
+
 
     # --- packaging (dispatcher, eventing) ---
     eventing_dir: Path = Field(

@@ -104,22 +104,34 @@ class NumericProfile:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "kind": "numeric", "n": self.n, "mean": self.mean, "std": self.std,
-            "min": self.min, "max": self.max, "sampled": self.sampled,
-            "sample_f64_b64": _b64(self.sample), "psi_edges": self.psi_edges.tolist(),
-            "psi_fractions": self.psi_fractions.tolist(), "grid_edges": self.grid_edges.tolist(),
+            "kind": "numeric",
+            "n": self.n,
+            "mean": self.mean,
+            "std": self.std,
+            "min": self.min,
+            "max": self.max,
+            "sampled": self.sampled,
+            "sample_f64_b64": _b64(self.sample),
+            "psi_edges": self.psi_edges.tolist(),
+            "psi_fractions": self.psi_fractions.tolist(),
+            "grid_edges": self.grid_edges.tolist(),
             "grid_cdf": self.grid_cdf.tolist(),
         }
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> NumericProfile:
         return cls(
-            n=int(d["n"]), mean=float(d["mean"]), std=float(d["std"]), min=float(d["min"]),
-            max=float(d["max"]), sample=_unb64(d["sample_f64_b64"]),
+            n=int(d["n"]),
+            mean=float(d["mean"]),
+            std=float(d["std"]),
+            min=float(d["min"]),
+            max=float(d["max"]),
+            sample=_unb64(d["sample_f64_b64"]),
             psi_edges=np.asarray(d["psi_edges"], dtype=np.float64),
             psi_fractions=np.asarray(d["psi_fractions"], dtype=np.float64),
             grid_edges=np.asarray(d["grid_edges"], dtype=np.float64),
-            grid_cdf=np.asarray(d["grid_cdf"], dtype=np.float64), sampled=bool(d["sampled"]),
+            grid_cdf=np.asarray(d["grid_cdf"], dtype=np.float64),
+            sampled=bool(d["sampled"]),
         )
 
 
@@ -166,9 +178,17 @@ def numeric_profile(
         pick = np.random.default_rng(seed).choice(full.size, size=max_sample, replace=False)
         sample, sampled = np.sort(full[pick]), True
     return NumericProfile(
-        n=int(full.size), mean=float(full.mean()), std=float(full.std()),
-        min=float(full[0]), max=float(full[-1]), sample=sample, psi_edges=psi_edges,
-        psi_fractions=psi_fractions, grid_edges=grid_edges, grid_cdf=grid_cdf, sampled=sampled,
+        n=int(full.size),
+        mean=float(full.mean()),
+        std=float(full.std()),
+        min=float(full[0]),
+        max=float(full[-1]),
+        sample=sample,
+        psi_edges=psi_edges,
+        psi_fractions=psi_fractions,
+        grid_edges=grid_edges,
+        grid_cdf=grid_cdf,
+        sampled=sampled,
     )
 
 
@@ -177,7 +197,9 @@ def categorical_profile(values: ArrayLike) -> CategoricalProfile:
     if labels.size == 0:
         raise DriftInputError("reference column is empty", rule="empty")
     cats, counts = np.unique(labels, return_counts=True)
-    return CategoricalProfile(n=int(labels.size), counts=dict(zip(cats.tolist(), counts.tolist(), strict=True)))
+    return CategoricalProfile(
+        n=int(labels.size), counts=dict(zip(cats.tolist(), counts.tolist(), strict=True))
+    )
 
 
 @dataclass(frozen=True)
@@ -191,7 +213,9 @@ class ReferenceProfile:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "profile_version": PROFILE_VERSION, "rows": self.rows, "created": self.created,
+            "profile_version": PROFILE_VERSION,
+            "rows": self.rows,
+            "created": self.created,
             "source": self.source,
             "features": {k: v.to_dict() for k, v in self.features.items()},
         }
@@ -205,10 +229,17 @@ class ReferenceProfile:
             raise DriftInputError(f"unsupported profile_version {d.get('profile_version')!r}")
         feats: dict[str, FeatureProfile] = {}
         for name, f in d["features"].items():
-            feats[name] = (NumericProfile.from_dict(f) if f["kind"] == "numeric"
-                           else CategoricalProfile.from_dict(f))
-        return cls(features=feats, rows=int(d["rows"]), created=str(d["created"]),
-                   source=str(d.get("source", "")))
+            feats[name] = (
+                NumericProfile.from_dict(f)
+                if f["kind"] == "numeric"
+                else CategoricalProfile.from_dict(f)
+            )
+        return cls(
+            features=feats,
+            rows=int(d["rows"]),
+            created=str(d["created"]),
+            source=str(d.get("source", "")),
+        )
 
     @classmethod
     def from_json(cls, data: bytes) -> ReferenceProfile:
@@ -240,7 +271,9 @@ def build_profile(
         if kind == "numeric":
             vals = numeric_values(name, values, nan_policy=nan_policy)
             try:
-                feats[name] = numeric_profile(vals, psi_bins=psi_bins, grid=grid, max_sample=max_sample)
+                feats[name] = numeric_profile(
+                    vals, psi_bins=psi_bins, grid=grid, max_sample=max_sample
+                )
             except DriftInputError as e:
                 raise DriftInputError(f"feature {name!r}: {e}", feature=name, rule=e.rule) from e
         else:
@@ -283,15 +316,25 @@ class NumericSketch:
         if self.edges.shape != other.edges.shape or not np.array_equal(self.edges, other.edges):
             raise ValueError("sketches over different grids cannot be merged")
         return NumericSketch(
-            edges=self.edges, counts=self.counts + other.counts, n=self.n + other.n,
-            total=self.total + other.total, total_sq=self.total_sq + other.total_sq,
-            min=min(self.min, other.min), max=max(self.max, other.max),
+            edges=self.edges,
+            counts=self.counts + other.counts,
+            n=self.n + other.n,
+            total=self.total + other.total,
+            total_sq=self.total_sq + other.total_sq,
+            min=min(self.min, other.min),
+            max=max(self.max, other.max),
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": "numeric", "counts": self.counts.tolist(), "n": self.n, "total": self.total,
-                "total_sq": self.total_sq, "min": self.min if self.n else None,
-                "max": self.max if self.n else None}
+        return {
+            "kind": "numeric",
+            "counts": self.counts.tolist(),
+            "n": self.n,
+            "total": self.total,
+            "total_sq": self.total_sq,
+            "min": self.min if self.n else None,
+            "max": self.max if self.n else None,
+        }
 
 
 @dataclass
@@ -341,15 +384,20 @@ class WindowSummary:
     def empty(cls, profile: ReferenceProfile) -> WindowSummary:
         sk: dict[str, Sketch] = {}
         for name, f in profile.features.items():
-            sk[name] = (NumericSketch.empty(f.grid_edges) if isinstance(f, NumericProfile)
-                        else CategoricalSketch())
+            sk[name] = (
+                NumericSketch.empty(f.grid_edges)
+                if isinstance(f, NumericProfile)
+                else CategoricalSketch()
+            )
         return cls(sk)
 
     def update(self, columns: Mapping[str, ArrayLike], *, nan_policy: str = "raise") -> None:
         """Add a batch of rows (columns by feature name; missing features are an error)."""
         missing = [k for k in self.sketches if k not in columns]
         if missing:
-            raise DriftInputError(f"batch lacks features {missing}", feature=missing[0], rule="missing")
+            raise DriftInputError(
+                f"batch lacks features {missing}", feature=missing[0], rule="missing"
+            )
         for name, sk in self.sketches.items():
             if isinstance(sk, NumericSketch):
                 sk.update(numeric_values(name, columns[name], nan_policy=nan_policy))
@@ -377,7 +425,9 @@ def _merge(a: Sketch, b: Sketch) -> Sketch:
     raise ValueError("cannot merge a numeric and a categorical sketch")
 
 
-def summarize(profile: ReferenceProfile, batches: Iterable[Mapping[str, ArrayLike]]) -> WindowSummary:
+def summarize(
+    profile: ReferenceProfile, batches: Iterable[Mapping[str, ArrayLike]]
+) -> WindowSummary:
     """Summary of a stream of batches against ``profile``."""
     summary = WindowSummary.empty(profile)
     for batch in batches:

@@ -34,7 +34,9 @@ def _ranges(lo: NDArray[np.int64], hi: NDArray[np.int64]) -> NDArray[np.int64]:
 
 def _cdf_diffs(a: F64, b: F64, x: F64) -> F64:
     """F_a(x) - F_b(x) with right-continuous ECDFs, computed as scipy does (i/n1 - j/n2)."""
-    return np.searchsorted(a, x, side="right") / a.size - np.searchsorted(b, x, side="right") / b.size
+    return (
+        np.searchsorted(a, x, side="right") / a.size - np.searchsorted(b, x, side="right") / b.size
+    )
 
 
 def _ks_from_diffs(d: F64) -> float:
@@ -49,7 +51,7 @@ def ks_statistic_sorted(a: F64, b: F64) -> float:
 
     Equals ``scipy.stats.ks_2samp(a, b).statistic`` bit for bit (same candidate points,
     same arithmetic), but avoids locating every point of one sample in the other: the
-    ECDF difference is evaluated exactly at ~16·sqrt(n) reference split points, and only
+    ECDF difference is evaluated exactly at ~16*sqrt(n) reference split points, and only
     the gaps whose bound could beat that value are evaluated point by point.
     """
     n1, n2 = a.size, b.size
@@ -73,7 +75,9 @@ def ks_statistic_sorted(a: F64, b: F64) -> float:
     hi2 = np.concatenate((c_lt, [n2]))
     bound = np.maximum(hi1 / n1 - lo2 / n2, hi2 / n2 - lo1 / n1)
     refine = (bound >= lower - 1e-12) & ((hi1 > lo1) | (hi2 > lo2))
-    pts = np.concatenate((a[_ranges(lo1[refine], hi1[refine])], b[_ranges(lo2[refine], hi2[refine])]))
+    pts = np.concatenate(
+        (a[_ranges(lo1[refine], hi1[refine])], b[_ranges(lo2[refine], hi2[refine])])
+    )
     d = np.concatenate((at_splits, _cdf_diffs(a, b, pts)))
     return _ks_from_diffs(d)
 
@@ -136,7 +140,7 @@ def bin_counts(values: F64, edges: F64) -> NDArray[np.int64]:
 
 
 def psi(ref_fractions: F64, cur_fractions: F64, eps: float = PSI_EPS) -> float:
-    """Population stability index Σ (c - r)·ln(c / r), fractions clipped at ``eps``."""
+    """Population stability index Σ (c - r)*ln(c / r), fractions clipped at ``eps``."""
     r = np.clip(np.asarray(ref_fractions, dtype=np.float64), eps, None)
     c = np.clip(np.asarray(cur_fractions, dtype=np.float64), eps, None)
     return float(np.sum((c - r) * np.log(c / r)))
@@ -153,7 +157,7 @@ def _aligned(ref_counts: NDArray[np.float64], cur_counts: NDArray[np.float64]) -
 
 
 def chi_square(ref_counts: F64, cur_counts: F64) -> tuple[float, float]:
-    """Chi-square test of homogeneity on the 2×k table (``chi2_contingency``, no correction).
+    """Chi-square test of homogeneity on the 2xk table (``chi2_contingency``, no correction).
 
     A two-sample test: the reference is a sample too, so a category unseen in it does
     not divide by zero as a goodness-of-fit test would.
@@ -171,7 +175,7 @@ def chi_square(ref_counts: F64, cur_counts: F64) -> tuple[float, float]:
 
 
 def jensen_shannon(ref_counts: F64, cur_counts: F64) -> float:
-    """Jensen–Shannon distance in base 2 (0 = same distribution, 1 = disjoint)."""
+    """Jensen-Shannon distance in base 2 (0 = same distribution, 1 = disjoint)."""
     r, c = _aligned(ref_counts, cur_counts)
     p, q = r / r.sum(), c / c.sum()
     m = (p + q) / 2

@@ -96,7 +96,9 @@ def parse_delivery(spec: Mapping[str, Any] | None, fallback: Delivery | None = N
     return Delivery(
         retry=int(spec.get("retry", 0)),
         backoff_policy=policy,
-        backoff_delay_s=parse_iso_duration(spec["backoffDelay"]) if spec.get("backoffDelay") else 0.2,
+        backoff_delay_s=parse_iso_duration(spec["backoffDelay"])
+        if spec.get("backoffDelay")
+        else 0.2,
         timeout_s=parse_iso_duration(spec["timeout"]) if spec.get("timeout") else None,
         dead_letter=str(dls) if dls else None,
     )
@@ -141,7 +143,9 @@ class Eventing:
 def _sink_name(sink: Mapping[str, Any] | None, where: str) -> tuple[str, str]:
     ref = (sink or {}).get("ref") or {}
     if not ref.get("name"):
-        raise EventingError(f"{where}: sink.ref.name is required (uri sinks are not dispatched locally)")
+        raise EventingError(
+            f"{where}: sink.ref.name is required (uri sinks are not dispatched locally)"
+        )
     return str(ref.get("kind", "Service")), str(ref["name"])
 
 
@@ -157,14 +161,14 @@ def load_documents(directory: Path) -> list[tuple[Path, dict[str, Any]]]:
     return docs
 
 
-def build_eventing(docs: Iterable[tuple[Path, Mapping[str, Any]]], namespace: str = "driftloop") -> Eventing:
+def build_eventing(
+    docs: Iterable[tuple[Path, Mapping[str, Any]]], namespace: str = "driftloop"
+) -> Eventing:
     """KafkaSources, PingSources, Brokers and Triggers → local routes and pings (pure)."""
     by_kind: dict[str, list[tuple[Path, Mapping[str, Any]]]] = {}
     for path, doc in docs:
         by_kind.setdefault(str(doc.get("kind")), []).append((path, doc))
-    sinks = {
-        d["metadata"]["name"]: d["spec"]["topic"] for _, d in by_kind.get("KafkaSink", [])
-    }
+    sinks = {d["metadata"]["name"]: d["spec"]["topic"] for _, d in by_kind.get("KafkaSink", [])}
     brokers = {
         d["metadata"]["name"]: parse_delivery((d.get("spec") or {}).get("delivery"))
         for _, d in by_kind.get("Broker", [])
@@ -186,23 +190,29 @@ def build_eventing(docs: Iterable[tuple[Path, Mapping[str, Any]]], namespace: st
                 raise EventingError(f"{where}: sink Broker {sink!r} is not defined")
             for t in triggers.get(sink, []):
                 tname, tspec = t["metadata"]["name"], t["spec"]
-                tkind, subscriber = _sink_name(tspec.get("subscriber"), f"Trigger/{tname}")
+                _kind, subscriber = _sink_name(tspec.get("subscriber"), f"Trigger/{tname}")
                 attrs = dict(((tspec.get("filter") or {}).get("attributes")) or {})
-                routes.append(Route(
-                    name=f"{name}/{tname}",
-                    topics=topics,
-                    group=f"{group}.{tname}",
-                    sink=subscriber,
-                    delivery=parse_delivery(tspec.get("delivery"), brokers[sink]),
-                    filter={str(k): str(v) for k, v in attrs.items()},
-                    broker=sink,
-                    reply_topic=topics[0],
-                ))
+                routes.append(
+                    Route(
+                        name=f"{name}/{tname}",
+                        topics=topics,
+                        group=f"{group}.{tname}",
+                        sink=subscriber,
+                        delivery=parse_delivery(tspec.get("delivery"), brokers[sink]),
+                        filter={str(k): str(v) for k, v in attrs.items()},
+                        broker=sink,
+                        reply_topic=topics[0],
+                    )
+                )
         else:
-            routes.append(Route(name=name, topics=topics, group=group, sink=sink, delivery=delivery))
+            routes.append(
+                Route(name=name, topics=topics, group=group, sink=sink, delivery=delivery)
+            )
     for r in routes:
         if r.delivery.dead_letter and r.delivery.dead_letter not in sinks:
-            raise EventingError(f"{r.name}: dead-letter sink {r.delivery.dead_letter!r} is not a KafkaSink here")
+            raise EventingError(
+                f"{r.name}: dead-letter sink {r.delivery.dead_letter!r} is not a KafkaSink here"
+            )
 
     pings: list[Ping] = []
     for path, d in by_kind.get("PingSource", []):
@@ -211,11 +221,17 @@ def build_eventing(docs: Iterable[tuple[Path, Mapping[str, Any]]], namespace: st
         schedule = str(spec.get("schedule", "* * * * *"))
         next_fire(schedule, datetime.now(UTC), str(spec.get("timezone", "UTC")))  # validates
         data = spec.get("data", "")
-        pings.append(Ping(
-            name=name, schedule=schedule, timezone=str(spec.get("timezone", "UTC")), sink=sink,
-            data=str(data).encode(), content_type=str(spec.get("contentType", "application/json")),
-            source=f"/apis/v1/namespaces/{namespace}/pingsources/{name}",
-        ))
+        pings.append(
+            Ping(
+                name=name,
+                schedule=schedule,
+                timezone=str(spec.get("timezone", "UTC")),
+                sink=sink,
+                data=str(data).encode(),
+                content_type=str(spec.get("contentType", "application/json")),
+                source=f"/apis/v1/namespaces/{namespace}/pingsources/{name}",
+            )
+        )
     return Eventing(tuple(routes), tuple(pings), sinks)
 
 
@@ -236,7 +252,7 @@ def next_fire(schedule: str, after: datetime, timezone: str = "UTC") -> datetime
 
     try:
         zone = ZoneInfo(timezone)
-    except Exception as e:  # noqa: BLE001 - any bad zone name
+    except Exception as e:
         raise EventingError(f"PingSource timezone {timezone!r}: {e}") from e
     if not croniter.is_valid(schedule):
         raise EventingError(f"PingSource schedule {schedule!r} is not a valid cron expression")
@@ -360,8 +376,9 @@ class Deliverer:
             attempt += 1
             status: int | None = None
             try:
-                resp = self._client.post(url, headers=dict(headers), content=body,
-                                         timeout=d.timeout_s or self._timeout)
+                resp = self._client.post(
+                    url, headers=dict(headers), content=body, timeout=d.timeout_s or self._timeout
+                )
                 status = resp.status_code
                 if 200 <= status < 300:
                     return Outcome(True, attempt, status, reply=(dict(resp.headers), resp.content))
@@ -370,7 +387,9 @@ class Deliverer:
                 reason = f"{type(e).__name__}: {e}"
             if not retryable(status) or attempt > len(delays):
                 return Outcome(False, attempt, status, reason)
-            log.info("retrying %s in %.2fs (attempt %d): %s", url, delays[attempt - 1], attempt, reason)
+            log.info(
+                "retrying %s in %.2fs (attempt %d): %s", url, delays[attempt - 1], attempt, reason
+            )
             if self._stop.wait(delays[attempt - 1]):
                 raise _Stopped
 
@@ -400,8 +419,14 @@ class RouteWorker(threading.Thread):
         consumer: KafkaConsumer | None = None
         deliverer = Deliverer(self.stop, self.settings.dispatcher_timeout_s)
         try:
-            consumer = bus.make_consumer(self.settings, self.route.topics, self.route.group,
-                                         max_poll_records=100, max_poll_interval_ms=600_000)
+            consumer = bus.make_consumer(
+                self.settings,
+                [],
+                self.route.group,
+                max_poll_records=100,
+                metadata_max_age_ms=5_000,
+            )
+            consumer.assign(self._partitions(consumer))
             while not self.stop.is_set():
                 batch = consumer.poll(timeout_ms=self.settings.dispatcher_poll_ms)
                 for tp, records in batch.items():
@@ -410,13 +435,30 @@ class RouteWorker(threading.Thread):
                         self._commit(consumer, tp, rec.offset + 1)
         except _Stopped:
             pass
-        except BaseException as e:  # noqa: BLE001 - reported by the dispatcher
+        except BaseException as e:
             self.error = e
             log.exception("route %s failed", self.route.name)
         finally:
             deliverer.close()
             if consumer is not None:
                 consumer.close(autocommit=False)
+
+    def _partitions(self, consumer: KafkaConsumer) -> list[Any]:
+        """Every partition of the route's topics, waiting for topics that do not exist yet.
+
+        One local dispatcher owns each route, so partitions are assigned directly (no group
+        rebalance to wait for); offsets are still committed under the route's group id.
+        """
+        from kafka.structs import TopicPartition
+
+        while True:
+            found = {t: consumer.partitions_for_topic(t) for t in self.route.topics}
+            if all(found.values()):
+                return [TopicPartition(t, p) for t, ps in found.items() for p in sorted(ps or ())]
+            missing = [t for t, ps in found.items() if not ps]
+            log.info("route %s: waiting for topics %s", self.route.name, missing)
+            if self.stop.wait(1.0):
+                raise _Stopped
 
     @staticmethod
     def _commit(consumer: KafkaConsumer, tp: Any, offset: int) -> None:
@@ -438,7 +480,9 @@ class RouteWorker(threading.Thread):
             if self.route.reply_topic and outcome.reply is not None:
                 reply = reply_to_kafka(*outcome.reply)
                 if reply is not None:
-                    self.producer.send(self.route.reply_topic, value=reply[1], headers=reply[0]).get(30)
+                    self.producer.send(
+                        self.route.reply_topic, value=reply[1], headers=reply[0]
+                    ).get(30)
             return
         self._dead_letter(
             rec,
@@ -451,16 +495,28 @@ class RouteWorker(threading.Thread):
 
         name = self.route.delivery.dead_letter
         if name is None:
-            log.warning("dropping record %s/%d@%d (no dead-letter sink): %s",
-                        rec.topic, rec.partition, rec.offset, reason)
+            log.warning(
+                "dropping record %s/%d@%d (no dead-letter sink): %s",
+                rec.topic,
+                rec.partition,
+                rec.offset,
+                reason,
+            )
             return
         topic = self.dead_letter_topics.get(name, topic_names.DEADLETTER)
         headers = [(k, v or b"") for k, v in rec.headers]
         headers.append(("dl_sink", self.route.sink.encode()))
         if topic == topic_names.DEADLETTER:
-            fut = bus.dead_letter(self.producer, reason=reason, source_topic=rec.topic,
-                                  value=rec.value, headers=headers, key=rec.key,
-                                  partition=rec.partition, offset=rec.offset)
+            fut = bus.dead_letter(
+                self.producer,
+                reason=reason,
+                source_topic=rec.topic,
+                value=rec.value,
+                headers=headers,
+                key=rec.key,
+                partition=rec.partition,
+                offset=rec.offset,
+            )
         else:
             headers += [(bus.DL_REASON, reason.encode()), (bus.DL_SOURCE_TOPIC, rec.topic.encode())]
             fut = self.producer.send(topic, key=rec.key, value=rec.value, headers=headers)
@@ -510,8 +566,12 @@ class PingWorker(threading.Thread):
                         outcome = deliverer.deliver(url, headers, body, delivery)
                         self.fired[ping.name] += 1
                         if not outcome.delivered:
-                            log.warning("ping %s to %s failed: %s", ping.name, ping.sink, outcome.reason)
-                        due[ping.name] = next_fire(ping.schedule, max(now, due[ping.name]), ping.timezone)
+                            log.warning(
+                                "ping %s to %s failed: %s", ping.name, ping.sink, outcome.reason
+                            )
+                        due[ping.name] = next_fire(
+                            ping.schedule, max(now, due[ping.name]), ping.timezone
+                        )
                 wait = min((d - self.now()).total_seconds() for d in due.values())
                 self.stop.wait(max(0.01, min(wait, 1.0)))
         except _Stopped:
@@ -523,7 +583,9 @@ class PingWorker(threading.Thread):
 class Dispatcher:
     """Runs a worker per route and one for the pings until ``stop()``."""
 
-    def __init__(self, eventing: Eventing, endpoints: Mapping[str, str], settings: Settings) -> None:
+    def __init__(
+        self, eventing: Eventing, endpoints: Mapping[str, str], settings: Settings
+    ) -> None:
         self.eventing, self.endpoints, self.settings = eventing, dict(endpoints), settings
         self.stop_event = threading.Event()
         self.routes: list[RouteWorker] = []
@@ -534,11 +596,26 @@ class Dispatcher:
     def plan(self) -> dict[str, Any]:
         """What will be dispatched where (and what has no local endpoint)."""
         return {
-            "routes": [{"name": r.name, "topics": list(r.topics), "group": r.group, "sink": r.sink,
-                        "url": self.endpoints.get(r.sink), "filter": dict(r.filter)}
-                       for r in self.eventing.routes],
-            "pings": [{"name": p.name, "schedule": p.schedule, "sink": p.sink,
-                       "url": self.endpoints.get(p.sink)} for p in self.eventing.pings],
+            "routes": [
+                {
+                    "name": r.name,
+                    "topics": list(r.topics),
+                    "group": r.group,
+                    "sink": r.sink,
+                    "url": self.endpoints.get(r.sink),
+                    "filter": dict(r.filter),
+                }
+                for r in self.eventing.routes
+            ],
+            "pings": [
+                {
+                    "name": p.name,
+                    "schedule": p.schedule,
+                    "sink": p.sink,
+                    "url": self.endpoints.get(p.sink),
+                }
+                for p in self.eventing.pings
+            ],
         }
 
     def start(self) -> None:
@@ -549,14 +626,23 @@ class Dispatcher:
             url = self.endpoints.get(r.sink)
             if url is None:
                 self.skipped.append(r.name)
-                log.warning("route %s: no local endpoint for %s; its records wait in Kafka",
-                            r.name, r.sink)
+                log.warning(
+                    "route %s: no local endpoint for %s; its records wait in Kafka", r.name, r.sink
+                )
                 continue
-            w = RouteWorker(r, url, self.settings, self._producer,
-                            self.eventing.dead_letter_topics, self.stop_event)
+            w = RouteWorker(
+                r,
+                url,
+                self.settings,
+                self._producer,
+                self.eventing.dead_letter_topics,
+                self.stop_event,
+            )
             w.start()
             self.routes.append(w)
-        pings = [(p, self.endpoints[p.sink]) for p in self.eventing.pings if p.sink in self.endpoints]
+        pings = [
+            (p, self.endpoints[p.sink]) for p in self.eventing.pings if p.sink in self.endpoints
+        ]
         self.skipped += [p.name for p in self.eventing.pings if p.sink not in self.endpoints]
         if pings:
             self.pings = PingWorker(pings, self.stop_event, self.settings)
@@ -583,8 +669,13 @@ def _main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m driftloop.local.dispatcher")
     parser.add_argument("--eventing", type=Path, default=None, help="eventing manifests folder")
-    parser.add_argument("--endpoint", action="append", default=[], metavar="NAME=URL",
-                        help="sink name → URL (overrides stack.json)")
+    parser.add_argument(
+        "--endpoint",
+        action="append",
+        default=[],
+        metavar="NAME=URL",
+        help="sink name → URL (overrides stack.json)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     settings = Settings()
@@ -602,8 +693,11 @@ def _main(argv: list[str] | None = None) -> int:
     beat.parent.mkdir(parents=True, exist_ok=True)
     try:
         while not stop.is_set():
-            plan = dispatcher.plan() | {"skipped": dispatcher.skipped, "failed": dispatcher.failed(),
-                                        "updated": time.time()}
+            plan = dispatcher.plan() | {
+                "skipped": dispatcher.skipped,
+                "failed": dispatcher.failed(),
+                "updated": time.time(),
+            }
             tmp = beat.with_suffix(".tmp")
             tmp.write_text(json.dumps(plan))
             tmp.replace(beat)

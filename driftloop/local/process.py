@@ -96,7 +96,7 @@ def wait_until(
         try:
             if check():
                 return
-        except Exception:  # noqa: BLE001 - a probe failing means not ready yet
+        except Exception:
             pass
         if alive is not None and not alive():
             raise StackError(f"{what} exited while starting{_log_hint(log_path)}")

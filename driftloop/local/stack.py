@@ -149,7 +149,7 @@ class Stack:
             if alive and spec is not None:
                 try:
                     healthy = bool(spec.health())
-                except Exception:  # noqa: BLE001 - a failing probe means unhealthy
+                except Exception:
                     healthy = False
             extra = {k: v for k, v in r.items() if k not in ("name", "pid", "endpoint")}
             out.append(ComponentStatus(r["name"], pid, r.get("endpoint", ""), healthy, extra))

@@ -68,7 +68,7 @@ class PredictionEmitter:
     def _connect(self) -> KafkaProducer | None:
         try:
             return self._factory()
-        except Exception as e:  # noqa: BLE001 - any failure means "try later"
+        except Exception as e:
             log.warning("prediction events: Kafka unavailable (%s); retrying", e)
             return None
 
@@ -99,7 +99,7 @@ class PredictionEmitter:
                 fut = send_event(self._producer, self._topic, event, key)
                 fut.add_callback(lambda _md: self.sent.inc())
                 fut.add_errback(self._on_error)
-            except Exception as e:  # noqa: BLE001 - a send failure must not kill the thread
+            except Exception as e:
                 self._on_error(e)
 
     def close(self, timeout_s: float = 5.0) -> None:

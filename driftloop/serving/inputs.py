@@ -119,7 +119,7 @@ def pcm_from_tensor(values: np.ndarray, *, max_seconds: float) -> np.ndarray:
 
 
 def decode_image(data: bytes, *, mode: str = "RGB") -> np.ndarray:
-    """PNG or JPEG bytes as an array (``RGB``: H×W×3 uint8; ``L``: H×W uint8)."""
+    """PNG or JPEG bytes as an array (``RGB``: HxWx3 uint8; ``L``: HxW uint8)."""
     import numpy as np
     from PIL import Image, UnidentifiedImageError
 

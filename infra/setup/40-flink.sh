@@ -15,10 +15,14 @@ if ! stamp_ok flink-venv requirements/flink.txt pyproject.toml || [[ ! -x .venv-
   stamp_set flink-venv requirements/flink.txt pyproject.toml
 fi
 
-if ! stamp_ok flink-jars flink/pom.xml || [[ ! -d "$CACHE/flink/lib" ]]; then
-  log "resolving Flink connector jars from Maven Central"
-  rm -rf "$CACHE/flink/lib"
-  mvn -q -B -f flink/pom.xml dependency:copy-dependencies \
-    -DincludeScope=runtime -DoutputDirectory="$CACHE/flink/lib"
+if ! stamp_ok flink-jars flink/pom.xml || [[ ! -d "$CACHE/flink/lib" ]] \
+    || [[ ! -d "$CACHE/flink/plugins/s3-fs-hadoop" ]]; then
+  log "resolving Flink connector jars and the S3 plugin from Maven Central"
+  rm -rf "$CACHE/flink/lib" "$CACHE/flink/plugins"
+  mvn -q -B -f flink/pom.xml dependency:copy-dependencies -DincludeScope=runtime \
+    -DexcludeArtifactIds=flink-s3-fs-hadoop -DoutputDirectory="$CACHE/flink/lib"
+  # Flink loads file systems as plugins, each in its own folder, apart from the classpath.
+  mvn -q -B -f flink/pom.xml dependency:copy-dependencies -DexcludeTransitive=true \
+    -DincludeArtifactIds=flink-s3-fs-hadoop -DoutputDirectory="$CACHE/flink/plugins/s3-fs-hadoop"
   stamp_set flink-jars flink/pom.xml
 fi

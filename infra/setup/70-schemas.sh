@@ -29,6 +29,7 @@ k8s $K8S_VERSION
 serving $KNATIVE_SERVING_VERSION
 eventing $KNATIVE_EVENTING_VERSION
 kafka-broker $KAFKA_BROKER_VERSION
+strimzi 0.46.1 (release CRDs vendored in knative.dev/eventing-kafka-broker $KAFKA_BROKER_VERSION)
 func $KNATIVE_FUNC_VERSION
 keda $KEDA_VERSION
 prometheus-operator $PROMETHEUS_OPERATOR_VERSION

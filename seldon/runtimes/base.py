@@ -1,5 +1,8 @@
 """What every driftloop runtime does around its model.
 
+Metrics go to prometheus_client's default registry, which MLServer serves on its
+metrics port when inference runs in the server process (``parallel_workers: 0``).
+
 Load: the artifact of one registry version (``parameters.extra.registry_version``)
 from the blob store. Predict: decode the one input, run the model off the event loop,
 count latency, errors and outputs per model and version, answer with the prediction id
@@ -16,9 +19,8 @@ from typing import Any, ClassVar
 
 from mlserver import MLModel
 from mlserver.errors import MLServerError
-from mlserver.metrics import REGISTRY
 from mlserver.types import InferenceRequest, InferenceResponse, Parameters, ResponseOutput
-from prometheus_client import Counter, Histogram
+from prometheus_client import REGISTRY, Counter, Histogram
 
 from driftloop import events
 from driftloop.blob import open_store
@@ -86,7 +88,8 @@ class DriftloopRuntime(MLModel):
         store = open_store(self._dl_settings.resolved_blob_url, self._dl_settings)
         artifact = await asyncio.to_thread(Registry(store).artifact, self.family,
                                            self.registry_version)
-        self._model = await asyncio.to_thread(models.load, self.family, artifact)
+        self._model = await asyncio.to_thread(
+            models.load, self.family, artifact, max_audio_s=self._dl_settings.serving_max_audio_s)
         self._emitter = emitter(self._dl_settings)
         self._labels = {"model": self.name, "version": self.registry_version}
         return True

@@ -28,7 +28,7 @@ def create_topics(settings: Settings, timeout_s: float = 60.0) -> None:
         try:
             bus.ensure_topics(settings)
             return
-        except Exception as e:  # noqa: BLE001 - broker still starting
+        except Exception as e:
             if time.monotonic() > deadline:
                 raise StackError(f"creating topics failed: {e}") from e
             time.sleep(1)

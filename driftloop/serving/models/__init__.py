@@ -6,8 +6,13 @@ functions that need them, so the rest of driftloop imports without them.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
 from typing import Any, Protocol
+
+# Loads run in worker threads; first imports of native packages (cv2 sets up its
+# submodules lazily) are not thread-safe, so loads are serialised.
+_LOAD_LOCK = threading.Lock()
 
 
 class Model(Protocol):
@@ -20,12 +25,17 @@ class Model(Protocol):
         ...
 
 
-def load(name: str, artifact: Mapping[str, bytes]) -> Model:
-    """The model ``name`` loaded from its registry artifact."""
+def load(name: str, artifact: Mapping[str, bytes], *, max_audio_s: float | None = None) -> Model:
+    """The model ``name`` loaded from its registry artifact (``max_audio_s`` caps speech)."""
+    with _LOAD_LOCK:
+        return _load(name, artifact, max_audio_s=max_audio_s)
+
+
+def _load(name: str, artifact: Mapping[str, bytes], *, max_audio_s: float | None) -> Model:
     if name == "speech":
         from driftloop.serving.models.speech import SpeechModel
 
-        return SpeechModel.from_artifact(artifact)
+        return SpeechModel.from_artifact(artifact, max_audio_s=max_audio_s)
     if name == "ocr":
         from driftloop.serving.models.ocr import OcrModel
 

@@ -29,6 +29,7 @@ class FacesModel:
 
     def __post_init__(self) -> None:
         import cv2
+
         from driftloop.naming import safe_segment
 
         name = safe_segment(str(self.config["cascade"]), field="cascade")

@@ -28,8 +28,12 @@ class SpeechModel:
         self._decoder = Decoder(**options)
 
     @classmethod
-    def from_artifact(cls, artifact: Mapping[str, bytes]) -> SpeechModel:
-        return cls({**DEFAULT_CONFIG, **json.loads(artifact.get("config.json", b"{}"))})
+    def from_artifact(cls, artifact: Mapping[str, bytes], *,
+                      max_audio_s: float | None = None) -> SpeechModel:
+        config = {**DEFAULT_CONFIG, **json.loads(artifact.get("config.json", b"{}"))}
+        if max_audio_s is not None:
+            config["max_seconds"] = min(float(config["max_seconds"]), max_audio_s)
+        return cls(config)
 
     @staticmethod
     def artifact(**overrides: Any) -> dict[str, bytes]:

@@ -1,0 +1,60 @@
+"""The local dispatcher in the stack: starts last, once the functions it delivers to are up."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+from driftloop.local.components import ComponentSpec
+from driftloop.local.dispatcher import heartbeat_path, load_eventing
+from driftloop.settings import Settings
+
+ORDER = 60
+HEARTBEAT_STALE_S = 10.0
+
+
+def _healthy(settings: Settings) -> bool:
+    """The dispatcher rewrites its heartbeat every second while every route runs."""
+    try:
+        beat = json.loads(heartbeat_path(settings.state_dir).read_text())
+    except (FileNotFoundError, ValueError):
+        return False
+    return (
+        not beat.get("failed") and time.time() - float(beat.get("updated", 0)) < HEARTBEAT_STALE_S
+    )
+
+
+def components(settings: Settings) -> list[ComponentSpec]:
+    if not settings.eventing_dir.is_dir():
+        return []
+    eventing = load_eventing(settings.eventing_dir)
+
+    def clear_heartbeat() -> None:
+        heartbeat_path(settings.state_dir).unlink(missing_ok=True)
+
+    return [
+        ComponentSpec(
+            name="dispatcher",
+            argv=[
+                sys.executable,
+                "-m",
+                "driftloop.local.dispatcher",
+                "--eventing",
+                str(settings.eventing_dir),
+            ],
+            order=ORDER,
+            endpoint=str(heartbeat_path(settings.state_dir)),
+            health=lambda: _healthy(settings),
+            env={
+                "DRIFTLOOP_STATE_DIR": str(settings.state_dir),
+                "DRIFTLOOP_KAFKA_BOOTSTRAP": f"127.0.0.1:{settings.kafka_port}",
+            },
+            start_timeout_s=30,
+            prepare=clear_heartbeat,
+            extra={
+                "routes": [f"{'/'.join(r.topics)} → {r.sink}" for r in eventing.routes],
+                "pings": [f"{p.schedule} → {p.sink}" for p in eventing.pings],
+            },
+        )
+    ]

@@ -1,0 +1,72 @@
+"""Prometheus, Pushgateway and Alertmanager (Debian packages) in the local stack.
+
+Configuration is rendered from the settings into ``<state_dir>/monitoring`` before start;
+when the binaries are not installed the stack runs without them.
+"""
+
+from __future__ import annotations
+
+import httpx
+
+from driftloop.local.components import ComponentSpec
+from driftloop.monitoring import config
+from driftloop.settings import Settings
+
+ORDER = 20
+
+
+def http_ready(url: str) -> bool:
+    """True when ``url`` answers 200 (the /-/ready endpoints of all three servers)."""
+    try:
+        return httpx.get(url, timeout=1.0).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def components(settings: Settings) -> list[ComponentSpec]:
+    bins = (config.PROMETHEUS_BIN, config.PUSHGATEWAY_BIN, config.ALERTMANAGER_BIN)
+    if not all(config.binary(b) for b in bins):
+        return []
+    files = config.MonitoringFiles(settings.state_dir / "monitoring")
+    prom = settings.resolved_prometheus_url
+    push = settings.resolved_pushgateway_url
+    alerts = settings.resolved_alertmanager_url
+
+    def prepare() -> None:
+        config.write_configs(settings, files.folder)
+
+    return [
+        ComponentSpec(
+            name="pushgateway",
+            argv=config.pushgateway_argv(files, settings.pushgateway_port),
+            order=ORDER,
+            endpoint=push,
+            health=lambda: http_ready(f"{push}/-/ready"),
+            ports=(settings.pushgateway_port,),
+            start_timeout_s=30,
+            prepare=prepare,
+            extra={"metrics": f"{push}/metrics", "job": "driftloop-drift-check"},
+        ),
+        ComponentSpec(
+            name="alertmanager",
+            argv=config.alertmanager_argv(files, settings.alertmanager_port),
+            order=ORDER,
+            endpoint=alerts,
+            health=lambda: http_ready(f"{alerts}/-/ready"),
+            ports=(settings.alertmanager_port,),
+            start_timeout_s=30,
+            prepare=prepare,
+            extra={"webhook": settings.alert_webhook_url, "config": str(files.alertmanager)},
+        ),
+        ComponentSpec(
+            name="prometheus",
+            argv=config.prometheus_argv(files, settings.prometheus_port),
+            order=ORDER,
+            endpoint=prom,
+            health=lambda: http_ready(f"{prom}/-/ready"),
+            ports=(settings.prometheus_port,),
+            start_timeout_s=60,
+            prepare=prepare,
+            extra={"rules": str(files.rules), "alerts": f"{prom}/api/v1/alerts"},
+        ),
+    ]

@@ -1,0 +1,63 @@
+"""MLServer with driftloop's models, and the streaming predictor, in the local stack."""
+
+from __future__ import annotations
+
+import sys
+
+from driftloop.local.components import ComponentSpec
+from driftloop.local.components.kafka import broker_for
+from driftloop.settings import PROJECT_ROOT, Settings
+
+
+def components(settings: Settings) -> list[ComponentSpec]:
+    from driftloop.serving import server
+
+    if not server.installed():
+        return []
+    s = settings.model_copy(update={"kafka_bootstrap": broker_for(settings).bootstrap})
+    folder = s.state_dir / "serving" / "server"
+    url = f"http://127.0.0.1:{s.serving_http_port}"
+    models = s.serving_model_list
+
+    def prepare() -> None:
+        from driftloop.blob import open_store
+        from driftloop.registry import Registry
+        from driftloop.serving.bootstrap import ensure_models
+
+        ensure_models(Registry(open_store(s.resolved_blob_url, s)), models)
+        server.write_config(s, folder)
+
+    stream_env = {**server.settings_env(s), "PYTHONUNBUFFERED": "1"}
+    return [
+        ComponentSpec(
+            name="mlserver",
+            argv=server.argv(folder),
+            order=40,
+            endpoint=url,
+            health=lambda: server.ready(url, models, timeout_s=1.0),
+            env=server.server_env(s),
+            cwd=folder,
+            ports=(s.serving_http_port, s.serving_grpc_port, s.serving_metrics_port),
+            start_timeout_s=120,
+            prepare=prepare,
+            extra={
+                "protocol": "v2",
+                "grpc": f"127.0.0.1:{s.serving_grpc_port}",
+                "metrics": f"http://127.0.0.1:{s.serving_metrics_port}/metrics",
+                "models": {m: {"infer": f"{url}/v2/models/{m}/infer",
+                               "ready": f"{url}/v2/models/{m}/ready"} for m in models},
+                "repository": f"{url}/v2/repository/index",
+            },
+        ),
+        ComponentSpec(
+            name="serving-stream",
+            argv=[sys.executable, "-m", "driftloop.serving.stream"],
+            order=41,
+            endpoint=f"{s.kafka_bootstrap} -> {url}",
+            health=lambda: True,
+            env=stream_env,
+            cwd=PROJECT_ROOT,
+            start_timeout_s=10,
+            extra={"consumes": "driftloop.preprocessed.*", "produces": "driftloop.predictions"},
+        ),
+    ]

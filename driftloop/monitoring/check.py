@@ -1,0 +1,358 @@
+"""drift-check: one model's current window against its reference profile, plus quality.
+
+Triggers (all over HTTP, as the function receives them):
+
+* ``dev.knative.sources.ping`` - a scheduled tick: checks every model with a profile
+  (or ``data.models``); 200 with one result per model.
+* ``io.driftloop.model.promoted.v1`` - checks the promoted model/version.
+* records from the KafkaSource (``prediction``, ``labeled``, ``preprocessed``) - counted
+  per model; every ``drift_check_every_records`` of them fill a window and run a check
+  (202 while filling).
+* a plain JSON request ``{"model", "version"?, "window"?, "window_key"?}`` for ad hoc checks
+  (``window``: columns inline; ``window_key``: a CSV/Parquet/JSONL object in the blob store).
+
+A check pushes drift and quality gauges to the Pushgateway and, when the dataset drifts,
+publishes ``io.driftloop.drift.detected.v1`` to ``driftloop.events``. Bad input gets a
+4xx naming the problem: unknown model or missing profile (404), empty or too small
+window and NaN features (400).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+
+from driftloop import events as ev
+from driftloop import topics
+from driftloop.blob import BlobStore, open_store
+from driftloop.drift import DriftConfig, DriftInputError, ReferenceProfile, detect
+from driftloop.errors import BadRequest, DriftloopError, FieldError, NotFound
+from driftloop.monitoring import metrics
+from driftloop.monitoring.profiles import load_profile
+from driftloop.monitoring.quality import QualityStat, aggregate
+from driftloop.monitoring.window import (
+    LABELED,
+    PREPROCESSED,
+    TopicWindow,
+    columns,
+    feature_rows,
+    output_rows,
+    read_frame,
+    read_topic,
+)
+from driftloop.naming import safe_segment
+from driftloop.quality import MODELS
+from driftloop.registry import Registry
+from driftloop.settings import Settings
+
+SOURCE = "driftloop/drift-check"
+WINDOW_TRIGGERS = frozenset({ev.PREDICTION, LABELED, PREPROCESSED})
+
+
+class EmptyWindow(BadRequest):
+    reason = "empty_window"
+
+
+@dataclass(frozen=True)
+class Response:
+    status: int
+    body: bytes
+    headers: Mapping[str, str] = field(default_factory=lambda: {"content-type": "application/json"})
+
+    @classmethod
+    def json(cls, status: int, obj: Any) -> Response:
+        return cls(status, json.dumps(obj, allow_nan=False, default=str).encode())
+
+
+def error_response(e: DriftloopError) -> Response:
+    headers = {"content-type": "application/json"}
+    retry = getattr(e, "retry_after_s", None)
+    if retry is not None:
+        headers["retry-after"] = str(retry)
+    return Response(e.status, json.dumps(e.to_dict()).encode(), headers)
+
+
+def _input_error(e: DriftInputError) -> BadRequest:
+    field_name = f"window.{e.feature}" if e.feature else "window"
+    return BadRequest(str(e), fields=[FieldError(field_name, e.rule, str(e))])
+
+
+@dataclass(frozen=True)
+class Window:
+    """What one check judged: feature columns and the labeled records for quality."""
+
+    columns: Mapping[str, np.ndarray]
+    labeled: list[dict[str, Any]]
+    counts: Mapping[str, int]
+    labeled_ts_ms: list[int] = field(default_factory=list)
+
+
+WindowReader = Callable[[str, str | None, str | None], Window]
+
+
+class DriftCheckService:
+    """Everything behind the drift-check function; one instance per process."""
+
+    def __init__(self, settings: Settings, *, store: BlobStore | None = None) -> None:
+        self.settings = settings
+        self.store = store or open_store(settings.resolved_blob_url, settings)
+        self.registry = Registry(self.store)
+        self._producer: Any = None
+        self._lock = threading.Lock()
+        self._filled: dict[str, int] = {}
+
+    def close(self) -> None:
+        if self._producer is not None:
+            self._producer.close(timeout=5)
+            self._producer = None
+
+    # ------------------------------------------------------------ HTTP entry
+
+    def handle(self, method: str, path: str, headers: Mapping[str, str], body: bytes) -> Response:
+        try:
+            if method == "GET" and path.rstrip("/") in ("/healthz", "/readyz"):
+                return Response.json(200, {"status": "ok"})
+            if method != "POST":
+                return Response.json(
+                    405,
+                    {
+                        "error": "method_not_allowed",
+                        "message": "POST a CloudEvent or a check request",
+                    },
+                )
+            lower = {k.lower(): v for k, v in headers.items()}
+            ctype = lower.get("content-type", "").split(";", 1)[0].strip().lower()
+            if "ce-specversion" in lower or ctype in (ev.STRUCTURED, ev.BATCH):
+                results = [self.on_event(e) for e in ev.from_http(headers, body)]
+                status = max(r[0] for r in results)
+                bodies = [r[1] for r in results]
+                return Response.json(status, bodies[0] if len(bodies) == 1 else bodies)
+            try:
+                request = json.loads(body or b"{}")
+            except (UnicodeDecodeError, json.JSONDecodeError) as e:
+                raise BadRequest(
+                    f"body: not valid JSON ({e})", fields=[FieldError("body", "json", str(e))]
+                ) from e
+            if not isinstance(request, dict):
+                raise BadRequest(
+                    "body must be a JSON object",
+                    fields=[FieldError("body", "object", "must be a JSON object")],
+                )
+            return Response.json(200, self.check_request(request))
+        except DriftloopError as e:
+            return error_response(e)
+
+    def on_event(self, event: ev.Event) -> tuple[int, dict[str, Any]]:
+        """One CloudEvent → (status, body)."""
+        data = event.data if isinstance(event.data, dict) else {}
+        if event.type == ev.PING:
+            return 200, {"trigger": "schedule", "results": self.check_all(data.get("models"))}
+        if event.type == ev.MODEL_PROMOTED:
+            return 200, self.check(self._model(data.get("model")), data.get("version"))
+        if event.type in WINDOW_TRIGGERS:
+            model = data.get("model") or event.extensions.get("model")
+            model = self._model(model)
+            with self._lock:
+                n = self._filled.get(model, 0) + 1
+                full = n >= self.settings.drift_check_every_records
+                self._filled[model] = 0 if full else n
+            if not full:
+                return 202, {
+                    "model": model,
+                    "filling": n,
+                    "window_records": self.settings.drift_check_every_records,
+                }
+            return 200, self.check(model, None)
+        raise BadRequest(
+            f"event type {event.type!r} does not trigger drift-check",
+            fields=[FieldError("type", "supported", "unsupported event type")],
+        )
+
+    def check_request(self, request: Mapping[str, Any]) -> dict[str, Any]:
+        model = self._model(request.get("model"))
+        version = request.get("version")
+        window = request.get("window")
+        if window is not None:
+            if not isinstance(window, dict) or not all(
+                isinstance(v, list) for v in window.values()
+            ):
+                raise BadRequest(
+                    "window must map feature names to lists of values",
+                    fields=[FieldError("window", "columns", "object of arrays")],
+                )
+            cols = {k: _column(v) for k, v in window.items()}
+            return self.check(model, version, Window(cols, [], {"inline": _rows(cols)}))
+        key = request.get("window_key")
+        if key is not None:
+            if not isinstance(key, str):
+                raise BadRequest("window_key must be a string")
+            try:
+                cols = read_frame(self.store.get(key), key)
+            except KeyError as e:
+                raise NotFound(f"window object {key!r} not found in the blob store") from e
+            return self.check(model, version, Window(cols, [], {"blob": _rows(cols)}))
+        return self.check(model, version)
+
+    # ------------------------------------------------------------ checks
+
+    def _model(self, model: Any) -> str:
+        if not isinstance(model, str) or not model:
+            raise BadRequest(
+                "model is required",
+                fields=[FieldError("model", "required", "a model name is required")],
+            )
+        try:
+            return safe_segment(model, field="model")
+        except ValueError as e:
+            raise BadRequest(str(e), fields=[FieldError("model", "safe-name", str(e))]) from e
+
+    def resolve_version(self, model: str, version: Any) -> str:
+        if version is not None:
+            if not isinstance(version, str):
+                raise BadRequest("version must be a string")
+            return self.registry.resolve(model, version)
+        versions = self.registry.versions(model)
+        if not versions:
+            raise NotFound(f"unknown model {model!r}: it has no registered version")
+        return self.registry.alias(model, "champion") or versions[-1]
+
+    def check_all(self, models: Any = None) -> list[dict[str, Any]]:
+        names = models if isinstance(models, list) else self.registry.models()
+        out = []
+        for m in names:
+            try:
+                out.append({"status": 200, **self.check(self._model(m), None)})
+            except DriftloopError as e:
+                out.append({"status": e.status, "model": m, **e.to_dict()})
+        return out
+
+    def read_window(self, model: str, version: str, wanted: list[str]) -> Window:
+        s = self.settings
+        spec = MODELS.get(model)
+        modalities = [spec.modality] if spec and spec.modality else list(topics.MODALITIES)
+        kw = {
+            "window_s": s.drift_window_s,
+            "max_records": s.drift_window_max_records,
+            "model": model,
+        }
+        pre = TopicWindow()
+        for m in modalities:
+            w = read_topic(s, topics.preprocessed(m), **kw)
+            pre.records.extend(w.records)
+        preds = read_topic(s, topics.PREDICTIONS, **kw)
+        labeled = read_topic(s, topics.LABELED, **kw)
+        rows = feature_rows(pre.records) + output_rows(preds.records, version)
+        return Window(
+            columns(rows, wanted),
+            [r.data for r in labeled.records],
+            {
+                "preprocessed": len(pre.records),
+                "predictions": len(preds.records),
+                "labeled": len(labeled.records),
+            },
+            [r.timestamp_ms for r in labeled.records],
+        )
+
+    def check(self, model: str, version: Any, window: Window | None = None) -> dict[str, Any]:
+        """Run one check and publish its results; returns the response body."""
+        version = self.resolve_version(model, version)
+        profile = load_profile(self.store, model, version)
+        wanted = list(profile.features)
+        window = window or self.read_window(model, version, wanted)
+        present = {k: v for k, v in window.columns.items() if k in profile.features}
+        missing = [k for k in wanted if k not in present]
+        rows = max((len(v) for v in present.values()), default=0)
+        if rows == 0:
+            raise EmptyWindow(
+                f"the current window of {model!r} holds no values of its features {wanted}",
+                fields=[FieldError("window", "non-empty", "no feature values in the window")],
+            )
+        if rows < self.settings.drift_min_records:
+            raise EmptyWindow(
+                f"the current window of {model!r} has {rows} rows; at least "
+                f"{self.settings.drift_min_records} are needed (DRIFTLOOP_DRIFT_MIN_RECORDS)",
+                fields=[FieldError("window", "min-records", f"{rows} rows")],
+            )
+        sub = replace(profile, features={k: profile.features[k] for k in present})
+        config = DriftConfig(
+            drift_share=self.settings.drift_share, nan_policy=self.settings.drift_nan_policy
+        )  # type: ignore[arg-type]
+        try:
+            result = detect(sub, present, config)
+        except DriftInputError as e:
+            raise _input_error(e) from e
+        quality = aggregate(window.labeled, model=model)
+        now = time.time()
+        registry = metrics.check_registry(model, version, result, quality, now=now)
+        metrics.push(self.settings.resolved_pushgateway_url, model, registry)
+        event = self._emit(model, version, result, window) if result.dataset_drift else None
+        return {
+            "model": model,
+            "version": version,
+            "checked_at": datetime.fromtimestamp(now, UTC).isoformat().replace("+00:00", "Z"),
+            "window": {"rows": rows, "records": dict(window.counts)},
+            "missing_features": missing,
+            "verdict": result.verdict(),
+            "drift": result.to_dict(),
+            "quality": [q.to_dict() for q in quality],
+            "pushed": True,
+            "event": {"id": event.id, "type": event.type} if event is not None else None,
+        }
+
+    def _emit(self, model: str, version: str, result: Any, window: Window) -> ev.Event:
+        from driftloop.bus import make_producer, publish
+
+        data = drift_event_data(model, version, result, window.counts)
+        event = ev.new_event(ev.DRIFT_DETECTED, SOURCE, data, datacontenttype=ev.JSON, model=model)
+        with self._lock:
+            if self._producer is None:
+                self._producer = make_producer(self.settings)
+            producer = self._producer
+        publish(producer, topics.EVENTS, [event], key=model)
+        return event
+
+
+def drift_event_data(
+    model: str, version: str, result: Any, counts: Mapping[str, int]
+) -> dict[str, Any]:
+    """Payload of ``io.driftloop.drift.detected.v1`` (validates as ``DriftDetectedData``)."""
+    return {
+        "model": model,
+        "version": version,
+        "share_drifted": result.share_drifted,
+        "dataset_drift": result.dataset_drift,
+        "drift_share": result.meta["drift_share"],
+        "features": {
+            name: {"statistic": f.statistic, "value": f.value, "threshold": f.threshold}
+            for name, f in result.features.items()
+            if f.drifted
+        },
+        "window": {"rows": result.meta["current"]["rows"], "records": dict(counts)},
+    }
+
+
+def _column(values: list[Any]) -> np.ndarray:
+    if all((isinstance(v, int | float) and not isinstance(v, bool)) or v is None for v in values):
+        return np.asarray([np.nan if v is None else v for v in values], dtype=np.float64)
+    return np.asarray([str(v) for v in values], dtype=object)
+
+
+def _rows(cols: Mapping[str, np.ndarray]) -> int:
+    return max((len(v) for v in cols.values()), default=0)
+
+
+__all__ = [
+    "DriftCheckService",
+    "EmptyWindow",
+    "QualityStat",
+    "ReferenceProfile",
+    "Response",
+    "drift_event_data",
+]

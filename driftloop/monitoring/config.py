@@ -1,0 +1,144 @@
+"""Renders the Prometheus and Alertmanager configuration of the local stack from settings.
+
+The templates live in ``infra/prometheus/prometheus.yml.tmpl`` and
+``infra/alertmanager/alertmanager.yml.tmpl``; the rules in ``infra/prometheus/rules/``.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from string import Template
+
+from driftloop.settings import PROJECT_ROOT, Settings
+
+INFRA = PROJECT_ROOT / "infra"
+PROMETHEUS_TEMPLATE = INFRA / "prometheus" / "prometheus.yml.tmpl"
+ALERTMANAGER_TEMPLATE = INFRA / "alertmanager" / "alertmanager.yml.tmpl"
+RULES_FILE = INFRA / "prometheus" / "rules" / "driftloop-alerts.yml"
+
+
+@dataclass(frozen=True)
+class MonitoringFiles:
+    """Where the rendered configuration of one local stack lives."""
+
+    folder: Path
+
+    @property
+    def prometheus(self) -> Path:
+        return self.folder / "prometheus.yml"
+
+    @property
+    def rules(self) -> Path:
+        return self.folder / "rules" / RULES_FILE.name
+
+    @property
+    def alertmanager(self) -> Path:
+        return self.folder / "alertmanager.yml"
+
+    @property
+    def prometheus_data(self) -> Path:
+        return self.folder / "prometheus-data"
+
+    @property
+    def alertmanager_data(self) -> Path:
+        return self.folder / "alertmanager-data"
+
+    @property
+    def pushgateway_data(self) -> Path:
+        return self.folder / "pushgateway.store"
+
+
+def _targets(items: list[str]) -> str:
+    return ", ".join(f'"{t}"' for t in items if t)
+
+
+def _csv(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def _duration(seconds: float) -> str:
+    return f"{max(int(seconds * 1000), 1)}ms"
+
+
+def render_prometheus(settings: Settings, rules_file: Path) -> str:
+    tmpl = Template(PROMETHEUS_TEMPLATE.read_text())
+    return tmpl.substitute(
+        scrape_interval=_duration(settings.scrape_interval_s),
+        evaluation_interval=_duration(settings.scrape_interval_s),
+        rules_file=str(rules_file),
+        alertmanager_target=_targets([f"127.0.0.1:{settings.alertmanager_port}"]),
+        prometheus_target=_targets([f"127.0.0.1:{settings.prometheus_port}"]),
+        pushgateway_target=_targets([f"127.0.0.1:{settings.pushgateway_port}"]),
+        intake_targets=_targets([f"127.0.0.1:{settings.intake_port}"]),
+        serving_targets=_targets([f"127.0.0.1:{settings.serving_metrics_port}"]),
+        flink_targets=_targets(_csv(settings.flink_metrics_targets)),
+        function_targets=_targets(_csv(settings.function_metrics_targets)),
+    )
+
+
+def render_alertmanager(settings: Settings, *, group_wait_s: float = 1.0) -> str:
+    tmpl = Template(ALERTMANAGER_TEMPLATE.read_text())
+    return tmpl.substitute(
+        webhook_url=settings.alert_webhook_url,
+        group_wait=_duration(group_wait_s),
+        group_interval=_duration(max(group_wait_s, 1.0) * 10),
+        repeat_interval="1h",
+    )
+
+
+def write_configs(settings: Settings, folder: Path | None = None) -> MonitoringFiles:
+    """Render both configurations and copy the rules under ``folder`` (default: state dir)."""
+    files = MonitoringFiles(folder or settings.state_dir / "monitoring")
+    files.rules.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(RULES_FILE, files.rules)
+    files.prometheus.write_text(render_prometheus(settings, files.rules))
+    files.alertmanager.write_text(render_alertmanager(settings))
+    for d in (files.prometheus_data, files.alertmanager_data):
+        d.mkdir(parents=True, exist_ok=True)
+    return files
+
+
+PROMETHEUS_BIN = "prometheus"
+PUSHGATEWAY_BIN = "prometheus-pushgateway"
+ALERTMANAGER_BIN = "prometheus-alertmanager"
+PROMTOOL_BIN = "promtool"
+
+
+def binary(name: str) -> str | None:
+    """Absolute path of an installed Debian monitoring binary, or None."""
+    return shutil.which(name)
+
+
+def prometheus_argv(files: MonitoringFiles, port: int) -> list[str]:
+    return [
+        binary(PROMETHEUS_BIN) or PROMETHEUS_BIN,
+        f"--config.file={files.prometheus}",
+        f"--storage.tsdb.path={files.prometheus_data}",
+        f"--web.listen-address=127.0.0.1:{port}",
+        "--web.enable-lifecycle",
+        "--storage.tsdb.retention.time=7d",
+        "--log.level=warn",
+    ]
+
+
+def pushgateway_argv(files: MonitoringFiles, port: int) -> list[str]:
+    return [
+        binary(PUSHGATEWAY_BIN) or PUSHGATEWAY_BIN,
+        f"--web.listen-address=127.0.0.1:{port}",
+        f"--persistence.file={files.pushgateway_data}",
+        "--web.enable-admin-api",
+        "--log.level=warn",
+    ]
+
+
+def alertmanager_argv(files: MonitoringFiles, port: int) -> list[str]:
+    return [
+        binary(ALERTMANAGER_BIN) or ALERTMANAGER_BIN,
+        f"--config.file={files.alertmanager}",
+        f"--storage.path={files.alertmanager_data}",
+        f"--web.listen-address=127.0.0.1:{port}",
+        "--cluster.listen-address=",
+        "--log.level=warn",
+    ]

@@ -1,0 +1,211 @@
+"""The current window: recent records of one model from Kafka (or a file), as columns.
+
+Kafka: every partition of a topic is read from the offset of ``now - window_s`` (at most
+``max_records`` per partition) up to the end offsets taken at the start, without a
+consumer group, so reading a window never moves anyone's offsets.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from driftloop import events as ev
+from driftloop.errors import BadRequest, DriftloopError, Unavailable
+from driftloop.settings import Settings
+
+PREPROCESSED = "io.driftloop.preprocessed.v1"
+LABELED = "io.driftloop.labeled.v1"
+OUTPUT_PREFIX = "output."
+
+
+@dataclass(frozen=True)
+class Record:
+    """One decoded CloudEvent from a window, with its Kafka timestamp (ms)."""
+
+    event: ev.Event
+    timestamp_ms: int
+
+    @property
+    def data(self) -> dict[str, Any]:
+        d = self.event.data
+        return d if isinstance(d, dict) else {}
+
+    @property
+    def model(self) -> str | None:
+        m = self.data.get("model") or self.event.extensions.get("model")
+        return m if isinstance(m, str) else None
+
+
+@dataclass
+class TopicWindow:
+    records: list[Record] = field(default_factory=list)
+    undecodable: int = 0
+
+
+def read_topic(
+    settings: Settings,
+    topic: str,
+    *,
+    window_s: float,
+    max_records: int,
+    model: str | None = None,
+    timeout_s: float = 15.0,
+) -> TopicWindow:
+    """Records of ``topic`` from the last ``window_s`` seconds (model-filtered when given)."""
+    from kafka import KafkaConsumer, TopicPartition
+    from kafka.errors import KafkaError
+
+    out = TopicWindow()
+    try:
+        consumer = KafkaConsumer(
+            bootstrap_servers=[s.strip() for s in settings.kafka_bootstrap.split(",") if s.strip()],
+            client_id=f"{settings.kafka_client_id}-drift-window",
+            group_id=None,
+            enable_auto_commit=False,
+            request_timeout_ms=int(timeout_s * 1000) + 1000,
+            reconnect_backoff_max_ms=2_000,
+        )
+    except KafkaError as e:
+        raise Unavailable(f"Kafka at {settings.kafka_bootstrap} unavailable: {e}") from e
+    try:
+        parts = consumer.partitions_for_topic(topic)
+        if not parts:
+            return out
+        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        consumer.assign(tps)
+        end = consumer.end_offsets(tps)
+        begin = consumer.beginning_offsets(tps)
+        since_ms = int((time.time() - window_s) * 1000)
+        by_time = consumer.offsets_for_times(dict.fromkeys(tps, max(since_ms, 0)))
+        todo = {}
+        for tp in tps:
+            hit = by_time.get(tp)
+            start = hit.offset if hit is not None else end[tp]
+            start = max(start, begin[tp], end[tp] - max_records)
+            if start < end[tp]:
+                consumer.seek(tp, start)
+                todo[tp] = end[tp]
+        deadline = time.monotonic() + timeout_s
+        while todo and time.monotonic() < deadline:
+            for tp, msgs in consumer.poll(timeout_ms=500, max_records=2000).items():
+                for m in msgs:
+                    if m.offset >= todo.get(tp, -1):
+                        continue
+                    _add(out, m.value, m.headers, m.key, m.timestamp, model)
+            for tp in list(todo):
+                if consumer.position(tp) >= todo[tp]:
+                    del todo[tp]
+        if todo:
+            raise Unavailable(f"timed out reading the window of {topic}")
+    except KafkaError as e:
+        raise Unavailable(f"Kafka read of {topic} failed: {e}") from e
+    finally:
+        consumer.close()
+    out.records.sort(key=lambda r: r.timestamp_ms)
+    if len(out.records) > max_records:
+        out.records = out.records[-max_records:]
+    return out
+
+
+def _add(
+    out: TopicWindow,
+    value: bytes | None,
+    headers: Sequence[tuple[str, bytes]] | None,
+    key: bytes | None,
+    ts: int,
+    model: str | None,
+) -> None:
+    if model is not None and key is not None and key != model.encode():
+        return
+    try:
+        event = ev.from_kafka(value, headers, key)
+    except DriftloopError:
+        out.undecodable += 1
+        return
+    rec = Record(event, int(ts))
+    if model is None or rec.model == model:
+        out.records.append(rec)
+
+
+def _value(v: Any) -> float | str | None:
+    if v is None:
+        return math.nan
+    if isinstance(v, bool):
+        return str(v)
+    if isinstance(v, int | float):
+        return float(v)
+    if isinstance(v, str):
+        return v
+    return None
+
+
+def feature_rows(preprocessed: Iterable[Record]) -> list[dict[str, Any]]:
+    """Input features of preprocessed records (``data.features``)."""
+    rows = []
+    for r in preprocessed:
+        feats = r.data.get("features")
+        if isinstance(feats, Mapping):
+            rows.append({k: val for k, v in feats.items() if (val := _value(v)) is not None})
+    return rows
+
+
+def output_rows(predictions: Iterable[Record], version: str | None = None) -> list[dict[str, Any]]:
+    """Scalar outputs of prediction records as ``output.<key>`` features (one version's)."""
+    rows = []
+    for r in predictions:
+        if version is not None and r.data.get("version") not in (None, version):
+            continue
+        output = r.data.get("output")
+        if isinstance(output, Mapping):
+            rows.append(
+                {
+                    f"{OUTPUT_PREFIX}{k}": val
+                    for k, v in output.items()
+                    if (val := _value(v)) is not None
+                }
+            )
+    return rows
+
+
+def columns(rows: Iterable[Mapping[str, Any]], wanted: Iterable[str]) -> dict[str, np.ndarray]:
+    """Columns for the ``wanted`` features; a feature no row carries is left out."""
+    cols: dict[str, list[Any]] = {name: [] for name in wanted}
+    for row in rows:
+        for name, values in cols.items():
+            if name in row:
+                values.append(row[name])
+    out: dict[str, np.ndarray] = {}
+    for name, values in cols.items():
+        if not values:
+            continue
+        if all(isinstance(v, float) for v in values):
+            out[name] = np.asarray(values, dtype=np.float64)
+        else:
+            out[name] = np.asarray([str(v) for v in values], dtype=object)
+    return out
+
+
+def read_frame(data: bytes, name: str) -> dict[str, np.ndarray]:
+    """A CSV, Parquet or JSON-lines file as columns (by file extension)."""
+    import pandas as pd
+
+    lower = name.lower()
+    try:
+        if lower.endswith(".parquet") or lower.endswith(".pq"):
+            frame = pd.read_parquet(io.BytesIO(data))
+        elif lower.endswith(".csv"):
+            frame = pd.read_csv(io.BytesIO(data))
+        elif lower.endswith(".jsonl") or lower.endswith(".json"):
+            frame = pd.read_json(io.BytesIO(data), lines=lower.endswith(".jsonl"))
+        else:
+            raise BadRequest(f"{name}: unknown window format (use .csv, .parquet or .jsonl)")
+    except (ValueError, OSError) as e:
+        raise BadRequest(f"{name}: unreadable window file ({e})") from e
+    return {str(c): frame[c].to_numpy() for c in frame.columns}

@@ -1,0 +1,185 @@
+"""Streaming inference: ``driftloop.preprocessed.<modality>`` → model → ``driftloop.predictions``.
+
+Each record is a CloudEvent naming its target model in the ``model`` extension: a
+preprocessed event (``io.driftloop.preprocessed.v1``, JSON with a ``payload`` inline in
+base64 or as a blob key, see flink/README.md) or a raw input event
+(``io.driftloop.input.v1``, media bytes as the value). The model is called over V2 with
+the input's id as the request id, and the prediction event (same id) is published with
+acks=all before the offset is committed: at least once, duplicates share their id.
+Inputs the model rejects (4xx) go to the dead-letter topic with the reason; an
+unavailable server is retried without losing the record.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from driftloop import events, topics
+from driftloop.errors import BadRequest, DriftloopError, Unavailable
+from driftloop.naming import is_safe_segment
+
+if TYPE_CHECKING:
+    from driftloop.blob import BlobStore
+    from driftloop.serving.client import V2Client
+    from driftloop.serving.v2 import Prediction
+    from driftloop.settings import Settings
+
+log = logging.getLogger(__name__)
+PREPROCESSED = "io.driftloop.preprocessed.v1"
+SOURCE = "driftloop/serving/stream"
+
+
+@dataclass(frozen=True)
+class StreamInput:
+    """What one record asks for: a model run on media bytes, under the input's id."""
+
+    id: str
+    model: str
+    media: bytes
+    modality: str | None
+    input_ref: str | None = None
+
+
+def parse_record(event: events.Event, store: BlobStore | None) -> StreamInput:
+    """A preprocessed or raw input event → the media to infer on (``BadRequest`` if unusable)."""
+    model = event.extensions.get("model")
+    data = event.data
+    if model is None and isinstance(data, Mapping):
+        model = data.get("model")
+    if not is_safe_segment(model):
+        raise BadRequest(f"record {event.id}: model {model!r} is missing or unsafe")
+    modality = event.extensions.get("modality")
+    if event.type == events.INPUT:
+        if not isinstance(data, bytes | bytearray) or not data:
+            raise BadRequest(f"record {event.id}: an input event must carry media bytes")
+        return StreamInput(event.id, model, bytes(data), modality)
+    if event.type != PREPROCESSED:
+        raise BadRequest(f"record {event.id}: type {event.type!r} is not "
+                         f"{PREPROCESSED} or {events.INPUT}")
+    payload = data.get("payload") if isinstance(data, Mapping) else None
+    if not isinstance(payload, Mapping):
+        raise BadRequest(f"record {event.id}: data.payload is missing")
+    modality = modality or data.get("modality")
+    if payload.get("encoding") == "base64":
+        try:
+            media = base64.b64decode(str(payload.get("data", "")), validate=True)
+        except (binascii.Error, ValueError) as e:
+            raise BadRequest(f"record {event.id}: payload is not valid base64") from e
+        return StreamInput(event.id, model, media, modality)
+    if payload.get("encoding") == "blob":
+        key = payload.get("blob_key")
+        if store is None or not isinstance(key, str):
+            raise BadRequest(f"record {event.id}: blob payload without a usable blob_key")
+        try:
+            media = store.get(key)
+        except KeyError as e:
+            raise BadRequest(f"record {event.id}: blob {key!r} not found") from e
+        return StreamInput(event.id, model, media, modality, input_ref=key)
+    raise BadRequest(f"record {event.id}: payload encoding {payload.get('encoding')!r} "
+                     "is not base64 or blob")
+
+
+def prediction_event(inp: StreamInput, pred: Prediction, latency_ms: float) -> events.Event:
+    """The prediction event of a streamed input: the input's id, the answering version."""
+    data: dict[str, Any] = {"model": inp.model, "version": pred.version,
+                            "output": dict(pred.output), "modality": inp.modality,
+                            "latency_ms": round(latency_ms, 3)}
+    if inp.input_ref:
+        data["input_ref"] = inp.input_ref
+    return events.new_event(events.PREDICTION, SOURCE, data, id=inp.id, model=inp.model)
+
+
+class StreamPredictor:
+    """Consumes input topics, calls the model server, publishes predictions, commits."""
+
+    def __init__(self, settings: Settings, *, topic_names: Sequence[str] | None = None) -> None:
+        self.settings = settings
+        self.topics = list(topic_names or [topics.preprocessed(m) for m in topics.MODALITIES])
+        self.stop_event = threading.Event()
+        self.processed = 0
+        self.dead_lettered = 0
+
+    def run(self) -> None:
+        """Until ``stop_event`` is set."""
+        from kafka import TopicPartition
+
+        from driftloop import bus
+        from driftloop.blob import open_store
+        from driftloop.serving.client import V2Client
+
+        s = self.settings
+        store = open_store(s.resolved_blob_url, s)
+        consumer = bus.make_consumer(s, self.topics, s.serving_stream_group)
+        producer = bus.make_producer(s)
+        client = V2Client(s.resolved_serving_url, timeout_s=s.serving_timeout_s)
+        try:
+            while not self.stop_event.is_set():
+                batches = consumer.poll(timeout_ms=500, max_records=50)
+                pending: list[Any] = []
+                for tp, records in batches.items():
+                    for i, rec in enumerate(records):
+                        try:
+                            pending.append(self._handle(rec, store, client, producer))
+                        except Unavailable as e:
+                            log.warning("model server unavailable (%s); retrying", e)
+                            consumer.seek(TopicPartition(tp.topic, tp.partition), records[i].offset)
+                            producer.flush()
+                            time.sleep(1.0)
+                            break
+                producer.flush(timeout=30)
+                for fut in pending:
+                    fut.get(timeout=30)  # raises: nothing is committed, the records come again
+                if batches:
+                    consumer.commit()
+        finally:
+            client.close()
+            producer.close(timeout=5)
+            consumer.close()
+
+    def _handle(self, rec: Any, store: BlobStore, client: V2Client, producer: Any) -> Any:
+        """Infer one record; return the future of what it published (prediction or dead letter)."""
+        from driftloop import bus
+
+        try:
+            event = events.from_kafka(rec.value, rec.headers, rec.key)
+            inp = parse_record(event, store)
+            start = time.perf_counter()
+            pred = client.infer_bytes(inp.model, inp.media, request_id=inp.id, emit=False)
+            latency_ms = (time.perf_counter() - start) * 1000.0
+        except Unavailable:
+            raise
+        except DriftloopError as e:
+            self.dead_lettered += 1
+            return bus.dead_letter(producer, reason=f"serving: {e.message}", source_topic=rec.topic,
+                            value=rec.value, headers=rec.headers, key=rec.key,
+                            partition=rec.partition, offset=rec.offset)
+            return
+        self.processed += 1
+        return bus.send_event(producer, topics.PREDICTIONS,
+                              prediction_event(inp, pred, latency_ms), key=inp.model)
+
+
+def main() -> None:
+    """Entry point of the local stack's streaming predictor."""
+    import signal
+
+    from driftloop.settings import Settings
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    predictor = StreamPredictor(Settings())
+    signal.signal(signal.SIGTERM, lambda *_: predictor.stop_event.set())
+    try:
+        predictor.run()
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,331 @@
+"""drift-check end to end: Kafka window → real Pushgateway → real Prometheus (PromQL) → alert.
+
+The function runs in-process as functions-framework builds it; Kafka, the Pushgateway,
+Prometheus and Alertmanager are the real servers of the test session.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+
+from driftloop import events as ev
+from driftloop import topics
+from driftloop.blob import open_store
+from driftloop.bus import make_producer, publish
+from driftloop.drift import build_profile
+from driftloop.monitoring.check import DriftCheckService
+from driftloop.monitoring.profiles import save_profile
+from driftloop.monitoring.window import LABELED, PREPROCESSED
+from driftloop.registry import Registry
+from driftloop.settings import PROJECT_ROOT, Settings
+
+pytestmark = pytest.mark.integration
+SOURCE = PROJECT_ROOT / "functions" / "drift-check" / "main.py"
+LABELS = [str(i) for i in range(10)]
+
+
+@pytest.fixture(scope="module")
+def env(
+    kafka: Any, monitoring: Any, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, Any]]:
+    import functions_framework
+
+    blob = tmp_path_factory.mktemp("drift-blobs")
+    settings = Settings(
+        kafka_bootstrap=kafka.bootstrap,
+        blob_url=blob.as_uri(),
+        state_dir=blob,
+        pushgateway_port=monitoring.settings.pushgateway_port,
+        drift_min_records=30,
+        drift_check_every_records=5,
+    )
+    app = functions_framework.create_app(target="drift_check", source=str(SOURCE))
+    service = DriftCheckService(settings)
+    sys.modules["main"]._service = service
+    client = httpx.Client(transport=httpx.WSGITransport(app=app), base_url="http://drift-check")
+    producer = make_producer(settings)
+    yield {
+        "settings": settings,
+        "client": client,
+        "service": service,
+        "producer": producer,
+        "store": open_store(settings.resolved_blob_url, settings),
+    }
+    producer.close()
+    service.close()
+    client.close()
+
+
+def _register(env: dict[str, Any], model: str, rng: np.random.Generator) -> str:
+    store = env["store"]
+    version = Registry(store).register(model, {"model.bin": b"weights"}).version
+    ref = {
+        "brightness_mean": rng.normal(0.5, 0.1, 5_000),
+        "contrast": rng.normal(0.2, 0.05, 5_000),
+        "output.label": rng.choice(LABELS, 5_000),
+    }
+    save_profile(store, model, version, build_profile(ref, source="test"))
+    return version
+
+
+def _feed(
+    env: dict[str, Any],
+    model: str,
+    version: str,
+    n: int,
+    *,
+    shift: float,
+    rng: np.random.Generator,
+    nan: bool = False,
+) -> None:
+    pre, preds, labeled = [], [], []
+    for i in range(n):
+        b = float(rng.normal(0.5 + shift * 0.1, 0.1))
+        feats = {"brightness_mean": b, "contrast": float(rng.normal(0.2, 0.05))}
+        pre.append(
+            ev.new_event(
+                PREPROCESSED,
+                "test",
+                {"model": model, "modality": "image", "features": feats},
+                datacontenttype=ev.JSON,
+                model=model,
+            )
+        )
+        label = "7" if shift else str(rng.choice(LABELS))
+        preds.append(
+            ev.new_event(
+                ev.PREDICTION,
+                "test",
+                {"model": model, "version": version, "output": {"label": label}},
+                datacontenttype=ev.JSON,
+            )
+        )
+        labeled.append(
+            ev.new_event(
+                LABELED,
+                "test",
+                {
+                    "model": model,
+                    "version": version,
+                    "metric": "accuracy",
+                    "quality": float(i % 2),
+                    "reward": 1.0,
+                },
+                datacontenttype=ev.JSON,
+            )
+        )
+    p = env["producer"]
+    if nan:
+        # driftloop never writes NaN, but another producer may: raw JSON with a NaN token.
+        bad = pre.pop(3)
+        rec = ev.to_kafka(bad, model)
+        value = json.dumps(
+            {**bad.data, "features": {"brightness_mean": math.nan, "contrast": 0.2}}
+        ).encode()
+        p.send(topics.preprocessed("image"), key=rec.key, value=value, headers=rec.headers)
+    publish(p, topics.preprocessed("image"), pre, key=model)
+    publish(p, topics.PREDICTIONS, preds, key=model)
+    publish(p, topics.LABELED, labeled, key=model)
+
+
+def _model() -> str:
+    return f"mon-{uuid.uuid4().hex[:8]}"
+
+
+def _events_for(kafka: Any, model: str) -> list[ev.Event]:
+    out = []
+    for rec in kafka.read_records(topics.EVENTS):
+        e = ev.from_kafka(rec.value, rec.headers, rec.key)
+        if (
+            e.type == ev.DRIFT_DETECTED
+            and isinstance(e.data, dict)
+            and e.data.get("model") == model
+        ):
+            out.append(e)
+    return out
+
+
+def test_drift_check_pushes_metrics_prometheus_reads_them_and_alert_fires(
+    env: dict[str, Any], kafka: Any, monitoring: Any
+) -> None:
+    rng = np.random.default_rng(42)
+    model = _model()
+    version = _register(env, model, rng)
+    _feed(env, model, version, 200, shift=1.0, rng=rng)
+
+    r = env["client"].post("/", json={"model": model})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    verdict = body["verdict"]
+    assert body["version"] == version and body["window"]["rows"] == 200
+    assert verdict["dataset_drift"] is True
+    assert verdict["features"]["brightness_mean"]["drifted"] is True
+    assert verdict["features"]["output.label"]["drifted"] is True
+    assert verdict["features"]["contrast"]["drifted"] is False
+    assert body["quality"] == [
+        {"model": model, "version": version, "metric": "accuracy", "mean": 0.5, "count": 200},
+        {"model": model, "version": version, "metric": "reward", "mean": 1.0, "count": 200},
+    ]
+
+    prom = monitoring.client()
+    got = prom.wait_for(
+        f'driftloop_drift_detected{{model="{model}"}}',
+        lambda s: len(s) == 1 and s[0].value == 1.0,
+        timeout_s=20,
+    )
+    assert got[0].labels["version"] == version
+    assert got[0].labels["job"] == "driftloop-drift-check"
+    w = body["drift"]["data"]["features"]["brightness_mean"]["scores"]["wasserstein"]
+    score = prom.query(
+        f'driftloop_drift_score{{model="{model}",feature="brightness_mean",'
+        f'statistic="wasserstein"}}'
+    )
+    assert len(score) == 1 and score[0].value == pytest.approx(w, rel=1e-12)
+    quality = prom.query(f'driftloop_quality{{model="{model}",metric="accuracy"}}')
+    assert [q.value for q in quality] == [0.5]
+    samples = prom.query(f'driftloop_quality_samples{{model="{model}",metric="accuracy"}}')
+    assert [q.value for q in samples] == [200.0]
+
+    events = _events_for(kafka, model)
+    assert len(events) == 1
+    data = ev.DriftDetectedData.parse(events[0].data)
+    assert data.model == model and data.version == version
+    assert set(data.features) == {"brightness_mean", "output.label"}
+    assert body["event"]["id"] == events[0].id
+
+    alert = monitoring.webhook.wait_for("DriftloopDriftDetected", timeout_s=45, model=model)
+    assert alert["labels"]["trigger"] == "drift" and alert["status"] == "firing"
+
+
+def test_unshifted_window_pushes_zero_and_emits_nothing(
+    env: dict[str, Any], kafka: Any, monitoring: Any
+) -> None:
+    rng = np.random.default_rng(7)
+    model = _model()
+    version = _register(env, model, rng)
+    _feed(env, model, version, 300, shift=0.0, rng=rng)
+    r = env["client"].post("/", json={"model": model, "version": version})
+    assert r.status_code == 200, r.text
+    assert r.json()["verdict"]["dataset_drift"] is False and r.json()["event"] is None
+    monitoring.client().wait_for(
+        f'driftloop_drift_detected{{model="{model}"}}',
+        lambda s: len(s) == 1 and s[0].value == 0.0,
+        timeout_s=20,
+    )
+    assert _events_for(kafka, model) == []
+
+
+def test_kafka_records_fill_the_window_then_check(env: dict[str, Any]) -> None:
+    rng = np.random.default_rng(3)
+    model = _model()
+    version = _register(env, model, rng)
+    _feed(env, model, version, 100, shift=0.0, rng=rng)
+    statuses = []
+    for i in range(5):
+        e = ev.new_event(
+            ev.PREDICTION, "test", {"model": model, "version": version, "output": {"label": str(i)}}
+        )
+        headers, payload = ev.to_http_binary(e)
+        statuses.append(env["client"].post("/", headers=headers, content=payload))
+    assert [s.status_code for s in statuses] == [202, 202, 202, 202, 200]
+    assert statuses[-1].json()["model"] == model
+
+
+def test_schedule_tick_checks_each_model(env: dict[str, Any]) -> None:
+    rng = np.random.default_rng(5)
+    model = _model()
+    version = _register(env, model, rng)
+    _feed(env, model, version, 60, shift=0.0, rng=rng)
+    tick = ev.new_event(
+        ev.PING,
+        "/apis/v1/namespaces/driftloop/pingsources/drift-check-schedule",
+        {"models": [model, "no-such-model"]},
+        datacontenttype=ev.JSON,
+    )
+    r = env["client"].post(
+        "/", headers={"content-type": ev.STRUCTURED}, content=json.dumps(ev.to_structured(tick))
+    )
+    assert r.status_code == 200, r.text
+    results = {x["model"]: x for x in r.json()["results"]}
+    assert results[model]["status"] == 200 and results[model]["version"] == version
+    assert results["no-such-model"]["status"] == 404
+
+
+def test_bad_inputs_get_clear_4xx(env: dict[str, Any], monitoring: Any) -> None:
+    client = env["client"]
+    rng = np.random.default_rng(9)
+
+    r = client.post("/", json={"model": "no-such-model"})
+    assert r.status_code == 404 and "unknown model" in r.json()["message"]
+
+    empty = _model()
+    _register(env, empty, rng)
+    r = client.post("/", json={"model": empty})
+    assert r.status_code == 400 and r.json()["error"] == "empty_window"
+
+    nan_model = _model()
+    v = _register(env, nan_model, rng)
+    _feed(env, nan_model, v, 50, shift=0.0, rng=rng, nan=True)
+    r = client.post("/", json={"model": nan_model})
+    assert r.status_code == 400
+    assert r.json()["fields"][0]["field"] == "window.brightness_mean"
+    assert r.json()["fields"][0]["rule"] == "finite"
+
+    window = {"brightness_mean": [0.5] * 40 + [None], "contrast": [0.2] * 41}
+    r = client.post("/", json={"model": nan_model, "window": window})
+    assert r.status_code == 400 and "NaN" in r.json()["message"]
+
+    r = client.post("/", json={"model": nan_model, "window": {"contrast": [0.2] * 5}})
+    assert r.status_code == 400 and "at least 30" in r.json()["message"]
+
+    r = client.post("/", content=b"{not json", headers={"content-type": "application/json"})
+    assert r.status_code == 400
+    r = client.post("/", json={"model": "../etc"})
+    assert r.status_code == 400 and r.json()["fields"][0]["field"] == "model"
+    r = client.post("/", json=["model"])
+    assert r.status_code == 400
+    e = ev.new_event(ev.FEEDBACK, "test", {"model": nan_model})
+    headers, payload = ev.to_http_binary(e)
+    r = client.post("/", headers=headers, content=payload)
+    assert r.status_code == 400 and "does not trigger" in r.json()["message"]
+    assert client.get("/healthz").status_code == 200
+
+    # The service still works after every refusal.
+    window = {
+        "brightness_mean": list(rng.normal(0.5, 0.1, 60)),
+        "contrast": list(rng.normal(0.2, 0.05, 60)),
+        "output.label": ["1"] * 60,
+    }
+    r = client.post("/", json={"model": nan_model, "window": window})
+    assert r.status_code == 200, r.text
+    assert r.json()["verdict"]["features"]["output.label"]["drifted"] is True
+
+
+def test_window_from_a_blob_object(env: dict[str, Any], tmp_path: Path) -> None:
+    import pandas as pd
+
+    rng = np.random.default_rng(13)
+    model = _model()
+    _register(env, model, rng)
+    frame = pd.DataFrame(
+        {"brightness_mean": rng.normal(0.9, 0.1, 80), "contrast": rng.normal(0.2, 0.05, 80)}
+    )
+    path = tmp_path / "w.parquet"
+    frame.to_parquet(path)
+    env["store"].put(f"windows/{model}/w.parquet", path.read_bytes())
+    r = env["client"].post("/", json={"model": model, "window_key": f"windows/{model}/w.parquet"})
+    assert r.status_code == 200, r.text
+    assert r.json()["missing_features"] == ["output.label"]
+    assert r.json()["verdict"]["features"]["brightness_mean"]["drifted"] is True
+    r = env["client"].post("/", json={"model": model, "window_key": "windows/none.csv"})
+    assert r.status_code == 404

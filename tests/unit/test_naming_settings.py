@@ -1,0 +1,70 @@
+"""Names that become paths/keys/topics, topic names, and settings from the environment."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from driftloop import topics
+from driftloop.naming import is_safe_segment, safe_segment
+from driftloop.settings import Settings
+
+
+@pytest.mark.parametrize("name", ["digits", "ocr-v2", "a", "m.1_x", "a" * 64])
+def test_safe_names(name):
+    assert safe_segment(name) == name
+
+
+@pytest.mark.parametrize(
+    "name", ["", "../x", "..", "a/b", "A", "-a", "a-", "a..b", "a b", "a" * 65, None, 5, "é"]
+)
+def test_unsafe_names(name):
+    assert not is_safe_segment(name)
+    with pytest.raises(ValueError, match="must be 1-64"):
+        safe_segment(name)
+
+
+def test_topics_follow_the_contract():
+    assert topics.raw("audio") == "driftloop.raw.audio"
+    assert topics.preprocessed("image") == "driftloop.preprocessed.image"
+    assert set(topics.all_topics()) >= {
+        "driftloop.predictions", "driftloop.feedback", "driftloop.labeled",
+        "driftloop.events", "driftloop.deadletter", "driftloop.raw.audio",
+    }
+    with pytest.raises(ValueError):
+        topics.raw("../etc")
+
+
+def test_settings_from_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("DRIFTLOOP_KAFKA_BOOTSTRAP", "10.0.0.1:9092")
+    monkeypatch.setenv("DRIFTLOOP_STATE_DIR", str(tmp_path / "st"))
+    monkeypatch.setenv("DRIFTLOOP_INTAKE_TOKENS", "a, b,,")
+    monkeypatch.setenv("DRIFTLOOP_INTAKE_MAX_BODY_BYTES", "2048")
+    s = Settings()
+    assert s.kafka_bootstrap == "10.0.0.1:9092"
+    assert s.intake_token_set == {"a", "b"}
+    assert s.intake_max_body_bytes == 2048
+    assert s.resolved_blob_url == (tmp_path / "st" / "blobs").as_uri()
+    assert "a, b" not in repr(s)  # tokens never printed
+
+
+def test_settings_defaults_match_design(monkeypatch):
+    for k in list(__import__("os").environ):
+        if k.startswith("DRIFTLOOP_"):
+            monkeypatch.delenv(k)
+    s = Settings()
+    assert s.kafka_bootstrap == "127.0.0.1:9092"
+    assert s.state_dir == Path(".driftloop").resolve()
+    assert s.intake_max_body_bytes == 1024 * 1024
+
+
+def test_settings_reject_bad_values(monkeypatch):
+    monkeypatch.setenv("DRIFTLOOP_INTAKE_MAX_BODY_BYTES", "-1")
+    with pytest.raises(ValueError):
+        Settings()
+
+
+def test_every_setting_is_documented():
+    missing = [n for n, f in Settings.model_fields.items() if not f.description]
+    assert missing == []
