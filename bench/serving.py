@@ -7,8 +7,8 @@ Run with the serving environment (it loads the models in-process too):
 Both sides run in the same run on the same inputs: in-process is decode + predict on the
 bytes; served is base64 + JSON + HTTP + MLServer + the same decode + predict. Prediction
 events are switched off (header) so the figures are the server's own cost; a registry in
-a temporary folder holds version 1 of each model. Figures are medians of the per-request
-latencies (p50) and the 99th percentile; throughput is sequential requests per second and
+a temporary folder holds version 1 of each model. The two sides alternate request by
+request. Figures are medians of the per-request latencies (p50) and the 99th percentile; throughput is sequential requests per second and
 with 4 concurrent clients.
 """
 
@@ -64,13 +64,15 @@ def pct(xs: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(xs), q))
 
 
-def timed(fn, n: int) -> list[float]:
-    out = []
+def interleaved(fa, fb, n: int) -> tuple[list[float], list[float]]:
+    """Alternate the two sides request by request, so load from elsewhere hits both alike."""
+    a, b = [], []
     for _ in range(n):
-        t = time.perf_counter()
-        fn()
-        out.append((time.perf_counter() - t) * 1000.0)
-    return out
+        for fn, out in ((fa, a), (fb, b)):
+            t = time.perf_counter()
+            fn()
+            out.append((time.perf_counter() - t) * 1000.0)
+    return a, b
 
 
 def concurrent_rps(fn, n: int, workers: int = 4) -> float:
@@ -82,7 +84,8 @@ def concurrent_rps(fn, n: int, workers: int = 4) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--n", type=int, default=60, help="requests per model and side")
+    ap.add_argument("--n", type=int, default=20,
+                    help="requests per model and side (x10 for digits)")
     ap.add_argument("--models", default="digits,faces,ocr,speech")
     args = ap.parse_args()
     names = [m.strip() for m in args.models.split(",") if m.strip()]
@@ -114,19 +117,18 @@ def main() -> None:
                     for _ in range(3):  # warm both sides
                         served()
                         inproc()
-                    a = timed(inproc, args.n)
-                    b = timed(served, args.n)
-                    rows.append((m, a, b, concurrent_rps(inproc, args.n),
-                                 concurrent_rps(served, args.n)))
+                    n = args.n * 10 if m == "digits" else args.n
+                    a, b = interleaved(inproc, served, n)
+                    rows.append((m, n, a, b, concurrent_rps(inproc, n),
+                                 concurrent_rps(served, n)))
         finally:
             server.stop()
-    print(f"\n{args.n} requests per model and side; latency in ms (p50 / p99), "
-          "throughput in requests/s (sequential | 4 concurrent)")
-    print(f"{'model':8} {'in-process':>17} {'MLServer':>17} {'overhead p50':>13} "
+    print("\nlatency in ms (p50 / p99), throughput in requests/s (sequential | 4 concurrent)")
+    print(f"{'model':8} {'n':>4} {'in-process':>17} {'MLServer':>17} {'overhead p50':>13} "
           f"{'ratio p50':>9} {'rps in-proc':>15} {'rps served':>15}")
-    for m, a, b, ca, cb in rows:
+    for m, n, a, b, ca, cb in rows:
         pa, pb = statistics.median(a), statistics.median(b)
-        print(f"{m:8} {pa:7.2f} / {pct(a, 99):7.2f} {pb:7.2f} / {pct(b, 99):7.2f} "
+        print(f"{m:8} {n:4d} {pa:7.2f} / {pct(a, 99):7.2f} {pb:7.2f} / {pct(b, 99):7.2f} "
               f"{pb - pa:10.2f} ms {pb / pa:8.2f}x {1000 / pa:6.1f} | {ca:6.1f} "
               f"{1000 / pb:6.1f} | {cb:6.1f}")
 

@@ -114,6 +114,7 @@ class IntakeService:
         timeout_ms = int(self.settings.intake_send_timeout_s * 1000)
         return make_producer(
             self.settings,
+            linger_ms=1,
             max_block_ms=timeout_ms,
             bootstrap_timeout_ms=timeout_ms,
             request_timeout_ms=max(1000, timeout_ms // 2),

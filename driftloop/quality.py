@@ -94,6 +94,11 @@ class ModelSpec:
     higher_is_better: bool
     modality: str | None = None
     drift_features: tuple[str, ...] = field(default_factory=tuple)
+    """Input features (from preprocessing) compared against the reference profile."""
+    output_features: tuple[str, ...] = field(default_factory=tuple)
+    """Prediction features (``prediction_features``) for prediction drift."""
+    runtime: str | None = None
+    """The MLServer runtime class that serves the model (``seldon.runtimes``)."""
 
 
 METRICS = ("accuracy", "wer", "cer", "iou")
@@ -102,20 +107,52 @@ MODELS: dict[str, ModelSpec] = {
     "speech": ModelSpec(
         "speech", "speech-to-text", "wer", higher_is_better=False, modality="audio",
         drift_features=("duration_s", "rms_db", "peak", "zcr", "snr_db", "clipping_ratio"),
+        output_features=("confidence", "n_words"),
+        runtime="seldon.runtimes.speech.SpeechRuntime",
     ),
     "ocr": ModelSpec(
         "ocr", "ocr", "cer", higher_is_better=False, modality="image",
         drift_features=("brightness_mean", "brightness_std", "contrast", "blur", "width", "height"),
+        output_features=("confidence", "n_words", "n_chars"),
+        runtime="seldon.runtimes.ocr.OcrRuntime",
     ),
     "faces": ModelSpec(
         "faces", "object-detection", "iou", higher_is_better=True, modality="image",
         drift_features=("brightness_mean", "brightness_std", "contrast", "blur", "width", "height"),
+        output_features=("n_boxes", "max_score", "box_area_kpx"),
+        runtime="seldon.runtimes.faces.FacesRuntime",
     ),
     "digits": ModelSpec(
         "digits", "classification", "accuracy", higher_is_better=True, modality="image",
         drift_features=("brightness_mean", "brightness_std", "contrast", "blur"),
+        output_features=("label", "confidence"),
+        runtime="seldon.runtimes.digits.DigitsRuntime",
     ),
 }
+
+
+def prediction_features(model: str, output: Mapping[str, Any]) -> dict[str, float]:
+    """The ``output_features`` of one prediction, as numbers (missing ones left out).
+
+    ``box_area_kpx`` is the summed area of the boxes in thousands of pixels.
+    """
+    values: dict[str, float] = {}
+    text = output.get("text")
+    if isinstance(text, str):
+        values["n_words"] = float(len(text.split()))
+        values["n_chars"] = float(len(text))
+    for key in ("confidence", "label"):
+        if isinstance(output.get(key), int | float) and not isinstance(output.get(key), bool):
+            values[key] = float(output[key])
+    boxes = output.get("boxes")
+    if isinstance(boxes, list) and "text" not in output:
+        values["n_boxes"] = float(len(boxes))
+        scores = output.get("scores") or []
+        values["max_score"] = float(max(scores)) if scores else 0.0
+        values["box_area_kpx"] = sum(
+            max(0.0, (b[2] - b[0])) * max(0.0, (b[3] - b[1])) for b in boxes) / 1e3
+    wanted = spec(model).output_features
+    return {k: v for k, v in values.items() if k in wanted}
 
 
 def spec(model: str) -> ModelSpec:

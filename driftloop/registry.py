@@ -4,6 +4,7 @@ Layout (keys relative to the blob store's root)::
 
     models/<model>/<version>/manifest.json      metrics, lineage, parent, created, files
     models/<model>/<version>/artifact/<file>    what the runtime loads
+    models/<model>/<version>/artifact/model-settings.json   for Seldon Core v2 / KServe
     models/<model>/aliases/<alias>.json         the alias's current version (one atomic put)
     models/<model>/aliases/<alias>/history/<ts>-<n>.json   every change, append-only
 
@@ -25,7 +26,9 @@ from typing import Any
 from driftloop.blob import BlobStore
 from driftloop.errors import BadRequest, NotFound
 from driftloop.naming import safe_segment
+from driftloop.quality import MODELS
 
+DEPLOY_SETTINGS = "model-settings.json"
 ALIASES: tuple[str, ...] = ("champion", "challenger")
 PREFIX = "models"
 
@@ -150,6 +153,14 @@ class Registry:
             version = str(int(version) + 1)
         for name, data in artifact.items():
             self.store.put(self.artifact_key(model, version, name), data)
+        runtime = MODELS[model].runtime if model in MODELS else None
+        if runtime and DEPLOY_SETTINGS not in artifact:
+            # Seldon Core v2 and KServe download the artifact folder and start MLServer on
+            # it: the folder carries its own model-settings.json (not one of the files).
+            self.store.put(self.artifact_key(model, version, DEPLOY_SETTINGS), json.dumps({
+                "name": model, "implementation": runtime,
+                "parameters": {"version": version, "extra": {"registry_version": version}},
+            }, indent=1).encode())
         mv = ModelVersion(
             model=model,
             version=version,

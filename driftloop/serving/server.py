@@ -77,8 +77,7 @@ def server_env(settings: Settings) -> dict[str, str]:
     env = {k: os.environ[k] for k in keep if k in os.environ}
     env.update(settings_env(settings))
     env.update({"PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1",
-                "MLSERVER_METRICS_DIR": str(settings.state_dir / "serving" / "metrics"),
-                "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"})
+                "MLSERVER_METRICS_DIR": str(settings.state_dir / "serving" / "metrics")})
     return env
 
 

@@ -19,6 +19,7 @@ KNATIVE_FUNC_VERSION=v0.50.1         # knative.dev/func: schema/func_yaml-schema
 KEDA_VERSION=v2.16.1                 # github.com/kedacore/keda/v2: config/crd/bases
 PROMETHEUS_OPERATOR_VERSION=v0.85.0  # prometheus-operator: example/prometheus-operator-crd
 FLINK_OPERATOR_VERSION=1.10.0        # org.apache.flink:flink-kubernetes-operator-api (Maven)
+KSERVE_VERSION=v0.16.0               # github.com/kserve/kserve: config/crd/full (the KServe alternative)
 
 SCHEMAS="$CACHE/schemas"
 PINS="$CACHE/schemas.pins"
@@ -34,6 +35,7 @@ func $KNATIVE_FUNC_VERSION
 keda $KEDA_VERSION
 prometheus-operator $PROMETHEUS_OPERATOR_VERSION
 flink-operator $FLINK_OPERATOR_VERSION
+kserve $KSERVE_VERSION
 EOF
 if stamp_ok schemas-index "$PINS" driftloop/manifests.py && [[ -x "$CACHE/bin/kustomize" ]] \
   && [[ -f "$SCHEMAS/index/index.json" ]]; then exit 0; fi
@@ -57,7 +59,7 @@ mod_dir() {
 src="$SCHEMAS/src"
 if ! stamp_ok schemas-src "$PINS" || [[ ! -d "$src" ]]; then
 rm -rf "$src"
-mkdir -p "$src"/{k8s,serving,eventing,kafka-broker,strimzi,keda,prometheus-operator,flink-operator,func}
+mkdir -p "$src"/{k8s,serving,eventing,kafka-broker,strimzi,keda,prometheus-operator,flink-operator,func,kserve}
 log "fetching upstream schemas (Go module proxy, Maven Central)"
 d=$(mod_dir "k8s.io/kubernetes@$K8S_VERSION")
 cp "$d"/api/openapi-spec/v3/*.json "$src/k8s/"
@@ -74,6 +76,8 @@ d=$(mod_dir "github.com/kedacore/keda/v2@$KEDA_VERSION")
 cp "$d"/config/crd/bases/*.yaml "$src/keda/"
 d=$(mod_dir "github.com/prometheus-operator/prometheus-operator@$PROMETHEUS_OPERATOR_VERSION")
 cp "$d"/example/prometheus-operator-crd/*.yaml "$src/prometheus-operator/"
+d=$(mod_dir "github.com/kserve/kserve@$KSERVE_VERSION")
+cp "$d"/config/crd/full/serving.kserve.io_*.yaml "$src/kserve/"
 d=$(mod_dir "knative.dev/func@$KNATIVE_FUNC_VERSION")
 cp "$d"/schema/func_yaml-schema.json "$src/func/"
 mvn -q -B org.apache.maven.plugins:maven-dependency-plugin:3.8.1:copy \

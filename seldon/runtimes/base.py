@@ -13,8 +13,10 @@ to the bounded emitter (never failing the inference because of Kafka).
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
+from pathlib import Path
 from typing import Any, ClassVar
 
 from mlserver import MLModel
@@ -26,7 +28,7 @@ from driftloop import events
 from driftloop.blob import open_store
 from driftloop.errors import DriftloopError
 from driftloop.quality import MODELS
-from driftloop.registry import Registry
+from driftloop.registry import DEPLOY_SETTINGS, Registry
 from driftloop.serving import models, v2
 from driftloop.serving.emitter import PredictionEmitter
 from driftloop.settings import Settings, get_settings
@@ -85,14 +87,22 @@ class DriftloopRuntime(MLModel):
         self.registry_version = str(extra.get("registry_version") or self.version or "")
         if not self.registry_version:
             raise MLServerError(f"{self.name}: no registry_version to load", status_code=500)
-        store = open_store(self._dl_settings.resolved_blob_url, self._dl_settings)
-        artifact = await asyncio.to_thread(Registry(store).artifact, self.family,
-                                           self.registry_version)
+        artifact = await asyncio.to_thread(self._artifact)
         self._model = await asyncio.to_thread(
             models.load, self.family, artifact, max_audio_s=self._dl_settings.serving_max_audio_s)
         self._emitter = emitter(self._dl_settings)
         self._labels = {"model": self.name, "version": self.registry_version}
         return True
+
+    def _artifact(self) -> dict[str, bytes]:
+        """From the folder Seldon Core v2 / KServe downloaded, else from the registry."""
+        uri = self.settings.parameters.uri if self.settings.parameters else None
+        if uri and os.path.isabs(uri) and os.path.isdir(uri):
+            folder = Path(uri)
+            return {p.name: p.read_bytes() for p in folder.iterdir()
+                    if p.is_file() and p.name != DEPLOY_SETTINGS}
+        store = open_store(self._dl_settings.resolved_blob_url, self._dl_settings)
+        return Registry(store).artifact(self.family, self.registry_version)
 
     async def predict(self, payload: InferenceRequest) -> InferenceResponse:
         headers = (payload.parameters.headers if payload.parameters else None) or {}

@@ -216,6 +216,34 @@ def test_triggers_filter_control_plane_types(settings, producer, receiver, tmp_p
     assert len(got) == 3  # model.promoted matched no trigger
 
 
+def test_trigger_reply_goes_back_into_the_broker(settings, producer, receiver, tmp_path):
+    """A subscriber's reply event re-enters the broker, where another trigger routes it."""
+    topic = _topic(settings)
+    broker = {"apiVersion": "eventing.knative.dev/v1", "kind": "Broker",
+              "metadata": {"name": "b"}, "spec": {}}
+    trig = [{"apiVersion": "eventing.knative.dev/v1", "kind": "Trigger",
+             "metadata": {"name": n},
+             "spec": {"broker": "b", "filter": {"attributes": {"type": t}},
+                      "subscriber": {"ref": {"apiVersion": "serving.knative.dev/v1",
+                                             "kind": "Service", "name": s}}}}
+            for n, t, s in [("drift", events.DRIFT_DETECTED, "retrain-trigger"),
+                            ("retrain", events.RETRAIN_REQUESTED, "trainer")]]
+    ev_dir = write_eventing(tmp_path / "ev", [
+        broker, kafka_source("bridge", [topic], unique("g"), "Broker", "b"), *trig])
+    receiver.control(reply={events.DRIFT_DETECTED: events.RETRAIN_REQUESTED})
+    drift = events.new_event(events.DRIFT_DETECTED, "/test", {"model": "m"})
+    _send(producer, topic, [drift], key="m")
+    d = _dispatch(settings, ev_dir, {"retrain-trigger": f"{receiver.url}/retrain-trigger",
+                                     "trainer": f"{receiver.url}/trainer"})
+    try:
+        got = receiver.wait_for(lambda ds: any(x["path"] == "/trainer" for x in ds))
+    finally:
+        d.stop()
+    (reply,) = [x for x in got if x["path"] == "/trainer"]
+    assert reply["headers"]["ce-type"] == events.RETRAIN_REQUESTED
+    assert reply["headers"]["ce-id"] == f"reply-{drift.id}"
+
+
 def test_ping_source_fires_on_schedule(settings, receiver, tmp_path):
     ping = {
         "apiVersion": "sources.knative.dev/v1",

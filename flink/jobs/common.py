@@ -1,0 +1,202 @@
+"""What every driftloop Flink job shares: the environment, checkpoints and Kafka table DDL.
+
+Jars, brokers and folders come from ``Settings``; nothing here hard-codes a path or a host.
+Runs inside ``.venv-flink`` (PyFlink is imported lazily so the DDL builders stay testable).
+"""
+
+from __future__ import annotations
+
+import os
+import site
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse
+
+from driftloop.settings import PROJECT_ROOT, Settings
+
+if TYPE_CHECKING:
+    from pyflink.datastream import StreamExecutionEnvironment
+    from pyflink.table import StreamTableEnvironment
+
+KAFKA_TXN_TIMEOUT_MS = 600_000
+"""Below the broker's transaction.max.timeout.ms (15 min by default)."""
+
+
+def lib_dir(settings: Settings) -> Path:
+    return settings.flink_lib_dir or settings.cache_dir / "flink" / "lib"
+
+
+def plugins_dir(settings: Settings) -> Path:
+    return lib_dir(settings).parent / "plugins"
+
+
+def checkpoint_root(settings: Settings, app: str) -> str:
+    """Checkpoint URL of one application (a folder URI or an s3:// URL)."""
+    base = settings.flink_checkpoint_dir or (settings.state_dir / "flink" / "checkpoints").as_uri()
+    if "://" not in base:
+        base = Path(base).resolve().as_uri()
+    return f"{base.rstrip('/')}/{app}"
+
+
+def latest_checkpoint(root_url: str) -> str | None:
+    """The newest completed checkpoint (``chk-N`` with ``_metadata``) under a local root."""
+    parsed = urlparse(root_url)
+    if parsed.scheme != "file":
+        return None
+    root = Path(parsed.path)
+    found = [p.parent for p in root.glob("*/chk-*/_metadata")]
+    if not found:
+        return None
+    newest = max(found, key=lambda p: (p.stat().st_mtime, int(p.name.split("-")[1])))
+    return newest.as_uri()
+
+
+def jvm_environment(settings: Settings) -> dict[str, str]:
+    """Process environment the PyFlink gateway JVM (and thread-mode Python) need."""
+    site_packages = [p for p in site.getsitepackages() if p.endswith("site-packages")]
+    log_dir = settings.state_dir / "flink" / "log"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    env = {
+        # Thread mode runs Python inside the JVM: it must find pemja, pyflink and driftloop.
+        "PYTHONPATH": os.pathsep.join([*site_packages, str(PROJECT_ROOT)]),
+        "FLINK_LOG_DIR": str(log_dir),
+    }
+    if plugins_dir(settings).is_dir():
+        env["FLINK_PLUGINS_DIR"] = str(plugins_dir(settings))
+    return env
+
+
+def flink_config(settings: Settings, app: str, *, streaming: bool = True) -> dict[str, str]:
+    """The Flink configuration of one application, as plain key/values."""
+    jars = sorted(lib_dir(settings).glob("*.jar"))
+    if not jars:
+        raise FileNotFoundError(f"no connector jars in {lib_dir(settings)}: run make setup")
+    conf = {
+        "pipeline.name": f"driftloop-{app}",
+        "pipeline.jars": ";".join(p.resolve().as_uri() for p in jars),
+        "python.executable": sys.executable,
+        "python.client.executable": sys.executable,
+        "python.execution-mode": settings.flink_execution_mode,
+        "python.fn-execution.bundle.size": str(settings.flink_bundle_size),
+        "python.fn-execution.bundle.time": str(settings.flink_bundle_time_ms),
+        "python.fn-execution.arrow.batch.size": str(settings.flink_bundle_size),
+        "parallelism.default": str(settings.flink_parallelism),
+        "restart-strategy.type": "fixed-delay",
+        "restart-strategy.fixed-delay.attempts": "1000000",
+        "restart-strategy.fixed-delay.delay": "2 s",
+        "taskmanager.memory.process.size": "1600m",
+        "taskmanager.numberOfTaskSlots": "4",
+        "table.exec.resource.default-parallelism": str(settings.flink_parallelism),
+    }
+    if streaming:
+        root = checkpoint_root(settings, app)
+        conf |= {
+            "execution.checkpointing.interval": f"{settings.flink_checkpoint_interval_ms} ms",
+            "execution.checkpointing.mode": "EXACTLY_ONCE",
+            "execution.checkpointing.storage": "filesystem",
+            "execution.checkpointing.dir": root,
+            "execution.checkpointing.num-retained": "2",
+            "execution.checkpointing.externalized-checkpoint-retention": "RETAIN_ON_CANCELLATION",
+            "execution.state-recovery.ignore-unclaimed-state": "true",
+        }
+        restore = latest_checkpoint(root)
+        if restore:
+            conf["execution.state-recovery.path"] = restore
+    conf |= s3_config(settings)
+    return conf
+
+
+def s3_config(settings: Settings) -> dict[str, str]:
+    """Keys the S3 file-system plugin reads (endpoint, path-style access, credentials)."""
+    conf: dict[str, str] = {}
+    if settings.s3_endpoint_url:
+        conf["s3.endpoint"] = settings.s3_endpoint_url
+        conf["s3.path.style.access"] = "true"
+        conf["s3.connection.ssl.enabled"] = str(
+            settings.s3_endpoint_url.startswith("https")).lower()
+    if settings.s3_access_key_id:
+        conf["s3.access-key"] = settings.s3_access_key_id
+    if settings.s3_secret_access_key:
+        conf["s3.secret-key"] = settings.s3_secret_access_key
+    conf["s3.endpoint.region"] = settings.s3_region
+    return conf
+
+
+def flink_path(url: str) -> str:
+    """A blob-store URL as Flink names it (``s3://`` goes through the s3a plugin)."""
+    return "s3a://" + url[len("s3://"):] if url.startswith("s3://") else url
+
+
+def create_env(
+    settings: Settings, app: str, *, streaming: bool = True
+) -> tuple[StreamExecutionEnvironment, StreamTableEnvironment]:
+    """A local execution environment (mini-cluster) with the jobs' configuration."""
+    os.environ.update(jvm_environment(settings))
+    from pyflink.common import Configuration
+    from pyflink.datastream import RuntimeExecutionMode, StreamExecutionEnvironment
+    from pyflink.table import EnvironmentSettings, StreamTableEnvironment
+
+    conf = Configuration()
+    for k, v in flink_config(settings, app, streaming=streaming).items():
+        conf.set_string(k, v)
+    env = StreamExecutionEnvironment.get_execution_environment(conf)
+    env.set_parallelism(settings.flink_parallelism)
+    if not streaming:
+        env.set_runtime_mode(RuntimeExecutionMode.BATCH)
+    mode = EnvironmentSettings.in_streaming_mode() if streaming else EnvironmentSettings.in_batch_mode()
+    t_env = StreamTableEnvironment.create(env, environment_settings=mode)
+    return env, t_env
+
+
+def _quote(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def with_clause(options: dict[str, Any]) -> str:
+    return "WITH (" + ", ".join(f"{_quote(k)}={_quote(str(v))}" for k, v in options.items()) + ")"
+
+
+def kafka_source_ddl(name: str, topic: str, settings: Settings, group: str) -> str:
+    """A Kafka source table: key, value, CloudEvents headers, record time, processing time."""
+    options = {
+        "connector": "kafka",
+        "topic": topic,
+        "properties.bootstrap.servers": settings.kafka_bootstrap,
+        "properties.group.id": f"{settings.flink_group_id}-{group}",
+        "properties.isolation.level": "read_committed",
+        "properties.auto.offset.reset": "earliest",
+        "scan.startup.mode": "group-offsets",
+        "key.format": "raw",
+        "key.fields": "k",
+        "value.format": "raw",
+        "value.fields-include": "EXCEPT_KEY",
+    }
+    return (
+        f"CREATE TEMPORARY TABLE `{name}` (k BYTES, v BYTES, "
+        "headers MAP<STRING, BYTES> METADATA, "
+        "ts TIMESTAMP_LTZ(3) METADATA FROM 'timestamp', pt AS PROCTIME()) "
+        + with_clause(options)
+    )
+
+
+def kafka_sink_ddl(name: str, topics: list[str], settings: Settings, txn_prefix: str) -> str:
+    """A transactional Kafka sink that writes each row to the topic named in its ``tp`` column."""
+    options = {
+        "connector": "kafka",
+        "topic": ";".join(topics),
+        "properties.bootstrap.servers": settings.kafka_bootstrap,
+        "properties.transaction.timeout.ms": str(KAFKA_TXN_TIMEOUT_MS),
+        "properties.max.request.size": str(16 * 1024 * 1024),
+        "sink.delivery-guarantee": "exactly-once",
+        "sink.transactional-id-prefix": f"{settings.flink_group_id}-{txn_prefix}",
+        "key.format": "raw",
+        "key.fields": "k",
+        "value.format": "raw",
+        "value.fields-include": "EXCEPT_KEY",
+    }
+    return (
+        f"CREATE TEMPORARY TABLE `{name}` (k BYTES, v BYTES, "
+        "headers MAP<STRING, BYTES> METADATA, tp STRING METADATA FROM 'topic') "
+        + with_clause(options)
+    )

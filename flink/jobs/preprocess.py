@@ -1,0 +1,118 @@
+"""Preprocess, stream mode: driftloop.raw.<modality> → driftloop.preprocessed.<modality>.
+
+Kafka source table → Python table function (the pure transforms in flink.transforms) →
+one transactional Kafka sink that writes each row to its preprocessed topic or to the
+dead-letter topic, so a rejected input costs no second pass.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+from driftloop import topics
+from driftloop.settings import Settings
+
+from flink.jobs.common import kafka_sink_ddl, kafka_source_ddl
+from flink.transforms.audio import AudioConfig
+from flink.transforms.image import ImageConfig
+from flink.transforms.records import PreprocessConfig, process_kafka_record
+
+if TYPE_CHECKING:
+    from pyflink.table import StatementSet, StreamTableEnvironment
+
+log = logging.getLogger(__name__)
+SINK = "preprocess_out"
+
+
+def preprocess_config(settings: Settings) -> PreprocessConfig:
+    """The transform parameters from settings (shared by stream, batch and the bench)."""
+    return PreprocessConfig(
+        audio=AudioConfig(
+            target_rms_dbfs=settings.flink_audio_target_dbfs,
+            peak_limit_dbfs=settings.flink_audio_peak_dbfs,
+            max_duration_s=settings.flink_audio_max_duration_s,
+            max_bytes=settings.flink_max_input_bytes,
+        ),
+        image=ImageConfig(
+            width=settings.flink_image_width,
+            height=settings.flink_image_height,
+            mode=settings.flink_image_mode,
+            max_bytes=settings.flink_max_input_bytes,
+        ),
+        inline_max_bytes=settings.flink_inline_max_bytes,
+    )
+
+
+class BlobOffload:
+    """Puts payloads too large to inline into the blob store (opened once per worker)."""
+
+    def __init__(self, settings: Settings) -> None:
+        from driftloop.blob import open_store
+
+        self.store = open_store(settings.resolved_blob_url, settings)
+
+    def __call__(self, key: str, body: bytes) -> str:
+        self.store.put(key, body)
+        return self.store.url
+
+
+def make_udtf(settings: Settings) -> Any:
+    """The table function: (modality, value, headers) → one (key, value, headers, topic) row."""
+    from pyflink.table import DataTypes
+    from pyflink.table.udf import TableFunction, udtf
+
+    settings_json = settings.model_dump(mode="json")
+
+    class Preprocess(TableFunction):
+        def open(self, function_context: Any) -> None:
+            self.settings = Settings.model_validate(settings_json)
+            self.cfg = preprocess_config(self.settings)
+            self.offload: BlobOffload | None = None
+
+        def _offload(self, key: str, body: bytes) -> str:
+            if self.offload is None:
+                self.offload = BlobOffload(self.settings)
+            return self.offload(key, body)
+
+        def eval(
+            self, modality: str, value: bytes | None, headers: Mapping[str, bytes] | None
+        ) -> Iterator[tuple[bytes | None, bytes | None, dict[str, bytes], str]]:
+            source = topics.raw(modality)
+            try:
+                out = process_kafka_record(
+                    value, headers, modality=modality, source_topic=source,
+                    output_topic=topics.preprocessed(modality),
+                    deadletter_topic=topics.DEADLETTER, cfg=self.cfg, offload=self._offload)
+            except Exception as e:  # a bug must not stop the stream: park the record
+                log.exception("preprocess failed on a %s record", modality)
+                hdrs = dict(headers or {})
+                hdrs["dl_reason"] = f"internal: {type(e).__name__}: {e}".encode()[:4096]
+                hdrs["dl_source_topic"] = source.encode()
+                yield None, value, hdrs, topics.DEADLETTER
+                return
+            yield out.key, out.value, dict(out.headers), out.topic
+
+    return udtf(
+        Preprocess(),
+        result_types=[DataTypes.BYTES(), DataTypes.BYTES(),
+                      DataTypes.MAP(DataTypes.STRING(), DataTypes.BYTES()), DataTypes.STRING()],
+    )
+
+
+def add_pipeline(
+    t_env: StreamTableEnvironment, stmt: StatementSet, settings: Settings,
+    modalities: tuple[str, ...] = topics.MODALITIES,
+) -> None:
+    """Add the preprocess inserts (one per modality) to a statement set."""
+    t_env.create_temporary_function("dl_preprocess", make_udtf(settings))
+    out_topics = [*(topics.preprocessed(m) for m in modalities), topics.DEADLETTER]
+    t_env.execute_sql(kafka_sink_ddl(SINK, out_topics, settings, "preprocess"))
+    for m in modalities:
+        src = f"raw_{m}"
+        t_env.execute_sql(kafka_source_ddl(src, topics.raw(m), settings, "preprocess"))
+        stmt.add_insert_sql(
+            f"INSERT INTO `{SINK}` SELECT r.k2, r.v2, r.h2, r.tp FROM `{src}`, "
+            f"LATERAL TABLE(dl_preprocess('{m}', v, headers)) AS r(k2, v2, h2, tp)"
+        )
