@@ -410,8 +410,13 @@ def validate_func_yaml(path: Path, schemas: Schemas) -> list[ManifestError]:
 
 
 def default_targets() -> list[Path]:
-    """Every kustomize directory driftloop ships (overlays include the bases)."""
-    return [ROOT / "infra/k8s/overlays/dev", ROOT / "infra/k8s/overlays/prod", ROOT / "eventing"]
+    """Every kustomize directory driftloop ships (overlays, their bases, alternatives)."""
+    found = {
+        p.parent
+        for top in ("eventing", "infra", "seldon")
+        for p in (ROOT / top).rglob("kustomization.yaml")
+    }
+    return sorted(found)
 
 
 def _main(argv: list[str] | None = None) -> int:

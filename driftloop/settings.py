@@ -64,6 +64,11 @@ class Settings(BaseSettings):
     kafka_port: int = Field(9092, description="Broker port of the local Kafka.")
     kafka_controller_port: int = Field(9093, description="Controller port of the local Kafka.")
     kafka_heap: str = Field("768m", description="JVM heap of the local Kafka broker.")
+    components: str = Field(
+        "",
+        description="Comma-separated names of the local-stack components to start; "
+        "empty starts every component that is set up.",
+    )
     topic_partitions: int = Field(3, ge=1, description="Partitions for topics the stack creates.")
     archive_batch_size: int = Field(
         500, ge=1, description="Records per blob file written by the archive consumer."

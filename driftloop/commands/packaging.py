@@ -48,6 +48,7 @@ def register(app: typer.Typer) -> None:
         """Build every kustomize directory and validate each document against its upstream
         schema; also check every function's func.yaml. Exit 1 on any error."""
         from driftloop.manifests import (
+            ManifestBuildError,
             Schemas,
             default_targets,
             validate_directory,
@@ -58,7 +59,12 @@ def register(app: typer.Typer) -> None:
         schemas = Schemas(cache / "schemas" / "index")
         failed = False
         for d in dirs or default_targets():
-            report = validate_directory(d, schemas, cache / "bin" / "kustomize")
+            try:
+                report = validate_directory(d, schemas, cache / "bin" / "kustomize")
+            except ManifestBuildError as e:
+                typer.echo(str(e).splitlines()[0][:2000], err=True)
+                failed = True
+                continue
             for e in report.errors:
                 typer.echo(str(e), err=True)
             for u in report.unvalidated:

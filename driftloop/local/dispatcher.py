@@ -488,9 +488,14 @@ class RouteWorker(threading.Thread):
             rec,
             f"delivery to {self.route.sink} ({self.route.name}) failed after "
             f"{outcome.attempts} attempt(s): {outcome.reason}",
+            knative_error=(self.url, outcome.status),
         )
 
-    def _dead_letter(self, rec: Any, reason: str) -> None:
+    def _dead_letter(
+        self, rec: Any, reason: str, knative_error: tuple[str, int | None] | None = None
+    ) -> None:
+        """Park the record with its reason; a failed delivery also carries the
+        ``knativeerrordest``/``knativeerrorcode`` extensions Knative adds on a cluster."""
         from driftloop import bus
 
         name = self.route.delivery.dead_letter
@@ -506,6 +511,11 @@ class RouteWorker(threading.Thread):
         topic = self.dead_letter_topics.get(name, topic_names.DEADLETTER)
         headers = [(k, v or b"") for k, v in rec.headers]
         headers.append(("dl_sink", self.route.sink.encode()))
+        if knative_error is not None and any(k == "ce_specversion" for k, _ in headers):
+            dest, code = knative_error
+            headers.append(("ce_knativeerrordest", dest.encode()))
+            if code is not None:
+                headers.append(("ce_knativeerrorcode", str(code).encode()))
         if topic == topic_names.DEADLETTER:
             fut = bus.dead_letter(
                 self.producer,

@@ -43,7 +43,13 @@ class Stack:
     @property
     def specs(self) -> list[ComponentSpec]:
         if self._specs is None:
-            self._specs = discover(self.settings)
+            wanted = {c.strip() for c in self.settings.components.split(",") if c.strip()}
+            specs = discover(self.settings)
+            unknown = wanted - {s.name for s in specs}
+            if unknown:
+                raise StackError(f"unknown components: {', '.join(sorted(unknown))} "
+                                 f"(known: {', '.join(s.name for s in specs)})")
+            self._specs = [s for s in specs if not wanted or s.name in wanted]
         return self._specs
 
     @property
@@ -139,7 +145,10 @@ class Stack:
         return stopped
 
     def status(self) -> list[ComponentStatus]:
-        specs = {s.name: s for s in self.specs}
+        try:
+            specs = {s.name: s for s in discover(self.settings)}
+        except StackError:
+            specs = {}
         out = []
         for r in self._read():
             pid = int(r["pid"]) if r.get("pid") else None

@@ -44,7 +44,8 @@ def to_row(out: logic.Output) -> tuple[bytes | None, bytes | None, dict[str, byt
         rec = events.to_kafka(out.event, key=out.event.extensions.get("model"))
         return rec.key, rec.value, dict(rec.headers), topics.LABELED
     fb = json.loads(out.raw or "{}")
-    rec = events.to_kafka(events.from_structured(fb))
+    data = fb.get("data") if isinstance(fb.get("data"), dict) else {}
+    rec = events.to_kafka(events.from_structured(fb), key=data.get("model"))
     h = dict(rec.headers)
     h["dl_reason"] = (out.reason or "unmatched").encode()[:4096]
     h["dl_source_topic"] = topics.FEEDBACK.encode()

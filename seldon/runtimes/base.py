@@ -91,7 +91,9 @@ class DriftloopRuntime(MLModel):
         self._model = await asyncio.to_thread(
             models.load, self.family, artifact, max_audio_s=self._dl_settings.serving_max_audio_s)
         self._emitter = emitter(self._dl_settings)
-        self._labels = {"model": self.name, "version": self.registry_version}
+        # Labels and events name the model family: on Seldon Core v2 the server-side name
+        # is the Model resource's (``digits-2``), not the model's.
+        self._labels = {"model": self.family, "version": self.registry_version}
         return True
 
     def _artifact(self) -> dict[str, bytes]:
@@ -118,7 +120,7 @@ class DriftloopRuntime(MLModel):
         except DriftloopError as e:
             REQUESTS.labels(**self._labels, outcome="rejected").inc()
             ERRORS.labels(**self._labels, status=str(e.status)).inc()
-            raise MLServerError(f"{self.name}: {e.message}", status_code=e.status) from e
+            raise MLServerError(f"{self.family}: {e.message}", status_code=e.status) from e
         except Exception as e:
             REQUESTS.labels(**self._labels, outcome="error").inc()
             ERRORS.labels(**self._labels, status="500").inc()
@@ -146,12 +148,12 @@ class DriftloopRuntime(MLModel):
               headers: dict[str, str]) -> None:
         spec = MODELS.get(self.family)
         data: dict[str, Any] = {
-            "model": self.name, "version": self.registry_version, "output": output,
+            "model": self.family, "version": self.registry_version, "output": output,
             "latency_ms": round(latency * 1000.0, 3),
             "modality": spec.modality if spec else None,
         }
         if headers.get("x-driftloop-input-ref"):
             data["input_ref"] = headers["x-driftloop-input-ref"]
-        event = events.new_event(events.PREDICTION, f"driftloop/serving/{self.name}", data,
-                                 id=pid, model=self.name)
-        self._emitter.offer(event, key=self.name)
+        event = events.new_event(events.PREDICTION, f"driftloop/serving/{self.family}", data,
+                                 id=pid, model=self.family)
+        self._emitter.offer(event, key=self.family)

@@ -153,6 +153,8 @@ def test_dead_letter_after_retries_with_reason(settings, producer, receiver, tmp
     assert "not a CloudEvent" in dl["no-spec"]["headers"]["dl_reason"]
     assert dl[poison.id]["headers"]["dl_source_topic"] == topic
     assert dl[poison.id]["headers"]["ce_type"] == events.FEEDBACK  # original event kept
+    assert dl[poison.id]["headers"]["ce_knativeerrorcode"] == "503"  # as Knative marks it
+    assert dl[poison.id]["headers"]["ce_knativeerrordest"] == receiver.url
 
 
 def test_triggers_filter_control_plane_types(settings, producer, receiver, tmp_path):

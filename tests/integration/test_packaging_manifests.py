@@ -12,6 +12,7 @@ import yaml
 from driftloop import topics as topic_names
 from driftloop.manifests import (
     ManifestBuildError,
+    default_targets,
     kustomize_build,
     validate_directory,
     validate_func_yaml,
@@ -39,6 +40,15 @@ def test_own_directories_build_and_validate(manifest_tools, directory):
     assert report.unvalidated == []
 
 
+@pytest.mark.parametrize("directory", [str(d.relative_to(ROOT)) for d in default_targets()])
+def test_every_kustomization_in_the_repo_validates(manifest_tools, directory):
+    """Serving, monitoring and alternatives too; Seldon v2 kinds are listed as unvalidated."""
+    report = validate_directory(ROOT / directory, manifest_tools.schemas, manifest_tools.kustomize)
+    _assert_valid(report)
+    for u in report.unvalidated:
+        assert u.api_version.startswith("mlops.seldon.io/"), u
+
+
 @pytest.mark.parametrize("overlay", ["dev", "prod"])
 def test_overlays_build_with_serving_monitoring_and_eventing(manifest_tools, overlay):
     report = validate_directory(
@@ -49,6 +59,8 @@ def test_overlays_build_with_serving_monitoring_and_eventing(manifest_tools, ove
     assert "sources.knative.dev/v1/KafkaSource" in kinds
     assert "kafka.strimzi.io/v1beta2/Kafka" in kinds
     assert "flink.apache.org/v1beta1/FlinkDeployment" in kinds
+    assert "monitoring.coreos.com/v1/PrometheusRule" in kinds
+    assert "monitoring.coreos.com/v1alpha1/AlertmanagerConfig" in kinds
     # Seldon Core v2 CRDs are in no reachable registry: listed, never silently passed.
     for u in report.unvalidated:
         assert u.api_version.startswith("mlops.seldon.io/"), u

@@ -57,10 +57,15 @@ def test_scores_equal_scipy_on_full_reference() -> None:
     rng = np.random.default_rng(11)
     ref = {"x": rng.normal(size=20_000)}
     cur = {"x": rng.normal(0.1, 1.2, size=15_000)}
-    f = detect(build_profile(ref, max_sample=None), cur).features["x"]
+    profile = build_profile(ref, max_sample=None)
+    f = detect(profile, cur, DriftConfig(ks_p_value="scipy")).features["x"]
     want = sp.ks_2samp(ref["x"], cur["x"])
     assert abs(f.scores["ks"] - want.statistic) <= 1e-9
     assert abs(f.scores["ks_p_value"] - want.pvalue) <= 1e-9
+    # Where a distance decides, the limit-distribution p-value is reported instead.
+    default = detect(profile, cur).features["x"].scores
+    assert "ks_p_value" not in default
+    assert default["ks_p_value_limit"] == pytest.approx(want.pvalue, abs=0.01)
     w = sp.wasserstein_distance(ref["x"], cur["x"]) / np.std(ref["x"])
     assert f.scores["wasserstein"] == pytest.approx(w, rel=1e-9)
 

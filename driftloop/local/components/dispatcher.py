@@ -7,6 +7,7 @@ import sys
 import time
 
 from driftloop.local.components import ComponentSpec
+from driftloop.local.components.kafka import broker_for
 from driftloop.local.dispatcher import heartbeat_path, load_eventing
 from driftloop.settings import Settings
 
@@ -48,7 +49,7 @@ def components(settings: Settings) -> list[ComponentSpec]:
             health=lambda: _healthy(settings),
             env={
                 "DRIFTLOOP_STATE_DIR": str(settings.state_dir),
-                "DRIFTLOOP_KAFKA_BOOTSTRAP": f"127.0.0.1:{settings.kafka_port}",
+                "DRIFTLOOP_KAFKA_BOOTSTRAP": broker_for(settings).bootstrap,
             },
             start_timeout_s=30,
             prepare=clear_heartbeat,
