@@ -29,14 +29,14 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 FF = str(Path(sys.executable).with_name("functions-framework"))
 
-HELLO = '''
+HELLO = """
 import functions_framework
 
 
 @functions_framework.http
 def hello(request):
     return "ok"
-'''
+"""
 
 
 def _free_port() -> int:
@@ -55,11 +55,26 @@ def _rss_mib(pid: int) -> float:
 def cold_start(source: Path, target: str, env: dict[str, str]) -> tuple[float, float]:
     """Seconds from spawn to the first 2xx on GET /healthz, and RSS (MiB) right after."""
     port = _free_port()
-    argv = [FF, "--target", target, "--source", str(source), "--port", str(port),
-            "--host", "127.0.0.1"]
+    argv = [
+        FF,
+        "--target",
+        target,
+        "--source",
+        str(source),
+        "--port",
+        str(port),
+        "--host",
+        "127.0.0.1",
+    ]
     t0 = time.perf_counter()
-    proc = subprocess.Popen(argv, cwd=source.parent, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, start_new_session=True)
+    proc = subprocess.Popen(
+        argv,
+        cwd=source.parent,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
     try:
         with httpx.Client(timeout=1.0) as client:
             while True:
@@ -100,8 +115,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         hello = Path(tmp) / "main.py"
         hello.write_text(HELLO)
-        env = {**os.environ, "DRIFTLOOP_STATE_DIR": str(Path(tmp) / "state"),
-               "PYTHONPATH": str(ROOT)}
+        env = {
+            **os.environ,
+            "DRIFTLOOP_STATE_DIR": str(Path(tmp) / "state"),
+            "PYTHONPATH": str(ROOT),
+        }
         subjects = [("hello-world", hello, "hello"), *functions()]
         times: dict[str, list[float]] = {name: [] for name, _, _ in subjects}
         rss: dict[str, list[float]] = {name: [] for name, _, _ in subjects}
@@ -112,9 +130,11 @@ def main() -> None:
                 rss[name].append(r)
     base = statistics.median(times["hello-world"])
     rows = {
-        name: {"median_s": round(statistics.median(ts), 3),
-               "ratio": round(statistics.median(ts) / base, 2),
-               "rss_mib": round(statistics.median(rss[name]), 1)}
+        name: {
+            "median_s": round(statistics.median(ts), 3),
+            "ratio": round(statistics.median(ts) / base, 2),
+            "rss_mib": round(statistics.median(rss[name]), 1),
+        }
         for name, ts in times.items()
     }
     if args.json:

@@ -237,7 +237,19 @@ class IntakeService:
             for f in futures:
                 f.get(timeout=max(0.1, deadline - time.monotonic()))
         except (KafkaError, OSError) as e:
+            self._discard_producer(producer)
             raise self._unavailable(e) from e
+
+    def _discard_producer(self, producer: KafkaProducer) -> None:
+        """Drop a producer that failed so the next request starts from a clean one: an
+        idempotent producer can stay wedged after its broker restarted. What it still
+        held was answered with 503, so the client retries and downstream dedup applies."""
+        with self._lock:
+            if self._producer is producer:
+                self._producer = None
+            else:
+                return
+        threading.Thread(target=producer.close, kwargs={"timeout": 0}, daemon=True).start()
 
     def _post_batch(self, body: bytes) -> Response:
         items = ev.split_batch(body)

@@ -7,6 +7,7 @@ Layout (keys relative to the blob store's root)::
     models/<model>/<version>/artifact/model-settings.json   for Seldon Core v2 / KServe
     models/<model>/aliases/<alias>.json         the alias's current version (one atomic put)
     models/<model>/aliases/<alias>/history/<ts>-<n>.json   every change, append-only
+    models/<model>/traffic.json                 the challenger's share of the traffic (canary)
 
 Versions are positive integers as strings (``"1"``, ``"2"``, …), increasing per model.
 An alias is moved by one atomic ``put`` of its pointer object, so a reader sees the old
@@ -227,6 +228,25 @@ class Registry:
         m = safe_segment(model, field="model")
         prefix = f"{PREFIX}/{m}/aliases/{_check_alias(alias)}/history/"
         return [AliasChange(**json.loads(self.store.get(k))) for k in self.store.list(prefix)]
+
+    # ------------------------------------------------------------------ canary traffic
+
+    def _traffic_key(self, model: str) -> str:
+        return f"{PREFIX}/{safe_segment(model, field='model')}/traffic.json"
+
+    def set_challenger_weight(self, model: str, weight: int) -> None:
+        """Share of the champion's requests (percent) the challenger answers: the local
+        equivalent of a Seldon Experiment's candidate weights. 0 turns the canary off."""
+        if not isinstance(weight, int) or not 0 <= weight <= 100:
+            raise BadRequest(f"challenger weight {weight!r} must be an integer 0..100")
+        self.store.put(self._traffic_key(model), json.dumps(
+            {"challenger_weight": weight, "time": _now()}).encode())
+
+    def challenger_weight(self, model: str) -> int:
+        try:
+            return int(json.loads(self.store.get(self._traffic_key(model)))["challenger_weight"])
+        except KeyError:
+            return 0
 
     def resolve(self, model: str, ref: str) -> str:
         """A version from an alias name or a version string (``NotFound`` otherwise)."""

@@ -250,6 +250,36 @@ class Settings(BaseSettings):
     )
 
     # --- retraining (policy, training, promotion) ---
+    policy_dir: Path = Field(
+        PROJECT_ROOT / "policies",
+        description="Folder of per-model retrain/promotion policies (<model>.yaml).",
+    )
+    retrain_backend: str = Field(
+        "",
+        description="Training backend overriding the policy's: local, kubernetes, airflow or "
+        "kubeflow; empty keeps the policy's choice.",
+    )
+    retrain_port: int = Field(
+        8083, description="Port of retrain-trigger in the local stack (alert_webhook_url's)."
+    )
+    promote_port: int = Field(8084, description="Port of promote in the local stack.")
+    retrain_job_timeout_s: float = Field(
+        900.0, gt=0,
+        description="A run still 'running' after this long counts as dead (frees its slot).",
+    )
+    promote_bake_s: float | None = Field(
+        None, ge=0, description="Overrides every policy's canary bake period (seconds)."
+    )
+    k8s_namespace: str = Field("driftloop", description="Namespace of Kubernetes training Jobs.")
+    k8s_training_image: str = Field(
+        "ghcr.io/driftloop/driftloop:latest", description="Image of Kubernetes training Jobs."
+    )
+    airflow_url: str = Field("", description="Airflow REST API base URL (airflow backend).")
+    airflow_dag: str = Field("driftloop_train", description="DAG id the airflow backend runs.")
+    kfp_host: str = Field("", description="Kubeflow Pipelines API host (kubeflow backend).")
+    kfp_pipeline: str = Field(
+        "driftloop-train", description="Pipeline name the kubeflow backend runs."
+    )
 
     @field_validator("state_dir")
     @classmethod

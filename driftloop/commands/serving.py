@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
 
 def register(app: typer.Typer) -> None:
-    from driftloop.cli import console, fail, load_settings
+    from driftloop.cli import fail, load_settings
 
     @app.command()
     def predict(
@@ -61,8 +61,7 @@ def register(app: typer.Typer) -> None:
         if as_json:
             typer.echo(json.dumps(pred.to_dict()))
             return
-        console.print(f"id {pred.id}  model {pred.model}  version {pred.version}",
-                      highlight=False)
+        typer.echo(f"id {pred.id}  model {pred.model}  version {pred.version}")
         typer.echo(json.dumps(pred.output, indent=2))
 
     @app.command()

@@ -117,6 +117,8 @@ class Route:
     broker: str | None = None
     reply_topic: str | None = None
     """Where a subscriber's reply event goes (a trigger's broker topic); None: dropped."""
+    initial_offset: str = "earliest"
+    """Where a new consumer group starts: ``earliest`` or ``latest`` (KafkaSource spec)."""
 
 
 @dataclass(frozen=True)
@@ -185,6 +187,9 @@ def build_eventing(
         group = str(spec.get("consumerGroup") or f"knative-kafka-source-{name}")
         topics = tuple(spec["topics"])
         delivery = parse_delivery(spec.get("delivery"))
+        initial = str(spec.get("initialOffset", "latest")).lower()
+        if initial not in {"earliest", "latest"}:
+            raise EventingError(f"{where}: initialOffset must be earliest or latest")
         if kind == "Broker":
             if sink not in brokers:
                 raise EventingError(f"{where}: sink Broker {sink!r} is not defined")
@@ -202,11 +207,19 @@ def build_eventing(
                         filter={str(k): str(v) for k, v in attrs.items()},
                         broker=sink,
                         reply_topic=topics[0],
+                        initial_offset=initial,
                     )
                 )
         else:
             routes.append(
-                Route(name=name, topics=topics, group=group, sink=sink, delivery=delivery)
+                Route(
+                    name=name,
+                    topics=topics,
+                    group=group,
+                    sink=sink,
+                    delivery=delivery,
+                    initial_offset=initial,
+                )
             )
     for r in routes:
         if r.delivery.dead_letter and r.delivery.dead_letter not in sinks:
@@ -425,14 +438,21 @@ class RouteWorker(threading.Thread):
                 self.route.group,
                 max_poll_records=100,
                 metadata_max_age_ms=5_000,
+                auto_offset_reset=self.route.initial_offset,
             )
             consumer.assign(self._partitions(consumer))
             while not self.stop.is_set():
                 batch = consumer.poll(timeout_ms=self.settings.dispatcher_poll_ms)
-                for tp, records in batch.items():
-                    for rec in records:
-                        self._handle(rec, deliverer)
-                        self._commit(consumer, tp, rec.offset + 1)
+                done: dict[Any, int] = {}
+                try:
+                    for tp, records in batch.items():
+                        for rec in records:
+                            self._handle(rec, deliverer)
+                            done[tp] = rec.offset + 1
+                            self._commit(consumer, {tp: done[tp]}, sync=False)
+                finally:
+                    if done:  # the batch's progress is durable before the next poll
+                        self._commit(consumer, done, sync=True)
         except _Stopped:
             pass
         except BaseException as e:
@@ -461,10 +481,16 @@ class RouteWorker(threading.Thread):
                 raise _Stopped
 
     @staticmethod
-    def _commit(consumer: KafkaConsumer, tp: Any, offset: int) -> None:
+    def _commit(consumer: KafkaConsumer, offsets: Mapping[Any, int], *, sync: bool) -> None:
+        """Commit offsets of records that are done. Each record's commit is sent at once
+        (asynchronously, in order); the batch's last offsets are committed synchronously."""
         from kafka.structs import OffsetAndMetadata
 
-        consumer.commit({tp: OffsetAndMetadata(offset, "", -1)})
+        commit = {tp: OffsetAndMetadata(o, "", -1) for tp, o in offsets.items()}
+        if sync:
+            consumer.commit(commit)
+        else:
+            consumer.commit_async(commit)
 
     def _handle(self, rec: Any, deliverer: Deliverer) -> None:
         try:

@@ -4,7 +4,8 @@ Triggers (all over HTTP, as the function receives them):
 
 * ``dev.knative.sources.ping`` - a scheduled tick: checks every model with a profile
   (or ``data.models``); 200 with one result per model.
-* ``io.driftloop.model.promoted.v1`` - checks the promoted model/version.
+* ``io.driftloop.model.promoted.v1`` - checks the promoted model/version (a window still
+  too thin for the new version is reported as skipped, 200).
 * records from the KafkaSource (``prediction``, ``labeled``, ``preprocessed``) - counted
   per model; every ``drift_check_every_records`` of them fill a window and run a check
   (202 while filling).
@@ -155,7 +156,7 @@ class DriftCheckService:
         if event.type == ev.PING:
             return 200, {"trigger": "schedule", "results": self.check_all(data.get("models"))}
         if event.type == ev.MODEL_PROMOTED:
-            return 200, self.check(self._model(data.get("model")), data.get("version"))
+            return 200, self._check_or_skip(self._model(data.get("model")), data.get("version"))
         if event.type in WINDOW_TRIGGERS:
             model = data.get("model") or event.extensions.get("model")
             model = self._model(model)
@@ -169,11 +170,19 @@ class DriftCheckService:
                     "filling": n,
                     "window_records": self.settings.drift_check_every_records,
                 }
-            return 200, self.check(model, None)
+            return 200, self._check_or_skip(model, None)
         raise BadRequest(
             f"event type {event.type!r} does not trigger drift-check",
             fields=[FieldError("type", "supported", "unsupported event type")],
         )
+
+    def _check_or_skip(self, model: str, version: Any) -> dict[str, Any]:
+        """Check for an event that is itself fine: a model without a profile, or a window
+        still too thin (a just-promoted version), is reported in a 200, not dead-lettered."""
+        try:
+            return self.check(model, version)
+        except (NotFound, EmptyWindow) as e:
+            return {"model": model, "skipped": e.to_dict()}
 
     def check_request(self, request: Mapping[str, Any]) -> dict[str, Any]:
         model = self._model(request.get("model"))

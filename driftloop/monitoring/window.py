@@ -122,8 +122,6 @@ def _add(
     ts: int,
     model: str | None,
 ) -> None:
-    if model is not None and key is not None and key != model.encode():
-        return
     try:
         event = ev.from_kafka(value, headers, key)
     except DriftloopError:
@@ -175,12 +173,18 @@ def output_rows(predictions: Iterable[Record], version: str | None = None) -> li
 
 
 def columns(rows: Iterable[Mapping[str, Any]], wanted: Iterable[str]) -> dict[str, np.ndarray]:
-    """Columns for the ``wanted`` features; a feature no row carries is left out."""
+    """Columns for the ``wanted`` features; a feature no row carries is left out.
+
+    Prediction outputs match ``output.<key>`` or, when no input feature has that name,
+    the bare ``<key>`` (profiles built from a trainer's outputs name them so).
+    """
     cols: dict[str, list[Any]] = {name: [] for name in wanted}
     for row in rows:
         for name, values in cols.items():
             if name in row:
                 values.append(row[name])
+            elif OUTPUT_PREFIX + name in row:  # a profile may name outputs bare ("label")
+                values.append(row[OUTPUT_PREFIX + name])
     out: dict[str, np.ndarray] = {}
     for name, values in cols.items():
         if not values:

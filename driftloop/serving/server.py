@@ -126,8 +126,9 @@ class MLServerProcess:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
-                raise StackError(f"MLServer exited with {self._proc.returncode}; "
-                                 f"see {self.log_path}")
+                code = self._proc.returncode
+                self.stop()
+                raise StackError(f"MLServer exited with {code}; see {self.log_path}")
             if ready(self.url, self.settings.serving_model_list):
                 return self
             time.sleep(0.5)

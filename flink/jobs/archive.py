@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any
 
 from driftloop import topics
 from driftloop.settings import Settings
-
 from flink.jobs.common import flink_path, kafka_source_ddl, with_clause
 from flink.transforms.archive import archive_line
 
@@ -44,13 +43,14 @@ def make_udtf() -> Any:
 
 
 def sink_ddl(name: str, url: str, settings: Settings) -> str:
+    roll = f"{int(settings.flink_archive_roll_s * 1000)} ms"
     options = {
         "connector": "filesystem",
         "path": flink_path(url),
         "format": "raw",
         "raw.charset": "UTF-8",
-        "sink.rolling-policy.rollover-interval": f"{int(settings.flink_archive_roll_s * 1000)} ms",
-        "sink.rolling-policy.inactivity-interval": f"{int(settings.flink_archive_roll_s * 1000)} ms",
+        "sink.rolling-policy.rollover-interval": roll,
+        "sink.rolling-policy.inactivity-interval": roll,
         "sink.rolling-policy.check-interval": "1 s",
     }
     return (

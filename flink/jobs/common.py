@@ -62,19 +62,15 @@ def jvm_environment(settings: Settings) -> dict[str, str]:
         "PYTHONPATH": os.pathsep.join([*site_packages, str(PROJECT_ROOT)]),
         "FLINK_LOG_DIR": str(log_dir),
     }
-    if plugins_dir(settings).is_dir():
-        env["FLINK_PLUGINS_DIR"] = str(plugins_dir(settings))
     return env
 
 
 def flink_config(settings: Settings, app: str, *, streaming: bool = True) -> dict[str, str]:
     """The Flink configuration of one application, as plain key/values."""
+    # Locally the jars come from make setup; in a cluster image they sit in Flink's lib/.
     jars = sorted(lib_dir(settings).glob("*.jar"))
-    if not jars:
-        raise FileNotFoundError(f"no connector jars in {lib_dir(settings)}: run make setup")
     conf = {
         "pipeline.name": f"driftloop-{app}",
-        "pipeline.jars": ";".join(p.resolve().as_uri() for p in jars),
         "python.executable": sys.executable,
         "python.client.executable": sys.executable,
         "python.execution-mode": settings.flink_execution_mode,
@@ -89,6 +85,8 @@ def flink_config(settings: Settings, app: str, *, streaming: bool = True) -> dic
         "taskmanager.numberOfTaskSlots": "4",
         "table.exec.resource.default-parallelism": str(settings.flink_parallelism),
     }
+    if jars:
+        conf["pipeline.jars"] = ";".join(p.resolve().as_uri() for p in jars)
     if streaming:
         root = checkpoint_root(settings, app)
         conf |= {
@@ -120,6 +118,8 @@ def s3_config(settings: Settings) -> dict[str, str]:
     if settings.s3_secret_access_key:
         conf["s3.secret-key"] = settings.s3_secret_access_key
     conf["s3.endpoint.region"] = settings.s3_region
+    # Keep directory markers: S3-compatible servers backed by folders refuse to delete them.
+    conf["s3.directory.marker.retention"] = "keep"
     return conf
 
 
@@ -142,11 +142,34 @@ def create_env(
         conf.set_string(k, v)
     env = StreamExecutionEnvironment.get_execution_environment(conf)
     env.set_parallelism(settings.flink_parallelism)
+    _init_file_systems(conf, plugins_dir(settings))
     if not streaming:
         env.set_runtime_mode(RuntimeExecutionMode.BATCH)
-    mode = EnvironmentSettings.in_streaming_mode() if streaming else EnvironmentSettings.in_batch_mode()
-    t_env = StreamTableEnvironment.create(env, environment_settings=mode)
+    mode = EnvironmentSettings.in_streaming_mode() if streaming else None
+    t_env = (StreamTableEnvironment.create(env, environment_settings=mode) if mode
+             else StreamTableEnvironment.create(env))
     return env, t_env
+
+
+def _init_file_systems(conf: Any, plugins: Path) -> None:
+    """Load our file-system plugins (s3a) into the local JVM.
+
+    PyFlink points FLINK_PLUGINS_DIR at the wheel's own folder, and a mini-cluster does
+    not initialize file systems from plugins itself (a real cluster's TaskManagers do),
+    so the jobs load the plugin folder resolved by make setup explicitly.
+    """
+    if not plugins.is_dir():
+        return
+    from pyflink.java_gateway import get_gateway
+
+    jvm = get_gateway().jvm
+    jconf = conf._j_configuration
+    core = jvm.org.apache.flink.core
+    finder = core.plugin.DirectoryBasedPluginFinder(jvm.java.io.File(str(plugins)).toPath())
+    patterns = jvm.org.apache.flink.configuration.CoreOptions.getPluginParentFirstLoaderPatterns(
+        jconf)
+    manager = core.plugin.DefaultPluginManager(finder.findPlugins(), patterns)
+    core.fs.FileSystem.initialize(jconf, manager)
 
 
 def _quote(value: str) -> str:

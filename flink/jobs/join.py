@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any
 from driftloop import events, topics
 from driftloop.errors import DriftloopError
 from driftloop.settings import Settings
-
 from flink.jobs.common import kafka_sink_ddl, kafka_source_ddl
 from flink.transforms import join as logic
 

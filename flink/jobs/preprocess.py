@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any
 
 from driftloop import topics
 from driftloop.settings import Settings
-
 from flink.jobs.common import kafka_sink_ddl, kafka_source_ddl
 from flink.transforms.audio import AudioConfig
 from flink.transforms.image import ImageConfig

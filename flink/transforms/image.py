@@ -2,7 +2,7 @@
 
 Letterboxing keeps the aspect ratio (models see undistorted shapes) and records the scale
 and padding so detectors can map boxes back to the original pixels. Features are measured
-on the original image in grayscale: brightness mean/std, contrast (5th–95th percentile
+on the original image in grayscale: brightness mean/std, contrast (5th-95th percentile
 spread) and blur (variance of the Laplacian; low means blurry).
 """
 

@@ -13,7 +13,9 @@ to the bounded emitter (never failing the inference because of Kafka).
 from __future__ import annotations
 
 import asyncio
+import atexit
 import os
+import random
 import threading
 import time
 from pathlib import Path
@@ -61,6 +63,8 @@ def emitter(settings: Settings) -> PredictionEmitter:
 
             _emitter = PredictionEmitter(lambda: make_producer(settings, linger_ms=20),
                                          maxsize=settings.serving_event_queue, registry=REGISTRY)
+            # On a clean shutdown, queued events get a few seconds to reach Kafka.
+            atexit.register(_emitter.close, 5.0)
         return _emitter
 
 
@@ -88,13 +92,27 @@ class DriftloopRuntime(MLModel):
         if not self.registry_version:
             raise MLServerError(f"{self.name}: no registry_version to load", status_code=500)
         artifact = await asyncio.to_thread(self._artifact)
-        self._model = await asyncio.to_thread(
-            models.load, self.family, artifact, max_audio_s=self._dl_settings.serving_max_audio_s)
+        max_audio_s = self._dl_settings.serving_max_audio_s
+        self._model = await asyncio.to_thread(models.load, self.family, artifact,
+                                              max_audio_s=max_audio_s)
+        self._canary: tuple[str, models.Model, float] | None = None
+        challenger = extra.get("challenger_version")
+        weight = int(extra.get("challenger_weight") or 0)
+        if challenger and weight > 0:
+            store = open_store(self._dl_settings.resolved_blob_url, self._dl_settings)
+            c_artifact = await asyncio.to_thread(Registry(store).artifact, self.family,
+                                                 str(challenger))
+            c_model = await asyncio.to_thread(models.load, self.family, c_artifact,
+                                              max_audio_s=max_audio_s)
+            self._canary = (str(challenger), c_model, weight / 100.0)
         self._emitter = emitter(self._dl_settings)
-        # Labels and events name the model family: on Seldon Core v2 the server-side name
-        # is the Model resource's (``digits-2``), not the model's.
-        self._labels = {"model": self.family, "version": self.registry_version}
         return True
+
+    def _pick(self) -> tuple[str, models.Model]:
+        """The version that answers this request (the challenger for its canary share)."""
+        if self._canary is not None and random.random() < self._canary[2]:
+            return self._canary[0], self._canary[1]
+        return self.registry_version, self._model
 
     def _artifact(self) -> dict[str, bytes]:
         """From the folder Seldon Core v2 / KServe downloaded, else from the registry."""
@@ -110,45 +128,49 @@ class DriftloopRuntime(MLModel):
         headers = (payload.parameters.headers if payload.parameters else None) or {}
         pid = v2.request_id(headers, payload.id)
         payload.id = pid
+        version, model = self._pick()
+        # Labels and events name the model family: on Seldon Core v2 the server-side name
+        # is the Model resource's (``digits-2``), not the model's.
+        labels = {"model": self.family, "version": version}
         start = time.perf_counter()
         try:
             media, tensor = v2.decode_input(
                 [i.model_dump() for i in payload.inputs],
                 max_bytes=self._dl_settings.serving_max_input_bytes,
             )
-            output = await asyncio.to_thread(self._model.predict, media, tensor)
+            output = await asyncio.to_thread(model.predict, media, tensor)
         except DriftloopError as e:
-            REQUESTS.labels(**self._labels, outcome="rejected").inc()
-            ERRORS.labels(**self._labels, status=str(e.status)).inc()
+            REQUESTS.labels(**labels, outcome="rejected").inc()
+            ERRORS.labels(**labels, status=str(e.status)).inc()
             raise MLServerError(f"{self.family}: {e.message}", status_code=e.status) from e
         except Exception as e:
-            REQUESTS.labels(**self._labels, outcome="error").inc()
-            ERRORS.labels(**self._labels, status="500").inc()
+            REQUESTS.labels(**labels, outcome="error").inc()
+            ERRORS.labels(**labels, status="500").inc()
             raise MLServerError(f"{self.name}: inference failed ({type(e).__name__}: {e})",
                                 status_code=500) from e
         latency = time.perf_counter() - start
-        LATENCY.labels(**self._labels).observe(latency)
-        REQUESTS.labels(**self._labels, outcome="ok").inc()
-        OUTPUTS.labels(**self._labels, output=output_class(self.family, output)).inc()
+        LATENCY.labels(**labels).observe(latency)
+        REQUESTS.labels(**labels, outcome="ok").inc()
+        OUTPUTS.labels(**labels, output=output_class(self.family, output)).inc()
         if isinstance(output.get("confidence"), int | float):
-            CONFIDENCE.labels(**self._labels).observe(float(output["confidence"]))
+            CONFIDENCE.labels(**labels).observe(float(output["confidence"]))
         if headers.get(v2.EMIT_HEADER, "on").lower() not in ("off", "false", "0"):
-            self._emit(pid, output, latency, headers)
+            self._emit(pid, version, output, latency, headers)
         return InferenceResponse(
             id=pid,
             model_name=self.name,
-            model_version=self.registry_version,
+            model_version=version,
             outputs=[ResponseOutput(**o) for o in v2.encode_outputs(output)],
             parameters=Parameters(headers={
-                "x-request-id": pid, "ce-id": pid, v2.VERSION_HEADER: self.registry_version,
+                "x-request-id": pid, "ce-id": pid, v2.VERSION_HEADER: version,
             }),
         )
 
-    def _emit(self, pid: str, output: dict[str, Any], latency: float,
+    def _emit(self, pid: str, version: str, output: dict[str, Any], latency: float,
               headers: dict[str, str]) -> None:
         spec = MODELS.get(self.family)
         data: dict[str, Any] = {
-            "model": self.family, "version": self.registry_version, "output": output,
+            "model": self.family, "version": version, "output": output,
             "latency_ms": round(latency * 1000.0, 3),
             "modality": spec.modality if spec else None,
         }

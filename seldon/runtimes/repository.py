@@ -6,6 +6,10 @@ challenger) as a versioned entry (``/v2/models/<m>/versions/<v>/infer``). A call
 ``POST /v2/repository/models/<m>/load`` re-reads the registry: a moved champion is
 loaded before the old one is unloaded, and versions no longer aliased are unloaded,
 all without a restart. A model with versions but no champion serves its newest.
+
+Canary: when the registry gives the challenger a traffic weight, the champion entry also
+loads the challenger and lets it answer that share of its requests (the local stand-in
+for a Seldon Experiment); every answer names the version that gave it.
 """
 
 from __future__ import annotations
@@ -32,14 +36,18 @@ class RegistryRepository(ModelRepository):
         if unknown:
             raise ValueError(f"no runtime for models {unknown}; known: {sorted(RUNTIMES)}")
 
-    def _entry(self, model: str, version: str, *, versioned: bool, alias: str) -> ModelSettings:
+    def _entry(self, model: str, version: str, *, versioned: bool, alias: str,
+               canary: tuple[str, int] | None = None) -> ModelSettings:
+        extra: dict[str, object] = {"registry_version": version, "alias": alias}
+        if canary is not None:
+            extra["challenger_version"], extra["challenger_weight"] = canary
         return ModelSettings(
             name=model,
             implementation=RUNTIMES[model],
             parameters=ModelParameters(
                 uri=f"models/{model}/{version}",
                 version=version if versioned else None,
-                extra={"registry_version": version, "alias": alias},
+                extra=extra,
             ),
         )
 
@@ -54,7 +62,12 @@ class RegistryRepository(ModelRepository):
                 if not versions:
                     continue
                 champion = versions[-1]
-            found.append(self._entry(model, champion, versioned=False, alias="champion"))
+            challenger = aliases.get("challenger")
+            weight = registry.challenger_weight(model) if challenger else 0
+            canary = (challenger, weight) if challenger and challenger != champion and weight \
+                else None
+            found.append(self._entry(model, champion, versioned=False, alias="champion",
+                                     canary=canary))
             by_version: dict[str, str] = {champion: "champion"}
             for alias, version in aliases.items():
                 by_version.setdefault(version, alias)

@@ -7,6 +7,9 @@ same shape as eventing/, so they share the session broker without interfering.
 from __future__ import annotations
 
 import itertools
+import json
+import os
+import subprocess
 import time
 from collections import defaultdict
 from collections.abc import Iterator
@@ -17,6 +20,7 @@ import pytest
 
 from driftloop import bus, events
 from driftloop import topics as topic_names
+from driftloop.local.components.dispatcher import components
 from driftloop.local.dispatcher import Dispatcher, load_eventing
 from driftloop.settings import Settings
 from tests.fixtures.packaging import kafka_source, unique, write_eventing
@@ -95,7 +99,7 @@ def test_order_per_partition_and_every_event_once(settings, producer, receiver, 
     for x in got:
         assert x["headers"]["ce-type"] == events.FEEDBACK  # binary mode: attributes as headers
         assert x["headers"]["content-type"] == "application/json"
-        body = __import__("json").loads(x["body"])
+        body = json.loads(x["body"])
         seqs[body["key"]].append(body["seq"])
     assert all(s == sorted(s) for s in seqs.values()), "per-key (per-partition) order broken"
 
@@ -221,22 +225,45 @@ def test_triggers_filter_control_plane_types(settings, producer, receiver, tmp_p
 def test_trigger_reply_goes_back_into_the_broker(settings, producer, receiver, tmp_path):
     """A subscriber's reply event re-enters the broker, where another trigger routes it."""
     topic = _topic(settings)
-    broker = {"apiVersion": "eventing.knative.dev/v1", "kind": "Broker",
-              "metadata": {"name": "b"}, "spec": {}}
-    trig = [{"apiVersion": "eventing.knative.dev/v1", "kind": "Trigger",
-             "metadata": {"name": n},
-             "spec": {"broker": "b", "filter": {"attributes": {"type": t}},
-                      "subscriber": {"ref": {"apiVersion": "serving.knative.dev/v1",
-                                             "kind": "Service", "name": s}}}}
-            for n, t, s in [("drift", events.DRIFT_DETECTED, "retrain-trigger"),
-                            ("retrain", events.RETRAIN_REQUESTED, "trainer")]]
-    ev_dir = write_eventing(tmp_path / "ev", [
-        broker, kafka_source("bridge", [topic], unique("g"), "Broker", "b"), *trig])
+    broker = {
+        "apiVersion": "eventing.knative.dev/v1",
+        "kind": "Broker",
+        "metadata": {"name": "b"},
+        "spec": {},
+    }
+    trig = [
+        {
+            "apiVersion": "eventing.knative.dev/v1",
+            "kind": "Trigger",
+            "metadata": {"name": n},
+            "spec": {
+                "broker": "b",
+                "filter": {"attributes": {"type": t}},
+                "subscriber": {
+                    "ref": {"apiVersion": "serving.knative.dev/v1", "kind": "Service", "name": s}
+                },
+            },
+        }
+        for n, t, s in [
+            ("drift", events.DRIFT_DETECTED, "retrain-trigger"),
+            ("retrain", events.RETRAIN_REQUESTED, "trainer"),
+        ]
+    ]
+    ev_dir = write_eventing(
+        tmp_path / "ev",
+        [broker, kafka_source("bridge", [topic], unique("g"), "Broker", "b"), *trig],
+    )
     receiver.control(reply={events.DRIFT_DETECTED: events.RETRAIN_REQUESTED})
     drift = events.new_event(events.DRIFT_DETECTED, "/test", {"model": "m"})
     _send(producer, topic, [drift], key="m")
-    d = _dispatch(settings, ev_dir, {"retrain-trigger": f"{receiver.url}/retrain-trigger",
-                                     "trainer": f"{receiver.url}/trainer"})
+    d = _dispatch(
+        settings,
+        ev_dir,
+        {
+            "retrain-trigger": f"{receiver.url}/retrain-trigger",
+            "trainer": f"{receiver.url}/trainer",
+        },
+    )
     try:
         got = receiver.wait_for(lambda ds: any(x["path"] == "/trainer" for x in ds))
     finally:
@@ -305,22 +332,26 @@ def test_killed_dispatcher_restarts_without_loss(
 
 def test_stack_component_starts_on_repo_manifests_and_reports_health(kafka, receiver, tmp_path):
     """What `driftloop up` runs: the real eventing/ files, endpoints from stack.json."""
-    import json
-    import subprocess
-
-    from driftloop.local.components.dispatcher import components
-
     port = int(kafka.bootstrap.rsplit(":", 1)[1])
     settings = Settings(state_dir=tmp_path / "state", kafka_port=port)
     settings.state_dir.mkdir(parents=True)
-    (settings.state_dir / "stack.json").write_text(json.dumps({"components": [
-        {"name": "drift-check", "pid": 1, "endpoint": receiver.url, "healthy": True}]}))
+    (settings.state_dir / "stack.json").write_text(
+        json.dumps(
+            {
+                "components": [
+                    {"name": "drift-check", "pid": 1, "endpoint": receiver.url, "healthy": True}
+                ]
+            }
+        )
+    )
     (spec,) = components(settings)
     spec.prepare()
-    import os
-
-    proc = subprocess.Popen(list(spec.argv), env={**os.environ, **spec.env},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        list(spec.argv),
+        env={**os.environ, **spec.env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 30
         while not spec.health():

@@ -239,6 +239,21 @@ def test_kafka_records_fill_the_window_then_check(env: dict[str, Any]) -> None:
         statuses.append(env["client"].post("/", headers=headers, content=payload))
     assert [s.status_code for s in statuses] == [202, 202, 202, 202, 200]
     assert statuses[-1].json()["model"] == model
+    assert statuses[-1].json()["verdict"]["dataset_drift"] is False
+    # A full window of a model without a profile is reported, not refused (no dead letter).
+    unknown = _model()
+    for _ in range(5):
+        e = ev.new_event(ev.PREDICTION, "test", {"model": unknown, "version": "1", "output": {}})
+        headers, payload = ev.to_http_binary(e)
+        last = env["client"].post("/", headers=headers, content=payload)
+    assert last.status_code == 200 and last.json()["skipped"]["error"] == "not_found"
+    # A promoted version without traffic yet: reported as skipped, not an error.
+    fresh = _model()
+    v = _register(env, fresh, rng)
+    promoted = ev.new_event(ev.MODEL_PROMOTED, "test", {"model": fresh, "version": v})
+    headers, payload = ev.to_http_binary(promoted)
+    r = env["client"].post("/", headers=headers, content=payload)
+    assert r.status_code == 200 and r.json()["skipped"]["error"] == "empty_window"
 
 
 def test_schedule_tick_checks_each_model(env: dict[str, Any]) -> None:

@@ -193,6 +193,14 @@ def test_switching_the_champion_changes_the_answering_version_without_restart(ml
             c.load("digits")
             assert c.infer_tensor("digits", x).version == old
             assert c.infer_tensor("digits", x, version=new).version == new
+            # canary: the challenger answers its share of the champion's requests
+            reg.set_challenger_weight("digits", 50)
+            c.load("digits")
+            answered = [c.infer_tensor("digits", x).version for _ in range(40)]
+            assert set(answered) == {old, new}, answered
+            reg.set_challenger_weight("digits", 0)
+            c.load("digits")
+            assert {c.infer_tensor("digits", x).version for _ in range(10)} == {old}
             reg.set_alias("digits", "champion", new, reason="promoted")
             reg.clear_alias("digits", "challenger")
             c.load("digits")

@@ -82,7 +82,7 @@ def test_cli_models_json(mlserver):
     assert rows["digits"]["versions"][0]["metrics"]["accuracy"] > 0.95
 
 
-def test_batch_predict_is_resumable(mlserver):
+def test_batch_predict_is_resumable(mlserver, kafka):
     store = open_store(mlserver.settings.resolved_blob_url, mlserver.settings)
     d = digits.load_dataset()
     prefix = f"batch-{uuid.uuid4().hex[:8]}"
@@ -95,6 +95,16 @@ def test_batch_predict_is_resumable(mlserver):
     result = json.loads(store.get(f"{prefix}/out/3.png.json"))
     assert result["output"]["label"] == 3 and result["input"] == f"{prefix}/in/3.png"
     assert "image" in json.loads(store.get(f"{prefix}/out/broken.png.error.json"))["error"]
+    # the server emitted a prediction event under each stored prediction's id
+    ids = {json.loads(store.get(k))["id"] for k in store.list(f"{prefix}/out/")
+           if not k.endswith(".error.json")}
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        seen = {e.id for e in kafka.read_events(topics.PREDICTIONS)} & ids
+        if seen == ids:
+            break
+        time.sleep(0.5)
+    assert seen == ids and len(ids) == 6
     store.put(f"{prefix}/in/6.png", digit_png(d.X[6]))
     again = run_batch(mlserver.settings, "digits", f"{prefix}/in", f"{prefix}/out",
                       progress=False)

@@ -17,8 +17,8 @@ from driftloop import events
 from flink.transforms import Rejected
 from flink.transforms.audio import (
     AudioConfig,
-    decode_wav,
     dbfs,
+    decode_wav,
     encode_wav16,
     normalize_loudness,
     preprocess_audio,

@@ -76,3 +76,17 @@ def test_registry_holds_documented_metric_names() -> None:
     data = drift_event_data("digits", "3", result, {"preprocessed": 500})
     parsed = DriftDetectedData.parse(data)
     assert parsed.model == "digits" and set(parsed.features) == {"x", "c"}
+
+
+def test_window_columns_match_bare_and_prefixed_output_names() -> None:
+    from driftloop.monitoring.window import columns
+
+    rows = [
+        {"brightness": 0.5},
+        {"output.label": 3.0, "output.confidence": 0.9},
+        {"output.label": 4.0, "output.confidence": 0.7},
+    ]
+    cols = columns(rows, ["brightness", "label", "output.confidence", "missing"])
+    assert set(cols) == {"brightness", "label", "output.confidence"}
+    assert cols["label"].tolist() == [3.0, 4.0]
+    assert cols["output.confidence"].tolist() == [0.9, 0.7]

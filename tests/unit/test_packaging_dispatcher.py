@@ -225,3 +225,20 @@ def test_dispatcher_component_runs_after_the_functions(tmp_path):
     assert spec.health() is False  # no heartbeat yet
     assert any("driftloop.events" in r for r in spec.extra["routes"])
     assert components(Settings(state_dir=tmp_path, eventing_dir=tmp_path / "none")) == []
+
+
+def test_initial_offset_defaults_to_latest_like_knative():
+    def src(**extra):
+        return {
+            "kind": "KafkaSource",
+            "metadata": {"name": "s"},
+            "spec": {"topics": ["t"], "sink": {"ref": {"kind": "Service", "name": "fn"}}, **extra},
+        }
+
+    (r,) = build_eventing([(Path("x.yaml"), src())]).routes
+    assert r.initial_offset == "latest"
+    (r,) = build_eventing([(Path("x.yaml"), src(initialOffset="earliest"))]).routes
+    assert r.initial_offset == "earliest"
+    with pytest.raises(EventingError, match="initialOffset"):
+        build_eventing([(Path("x.yaml"), src(initialOffset="middle"))])
+    assert all(r.initial_offset == "earliest" for r in load_eventing(EVENTING).routes)

@@ -74,3 +74,12 @@ def test_describe_lists_versions_and_aliases(registry):
     (row,) = registry.describe()
     assert row["name"] == "speech" and row["aliases"] == {"champion": "1"}
     assert row["versions"][0]["metrics"] == {"wer": 0.1}
+
+
+def test_challenger_weight_is_bounded_and_defaults_to_zero(registry):
+    assert registry.challenger_weight("digits") == 0
+    registry.set_challenger_weight("digits", 10)
+    assert registry.challenger_weight("digits") == 10
+    for bad in (-1, 101, 2.5):
+        with pytest.raises(BadRequest):
+            registry.set_challenger_weight("digits", bad)

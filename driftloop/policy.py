@@ -1,0 +1,355 @@
+"""Per-model retrain and promotion policy: declarative YAML, pure decisions.
+
+A policy lives in ``policies/<model>.yaml`` (see ``policies/README.md``). ``decide`` takes
+the policy, what is known now (``Signals``) and the runs so far (``RunHistory``) and
+returns a frozen ``Decision`` that says which rule fired with which values, and what
+(cooldown, duplicate, concurrency cap) held a fired rule back. No I/O happens here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from driftloop.errors import FieldError, NotFound, ValidationFailed
+from driftloop.events import pydantic_field_errors
+from driftloop.naming import safe_segment
+from driftloop.quality import MODELS
+
+BACKENDS = ("local", "kubernetes", "airflow", "kubeflow")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FeedbackVolumeRule(_Strict):
+    """Retrain once this many labeled feedback events arrived since the last training."""
+
+    min_events: int = Field(gt=0)
+
+
+class QualityRule(_Strict):
+    """Retrain when quality crosses ``threshold`` (below for higher-is-better metrics)."""
+
+    threshold: float
+    min_samples: int = Field(50, ge=1)
+    metric: str | None = None
+    """Defaults to the model's declared metric (``driftloop.quality.MODELS``)."""
+
+
+class DriftRule(_Strict):
+    """Retrain on a drift.detected event (or a drift alert) at or above this share."""
+
+    min_share: float = Field(0.0, ge=0, le=1)
+
+
+class LatencyRule(_Strict):
+    """Retrain when the p99 inference latency (from Prometheus) exceeds this."""
+
+    p99_s: float = Field(gt=0)
+
+
+class ScheduleRule(_Strict):
+    """Retrain on schedule: the first tick after ``cron`` came due since the last run."""
+
+    cron: str
+
+    @field_validator("cron")
+    @classmethod
+    def _valid_cron(cls, v: str) -> str:
+        from croniter import croniter
+
+        if not croniter.is_valid(v):
+            raise ValueError(f"cron: {v!r} is not a valid cron expression")
+        return v
+
+
+class Triggers(_Strict):
+    feedback_volume: FeedbackVolumeRule | None = None
+    quality: QualityRule | None = None
+    drift: DriftRule | None = None
+    latency: LatencyRule | None = None
+    schedule: ScheduleRule | None = None
+
+
+class Limits(_Strict):
+    cooldown_s: float = Field(600.0, ge=0)
+    """No new run within this long after the last one started."""
+    dedup_window_s: float = Field(3600.0, ge=0)
+    """The same triggering event (source, id) seen again within this long is ignored."""
+    max_concurrent: int = Field(1, ge=1)
+
+
+class Training(_Strict):
+    backend: Literal["local", "kubernetes", "airflow", "kubeflow"] = "local"
+    params: dict[str, Any] = Field(default_factory=dict)
+    """Trainer parameters (merged over the trainer's defaults)."""
+    recent_share: float = Field(0.3, gt=0, lt=1)
+    """Newest share of labeled feedback held out as the 'recent' evaluation set."""
+    timeout_s: float = Field(900.0, gt=0)
+
+
+class Promotion(_Strict):
+    margin: float = 0.0
+    """The challenger must beat the champion by at least this on the gate data."""
+    max_holdout_drop: float = Field(0.05, ge=0)
+    """...and may lose at most this much on the base holdout."""
+    canary_weight: float = Field(0.2, gt=0, le=1)
+    bake_s: float = Field(60.0, ge=0)
+    poll_s: float = Field(2.0, gt=0)
+    min_canary_samples: int = Field(20, ge=0)
+    max_error_rate: float = Field(0.05, ge=0, le=1)
+    max_latency_ratio: float = Field(2.0, gt=0)
+    """Challenger p99 over champion p99 above this rolls back..."""
+    latency_slack_s: float = Field(0.05, ge=0)
+    """...when it is also this much slower in absolute terms (a few ms never count)."""
+    min_latency_requests: int = Field(50, ge=1)
+    """Challenger requests before its p99 is judged (a p99 of a handful is its maximum)."""
+    max_quality_drop: float = Field(0.02, ge=0)
+    """Challenger quality worse than the champion's by more than this rolls back."""
+    auto: bool = True
+    """False: stop after the offline gate (ops promote by hand)."""
+    mode: Literal["canary", "bandit"] = "canary"
+    routing: Literal["local", "seldon"] = "local"
+    """local: the routing record in the blob store; seldon: a Seldon Core v2 Experiment."""
+
+
+class Policy(_Strict):
+    """A model's retrain and promotion policy."""
+
+    model: str
+    triggers: Triggers = Field(default_factory=Triggers)
+    limits: Limits = Field(default_factory=Limits)
+    training: Training = Field(default_factory=Training)
+    promotion: Promotion = Field(default_factory=Promotion)
+
+    @field_validator("model")
+    @classmethod
+    def _safe(cls, v: str) -> str:
+        safe_segment(v, field="model")
+        return v
+
+    @property
+    def higher_is_better(self) -> bool:
+        spec = MODELS.get(self.model)
+        return spec.higher_is_better if spec else True
+
+    @property
+    def metric(self) -> str:
+        if self.triggers.quality and self.triggers.quality.metric:
+            return self.triggers.quality.metric
+        spec = MODELS.get(self.model)
+        return spec.metric if spec else "accuracy"
+
+
+def parse_policy(doc: Any, *, where: str = "policy") -> Policy:
+    """A policy from its YAML document; every broken field named at once."""
+    try:
+        return Policy.model_validate(doc)
+    except ValidationError as e:
+        raise ValidationFailed(pydantic_field_errors(e, prefix=where)) from e
+
+
+def load_policy(directory: Path, model: str) -> Policy:
+    """``<directory>/<model>.yaml``; ``NotFound`` when the model has no policy."""
+    path = directory / f"{safe_segment(model, field='model')}.yaml"
+    try:
+        text = path.read_text()
+    except FileNotFoundError as e:
+        raise NotFound(f"model {model!r} has no policy ({path})") from e
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ValidationFailed([FieldError(path.name, "yaml", str(e))]) from e
+    policy = parse_policy(doc, where=path.name)
+    if policy.model != model:
+        raise ValidationFailed([FieldError(f"{path.name}.model", "matches file name",
+                                           f"policy names {policy.model!r}, file {model!r}")])
+    return policy
+
+
+def policy_models(directory: Path) -> list[str]:
+    return sorted(p.stem for p in directory.glob("*.yaml"))
+
+
+# --------------------------------------------------------------------------- decisions
+
+
+@dataclass(frozen=True)
+class Signals:
+    """What is known about a model when a trigger arrives (gathered by the caller)."""
+
+    model: str
+    now: datetime
+    trigger: str
+    """What woke the policy: drift, schedule, feedback, alert:<name>, manual."""
+    event_key: str | None = None
+    """(source, id) of the triggering event, for de-duplication."""
+    feedback_since_training: int | None = None
+    quality: float | None = None
+    quality_samples: int | None = None
+    drift_share: float | None = None
+    drift_detected: bool = False
+    latency_p99_s: float | None = None
+    schedule_tick: bool = False
+    manual: bool = False
+    alerts: frozenset[str] = frozenset()
+    """``trigger`` labels of firing Alertmanager alerts (quality, drift, latency, ...)."""
+
+
+@dataclass(frozen=True)
+class RunHistory:
+    """The run-state store's view of a model's runs (see ``driftloop.retrain.state``)."""
+
+    last_started: datetime | None = None
+    active: int = 0
+    seen_events: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class RuleResult:
+    """One rule's verdict, with the values it compared."""
+
+    rule: str
+    fired: bool
+    value: Any = None
+    threshold: Any = None
+    detail: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Whether to retrain now and why: every rule evaluated, what fired, what blocked."""
+
+    model: str
+    retrain: bool
+    rules: tuple[RuleResult, ...]
+    blocked_by: str | None = None
+    detail: str = ""
+    at: str = ""
+    trigger: str = ""
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def fired(self) -> tuple[RuleResult, ...]:
+        return tuple(r for r in self.rules if r.fired)
+
+    def reasons(self) -> list[dict[str, Any]]:
+        """The fired rules as JSON (what retrain.requested carries)."""
+        return [r.to_dict() for r in self.fired]
+
+    def explain(self) -> str:
+        fired = ", ".join(f"{r.rule} ({r.detail})" for r in self.fired) or "no rule fired"
+        if self.retrain:
+            return f"retrain {self.model}: {fired}"
+        if self.blocked_by:
+            return f"no retrain of {self.model}: {fired}, but {self.blocked_by}: {self.detail}"
+        return f"no retrain of {self.model}: {fired}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": self.model, "retrain": self.retrain, "trigger": self.trigger,
+                "at": self.at, "blocked_by": self.blocked_by, "detail": self.detail,
+                "explain": self.explain(), "rules": [r.to_dict() for r in self.rules]}
+
+
+def _worse(value: float, threshold: float, higher_is_better: bool) -> bool:
+    return value < threshold if higher_is_better else value > threshold
+
+
+def evaluate_rules(policy: Policy, s: Signals, history: RunHistory) -> tuple[RuleResult, ...]:
+    """Every configured rule against the signals (pure)."""
+    t = policy.triggers
+    out: list[RuleResult] = []
+    if s.manual:
+        out.append(RuleResult("manual", True, detail="requested by hand"))
+    if t.feedback_volume is not None:
+        n = s.feedback_since_training
+        fired = n is not None and n >= t.feedback_volume.min_events
+        out.append(RuleResult("feedback_volume", fired, n, t.feedback_volume.min_events,
+                              f"{n} feedback events since the last training, "
+                              f"threshold {t.feedback_volume.min_events}"))
+    if t.quality is not None:
+        q, n = s.quality, s.quality_samples
+        enough = n is not None and n >= t.quality.min_samples
+        fired = q is not None and enough and _worse(q, t.quality.threshold,
+                                                     policy.higher_is_better)
+        op = "<" if policy.higher_is_better else ">"
+        if "quality" in s.alerts and not fired:
+            fired = q is None or not enough or _worse(q, t.quality.threshold,
+                                                      policy.higher_is_better)
+        if "quality" in s.alerts and q is None:
+            why = "quality alert firing (threshold and sample count checked by the alert rule)"
+        elif q is None:
+            why = "no quality measured"
+        elif not enough:
+            why = f"{policy.metric}={q:.4g} on {n} samples, needs {t.quality.min_samples}"
+        else:
+            why = f"{policy.metric}={q:.4g} on {n} samples, fires when {op} {t.quality.threshold}"
+        out.append(RuleResult("quality", fired, q, t.quality.threshold, why))
+    if t.drift is not None:
+        share = s.drift_share
+        detected = s.drift_detected or "drift" in s.alerts
+        fired = detected and (share is None or share >= t.drift.min_share)
+        why = (f"drift detected, share of drifted features {share}" if detected
+               else "no drift reported")
+        out.append(RuleResult("drift", fired, share, t.drift.min_share, why))
+    if t.latency is not None:
+        p99 = s.latency_p99_s
+        fired = (p99 is not None and p99 > t.latency.p99_s) or (
+            p99 is None and "latency" in s.alerts)
+        why = ("latency alert firing" if p99 is None and "latency" in s.alerts
+               else "no latency measured" if p99 is None
+               else f"p99 {p99:.3f}s vs {t.latency.p99_s}s")
+        out.append(RuleResult("latency", fired, p99, t.latency.p99_s, why))
+    if t.schedule is not None:
+        fired, why = _schedule_due(t.schedule.cron, s, history)
+        out.append(RuleResult("schedule", fired, s.now.isoformat(), t.schedule.cron, why))
+    return tuple(out)
+
+
+def _schedule_due(cron: str, s: Signals, history: RunHistory) -> tuple[bool, str]:
+    from croniter import croniter
+
+    if not s.schedule_tick:
+        return False, "not a schedule tick"
+    if history.last_started is None:
+        return True, "schedule tick and no run yet"
+    due = croniter(cron, history.last_started).get_next(datetime)
+    if due.tzinfo is None:
+        due = due.replace(tzinfo=UTC)
+    if s.now >= due:
+        return True, f"due since {due.isoformat()} (last run {history.last_started.isoformat()})"
+    return False, f"next due {due.isoformat()}"
+
+
+def decide(policy: Policy, s: Signals, history: RunHistory) -> Decision:
+    """Retrain or not, with the reasons (pure: the caller records the outcome)."""
+    rules = evaluate_rules(policy, s, history)
+    base = {"model": policy.model, "rules": rules, "at": s.now.isoformat(), "trigger": s.trigger}
+    if not any(r.fired for r in rules):
+        return Decision(retrain=False, **base)
+    if s.event_key is not None and s.event_key in history.seen_events:
+        return Decision(retrain=False, blocked_by="duplicate",
+                        detail=f"event {s.event_key!r} was already handled", **base)
+    if history.active >= policy.limits.max_concurrent:
+        return Decision(retrain=False, blocked_by="concurrency",
+                        detail=f"{history.active} run(s) active, cap "
+                        f"{policy.limits.max_concurrent}", **base)
+    if history.last_started is not None and not s.manual:
+        ends = history.last_started + timedelta(seconds=policy.limits.cooldown_s)
+        if s.now < ends:
+            left = (ends - s.now).total_seconds()
+            return Decision(retrain=False, blocked_by="cooldown",
+                            detail=f"last run started {history.last_started.isoformat()}, "
+                            f"cooldown {policy.limits.cooldown_s:.0f}s ({left:.0f}s left)", **base)
+    return Decision(retrain=True, **base)

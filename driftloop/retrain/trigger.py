@@ -1,0 +1,316 @@
+"""The retrain-trigger service: events in, policy decisions out, training runs started.
+
+Accepts, over HTTP: CloudEvents (``drift.detected``, PingSource ticks, feedback events
+from the KafkaSource on ``driftloop.feedback``), a feedback counter
+(``{"model": M, "feedback_count": N}``), a manual request (``{"model": M}``), and
+Alertmanager webhook JSON. Each is turned into ``Signals``, decided by
+``driftloop.policy.decide`` against the run store, and a positive decision records a run,
+starts it on the policy's backend and emits ``io.driftloop.retrain.requested.v1`` with the
+fired rules as reasons. Decisions for one model are serialised by a lock, so a burst of
+events within the cooldown starts one run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Mapping
+from dataclasses import replace
+from datetime import datetime
+from typing import Any
+
+from driftloop import events as ev
+from driftloop import topics
+from driftloop.blob import BlobStore, open_store
+from driftloop.errors import BadRequest, DriftloopError, FieldError, NotFound, Unavailable
+from driftloop.naming import is_safe_segment
+from driftloop.policy import Decision, Policy, Signals, decide, load_policy, policy_models
+from driftloop.retrain.backends import Backend, TrainingRequest, backend_for
+from driftloop.retrain.http import Response, error_response
+from driftloop.retrain.state import Run, RunStore, iso, new_run_id, now_utc
+from driftloop.settings import Settings
+
+log = logging.getLogger("driftloop.retrain")
+SOURCE = "driftloop/retrain-trigger"
+FEEDBACK_CHECKPOINT = 50
+"""Feedback counts are written to the run store every this many events (and on a run)."""
+
+
+def _model_of(data: Any, event: ev.Event | None = None) -> str:
+    model = data.get("model") if isinstance(data, Mapping) else None
+    if model is None and event is not None:
+        model = event.extensions.get("model")
+    if not is_safe_segment(model):
+        raise BadRequest(f"model: a valid model name is required (got {model!r})",
+                         fields=[FieldError("model", "safe-name", "a valid model name")])
+    return str(model)
+
+
+class RetrainTrigger:
+    """Everything behind the retrain-trigger function; one instance per process."""
+
+    def __init__(self, settings: Settings, *, store: BlobStore | None = None) -> None:
+        self.settings = settings
+        self.store = store or open_store(settings.resolved_blob_url, settings)
+        self.runs = RunStore(self.store)
+        self._lock = threading.Lock()
+        self._model_locks: dict[str, threading.Lock] = {}
+        self._feedback: dict[str, int] = {}
+        self._backends: dict[str, Backend] = {}
+        self._producer: Any = None
+
+    def close(self) -> None:
+        if self._producer is not None:
+            self._producer.close(timeout=5)
+            self._producer = None
+
+    # ------------------------------------------------------------ HTTP entry
+
+    def handle(self, method: str, path: str, headers: Mapping[str, str], body: bytes) -> Response:
+        try:
+            if method == "GET" and path.rstrip("/") in ("/healthz", "/readyz"):
+                return Response.json(200, {"status": "ok"})
+            if method == "GET" and path.startswith("/runs/"):
+                model = path.rstrip("/").split("/")[-1]
+                return Response.json(200, [r.to_dict() for r in self.runs.runs(
+                    _model_of({"model": model}))])
+            if method != "POST":
+                return Response.json(405, {"error": "method_not_allowed",
+                                           "message": "POST a CloudEvent, an Alertmanager "
+                                           "webhook or a retrain request"})
+            lower = {k.lower(): v for k, v in headers.items()}
+            ctype = lower.get("content-type", "").split(";", 1)[0].strip().lower()
+            if "ce-specversion" in lower or ctype in (ev.STRUCTURED, ev.BATCH):
+                results = [self.on_event(e) for e in ev.from_http(headers, body)]
+                status = max(r[0] for r in results)
+                bodies = [r[1] for r in results]
+                return Response.json(status, bodies[0] if len(bodies) == 1 else bodies)
+            try:
+                doc = json.loads(body or b"{}")
+            except (UnicodeDecodeError, json.JSONDecodeError) as e:
+                raise BadRequest(f"body: not valid JSON ({e})",
+                                 fields=[FieldError("body", "json", str(e))]) from e
+            if not isinstance(doc, dict):
+                raise BadRequest("body must be a JSON object",
+                                 fields=[FieldError("body", "object", "must be a JSON object")])
+            if "alerts" in doc:
+                return Response.json(200, self.on_alerts(doc))
+            if "feedback_count" in doc:
+                model = _model_of(doc)
+                n = doc["feedback_count"]
+                if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+                    raise BadRequest("feedback_count must be a non-negative integer",
+                                     fields=[FieldError("feedback_count", "integer >= 0",
+                                                        f"got {n!r}")])
+                return self._result(self.on_feedback(model, n, absolute=True))
+            model = _model_of(doc)
+            return self._result(self.evaluate(Signals(
+                model=model, now=now_utc(), trigger="manual", manual=True),
+                params=doc.get("params") if isinstance(doc.get("params"), dict) else None))
+        except DriftloopError as e:
+            return error_response(e)
+
+    @staticmethod
+    def _result(d: dict[str, Any]) -> Response:
+        return Response.json(202 if d.get("run_id") else 200, d)
+
+    def on_event(self, event: ev.Event) -> tuple[int, dict[str, Any]]:
+        data = event.data if isinstance(event.data, Mapping) else {}
+        key = f"{event.source}\x1f{event.id}"
+        if event.type == ev.DRIFT_DETECTED:
+            drift = ev.DriftDetectedData.parse(data)
+            share = drift.share_drifted
+            out = self.evaluate(Signals(
+                model=_model_of(data, event), now=now_utc(), trigger="drift", event_key=key,
+                drift_detected=bool(data.get("dataset_drift", True)), drift_share=share))
+        elif event.type == ev.PING:
+            out = self.on_schedule(data, key)
+        elif event.type == ev.FEEDBACK:
+            fb = ev.FeedbackData.parse(data)
+            out = self.on_feedback(fb.model, 1)
+        else:
+            raise BadRequest(f"event type {event.type!r} does not trigger retraining",
+                             fields=[FieldError("type", "supported", "unsupported event type")])
+        return (202 if out.get("run_id") else 200), out
+
+    # ------------------------------------------------------------ triggers
+
+    def policy(self, model: str) -> Policy:
+        return load_policy(self.settings.policy_dir, model)
+
+    def on_feedback(self, model: str, n: int, *, absolute: bool = False) -> dict[str, Any]:
+        """Count feedback; evaluate the policy once the volume rule could fire."""
+        try:
+            policy = self.policy(model)
+        except NotFound:
+            return {"model": model, "counted": n, "policy": None}
+        with self._lock_for(model):
+            if model not in self._feedback:
+                self._feedback[model] = self.runs.feedback_count(model)
+            count = n if absolute else self._feedback[model] + n
+            self._feedback[model] = count
+            rule = policy.triggers.feedback_volume
+            if absolute or count % FEEDBACK_CHECKPOINT == 0:
+                self.runs.set_feedback_count(model, count)
+            if rule is None or count < rule.min_events:
+                return {"model": model, "feedback_since_training": count,
+                        "threshold": rule.min_events if rule else None}
+        return self.evaluate(Signals(model=model, now=now_utc(), trigger="feedback",
+                                     feedback_since_training=count))
+
+    def on_schedule(self, data: Mapping[str, Any], key: str) -> dict[str, Any]:
+        wanted = data.get("models")
+        models = wanted if isinstance(wanted, list) else policy_models(self.settings.policy_dir)
+        results = []
+        for m in models:
+            try:
+                results.append(self.evaluate(self._observed(Signals(
+                    model=_model_of({"model": m}), now=now_utc(), trigger="schedule",
+                    event_key=f"{key}\x1f{m}", schedule_tick=True))))
+            except DriftloopError as e:
+                results.append({"model": m, "status": e.status, **e.to_dict()})
+        started = [r["run_id"] for r in results if r.get("run_id")]
+        return {"trigger": "schedule", "results": results, "run_id": started[0] if started
+                else None}
+
+    def on_alerts(self, doc: Mapping[str, Any]) -> dict[str, Any]:
+        """Alertmanager's webhook: firing alerts grouped per model, one decision each."""
+        alerts = doc.get("alerts")
+        if not isinstance(alerts, list):
+            raise BadRequest("alerts must be a list",
+                             fields=[FieldError("alerts", "array", "must be a JSON array")])
+        per_model: dict[str, set[str]] = {}
+        keys: dict[str, str] = {}
+        for a in alerts:
+            if not isinstance(a, Mapping) or a.get("status", "firing") != "firing":
+                continue
+            labels = a.get("labels") or {}
+            model = labels.get("model")
+            if not is_safe_segment(model):
+                continue
+            per_model.setdefault(model, set()).add(str(labels.get("trigger")
+                                                       or labels.get("alertname", "")))
+            keys[model] = f"alert\x1f{a.get('fingerprint', '')}\x1f{a.get('startsAt', '')}"
+        results = []
+        for model, triggers in sorted(per_model.items()):
+            try:
+                results.append(self.evaluate(self._observed(Signals(
+                    model=model, now=now_utc(), trigger="alert:" + ",".join(sorted(triggers)),
+                    event_key=keys[model], alerts=frozenset(triggers)))))
+            except DriftloopError as e:
+                results.append({"model": model, "status": e.status, **e.to_dict()})
+        return {"trigger": "alertmanager", "results": results}
+
+    def _observed(self, s: Signals) -> Signals:
+        """Signals with quality and p99 latency from Prometheus, when it answers."""
+        from driftloop.monitoring.prom import PrometheusClient
+
+        try:
+            policy = self.policy(s.model)
+        except NotFound:
+            return s
+        prom = PrometheusClient(self.settings.resolved_prometheus_url, timeout_s=2.0)
+        try:
+            q = prom.query(f'driftloop_quality{{model="{s.model}",metric="{policy.metric}"}}')
+            n = prom.query(f'driftloop_quality_samples{{model="{s.model}",'
+                           f'metric="{policy.metric}"}}')
+            lat = prom.query("histogram_quantile(0.99, sum by (le) (rate("
+                             f'driftloop_model_latency_seconds_bucket{{model="{s.model}"}}[5m])))')
+        except (Unavailable, DriftloopError) as e:
+            log.info("no Prometheus signals for %s: %s", s.model, e)
+            return s
+        finally:
+            prom.close()
+        champion = self._champion(s.model)
+        qv = [x for x in q if x.labels.get("version") == champion] or q
+        nv = [x for x in n if x.labels.get("version") == champion] or n
+        p99 = lat[0].value if lat and lat[0].value == lat[0].value else None
+        return replace(s, quality=qv[0].value if qv else None,
+                       quality_samples=int(nv[0].value) if nv else None, latency_p99_s=p99)
+
+    def _champion(self, model: str) -> str | None:
+        from driftloop.registry import Registry
+
+        try:
+            return Registry(self.store).alias(model, "champion")
+        except (ValueError, DriftloopError):
+            return None
+
+    def _lock_for(self, model: str) -> threading.Lock:
+        with self._lock:
+            return self._model_locks.setdefault(model, threading.Lock())
+
+    # ------------------------------------------------------------ decide and start
+
+    def evaluate(self, s: Signals, *, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Decide for one model and act on it; returns the decision (and run id)."""
+        policy = self.policy(s.model)
+        with self._lock_for(s.model):
+            if s.feedback_since_training is None and policy.triggers.feedback_volume:
+                count = self._feedback.get(s.model, self.runs.feedback_count(s.model))
+                s = replace(s, feedback_since_training=count)
+            history = self.runs.history(s.model, now=s.now,
+                                        timeout_s=policy.training.timeout_s,
+                                        dedup_window_s=policy.limits.dedup_window_s)
+            decision = decide(policy, s, history)
+            if not decision.retrain:
+                log.info("%s", decision.explain())
+                return {"decision": decision.to_dict(), "run_id": None}
+            run = self.runs.put(Run(
+                model=s.model, run_id=new_run_id(s.now), status="requested",
+                requested_at=iso(s.now), trigger=s.trigger, reasons=tuple(decision.reasons()),
+                backend=self.settings.retrain_backend or policy.training.backend))
+            if s.event_key is not None:
+                # A redelivery of the event that started this run must not start another.
+                self.runs.mark_seen(s.model, s.event_key, s.now)
+            self._feedback[s.model] = 0
+            self.runs.set_feedback_count(s.model, 0)
+        log.info("%s (run %s)", decision.explain(), run.run_id)
+        return self.start(policy, run, decision, params=params)
+
+    def start(self, policy: Policy, run: Run, decision: Decision, *,
+              params: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        try:
+            backend = self.backend(run.backend)
+            handle = backend.start(TrainingRequest(run.model, run.run_id, dict(params or {})))
+        except DriftloopError as e:
+            self.runs.update(run.model, run.run_id, status="failed", error=e.message,
+                             finished_at=iso(now_utc()))
+            raise
+        except Exception as e:  # the backend could not start the run: recorded, then 503
+            self.runs.update(run.model, run.run_id, status="failed",
+                             error=f"{type(e).__name__}: {e}", finished_at=iso(now_utc()))
+            raise Unavailable(f"could not start training on {run.backend}: {e}") from e
+        self.runs.update(run.model, run.run_id, handle=handle)
+        event = self.emit_requested(run, decision)
+        return {"decision": decision.to_dict(), "run_id": run.run_id, "backend": run.backend,
+                "handle": handle, "event_id": event.id}
+
+    def backend(self, name: str) -> Backend:
+        if name not in self._backends:
+            self._backends[name] = backend_for(name, self.settings, self.runs)
+        return self._backends[name]
+
+    def emit_requested(self, run: Run, decision: Decision) -> ev.Event:
+        from driftloop.bus import make_producer, publish
+
+        event = ev.new_event(ev.RETRAIN_REQUESTED, SOURCE, {
+            "model": run.model, "run_id": run.run_id, "reasons": decision.reasons(),
+            "trigger": run.trigger, "backend": run.backend, "explain": decision.explain(),
+        }, datacontenttype=ev.JSON, model=run.model)
+        with self._lock:
+            if self._producer is None:
+                self._producer = make_producer(self.settings)
+            producer = self._producer
+        publish(producer, topics.EVENTS, [event], key=run.model)
+        return event
+
+
+def latest_run(runs: RunStore, model: str) -> Run | None:
+    found = runs.runs(model)
+    return found[-1] if found else None
+
+
+def at(iso_time: str) -> datetime:
+    return datetime.fromisoformat(iso_time.replace("Z", "+00:00"))

@@ -1,0 +1,315 @@
+"""The Flink application against real Kafka and a real S3 server: preprocess, join, archive.
+
+All tests share one application (one JVM); the last one kills it (SIGKILL) mid-stream and
+checks the archive and the labeled topic hold every record exactly once afterwards.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import subprocess
+import time
+import uuid
+
+import numpy as np
+import pytest
+from PIL import Image
+from scipy.io import wavfile
+
+from driftloop import bus, events, topics
+from driftloop.blob import open_store
+from driftloop.local.components.flink import settings_env
+from driftloop.settings import PROJECT_ROOT
+from flink.transforms.records import PREPROCESSED
+from tests.fixtures.flink import JOIN_WINDOW_S, FlinkApp, read_events, wait_for
+
+pytestmark = pytest.mark.integration
+
+TOLERANCE_DB = 0.5
+
+
+def wav(rate: int, seconds: float, *, channels: int = 1, amp: float = 0.3, freq: float = 440.0,
+        dtype: str = "int16") -> bytes:
+    t = np.arange(int(rate * seconds)) / rate
+    x = amp * np.sin(2 * np.pi * freq * t)
+    if channels > 1:
+        x = np.repeat(x[:, None], channels, axis=1)
+    buf = io.BytesIO()
+    data = (x * 32767).astype(np.int16) if dtype == "int16" else x.astype(np.float32)
+    wavfile.write(buf, rate, data)
+    return buf.getvalue()
+
+
+def image(w: int, h: int, fmt: str, noise: bool = False) -> bytes:
+    rng = np.random.default_rng(w * h)
+    arr = (rng.integers(0, 255, (h, w, 3), np.uint8) if noise
+           else np.full((h, w, 3), 90, np.uint8))
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def raw(data: bytes, ct: str, model: str, id_: str) -> events.Event:
+    return events.new_event(events.INPUT, "tests/flink", data, id=id_, datacontenttype=ct,
+                            model=model)
+
+
+def by_id(app: FlinkApp, topic: str, ids: set[str]) -> dict[str, tuple[events.Event, dict]]:
+    out = {}
+    for ev, headers in read_events(app.settings.kafka_bootstrap, topic):
+        if ev.id in ids:
+            out[ev.id] = (ev, headers)
+    return out
+
+
+def decode_payload(app: FlinkApp, payload: dict) -> bytes:
+    if payload["encoding"] == "base64":
+        return base64.b64decode(payload["data"])
+    store = open_store(payload["blob_url"], app.settings)
+    return store.get(payload["blob_key"])
+
+
+def test_preprocess_audio_and_images_with_dead_letters(flink_app: FlinkApp) -> None:
+    run = uuid.uuid4().hex[:8]
+    audio_cases = {
+        f"a16k-{run}": (wav(16000, 1.0), 1.0),
+        f"a44st-{run}": (wav(44100, 2.0, channels=2), 2.0),
+        f"a8kf-{run}": (wav(8000, 0.5, dtype="float32", amp=0.05), 0.5),
+        f"a48-{run}": (wav(48000, 1.5, amp=0.8), 1.5),
+    }
+    image_cases = {
+        f"ipng-{run}": (image(320, 200, "PNG"), "image/png", (320, 200)),
+        f"ijpg-{run}": (image(100, 300, "JPEG"), "image/jpeg", (100, 300)),
+        f"ibig-{run}": (image(400, 400, "PNG", noise=True), "image/png", (400, 400)),
+    }
+    poison = {
+        f"junk-{run}": (topics.raw("audio"), raw(b"RIFF....not audio", "audio/wav", "speech",
+                                                 f"junk-{run}"), "undecodable"),
+        f"empty-{run}": (topics.raw("image"), raw(b"", "image/png", "ocr", f"empty-{run}"),
+                         "empty"),
+        f"ct-{run}": (topics.raw("audio"), raw(image(10, 10, "PNG"), "image/png", "speech",
+                                               f"ct-{run}"), "wrong_content_type"),
+        f"model-{run}": (topics.raw("image"), raw(image(10, 10, "PNG"), "image/png", "../x",
+                                                  f"model-{run}"), "invalid_event"),
+    }
+    producer = bus.make_producer(flink_app.settings)
+    bus.publish(producer, topics.raw("audio"),
+                [raw(d, "audio/wav", "speech", i) for i, (d, _) in audio_cases.items()])
+    bus.publish(producer, topics.raw("image"),
+                [raw(d, ct, "ocr", i) for i, (d, ct, _) in image_cases.items()])
+    for topic, ev, _ in poison.values():
+        bus.publish(producer, topic, [ev], key="poison")
+    producer.close()
+
+    audio = wait_for(lambda: (lambda r: r if len(r) == len(audio_cases) else None)(
+        by_id(flink_app, topics.preprocessed("audio"), set(audio_cases))),
+        timeout_s=120, what="preprocessed audio")
+    for id_, (_, seconds) in audio_cases.items():
+        ev, _ = audio[id_]
+        assert ev.type == PREPROCESSED and ev.extensions["model"] == "speech"
+        d = ev.data
+        assert d["sample_rate"] == 16000 and d["modality"] == "audio"
+        assert d["features"]["duration_s"] == pytest.approx(seconds, abs=0.01)
+        rate, pcm = wavfile.read(io.BytesIO(decode_payload(flink_app, d["payload"])))
+        assert rate == 16000 and pcm.ndim == 1
+        assert abs(pcm.size - seconds * 16000) <= 2
+        x = pcm.astype(np.float64) / 32768.0
+        level_db = 20 * np.log10(np.sqrt(np.mean(x**2)))
+        assert abs(level_db - flink_app.settings.flink_audio_target_dbfs) < TOLERANCE_DB
+        assert d["features"]["zcr"] * 16000 == pytest.approx(880, rel=0.02)
+    assert audio[f"a48-{run}"][0].data["features"]["peak"] == pytest.approx(0.8, abs=0.01)
+    assert audio[f"a44st-{run}"][0].data["features"]["input_channels"] == 2
+
+    images = wait_for(lambda: (lambda r: r if len(r) == len(image_cases) else None)(
+        by_id(flink_app, topics.preprocessed("image"), set(image_cases))),
+        timeout_s=60, what="preprocessed images")
+    for id_, (_, _, (w, h)) in image_cases.items():
+        d = images[id_][0].data
+        assert d["shape"] == [224, 224, 3]
+        assert (d["features"]["width"], d["features"]["height"]) == (w, h)
+        pixels = np.asarray(Image.open(io.BytesIO(decode_payload(flink_app, d["payload"]))))
+        assert pixels.shape == (224, 224, 3)
+    assert images[f"ibig-{run}"][0].data["payload"]["encoding"] == "blob"
+    assert images[f"ipng-{run}"][0].data["payload"]["encoding"] == "base64"
+    assert images[f"ipng-{run}"][0].data["features"]["brightness_mean"] == pytest.approx(
+        90 / 255, abs=0.01)
+
+    dead = wait_for(lambda: (lambda r: r if len(r) == len(poison) else None)(
+        by_id(flink_app, topics.DEADLETTER, set(poison))), timeout_s=60, what="dead letters")
+    for id_, (topic, _, reason) in poison.items():
+        _, headers = dead[id_]
+        assert headers["dl_reason"].decode().startswith(reason + ":"), headers["dl_reason"]
+        assert headers["dl_source_topic"].decode() == topic
+
+
+def prediction(id_: str, model: str, output: dict) -> events.Event:
+    return events.new_event(events.PREDICTION, "tests/serving",
+                            {"model": model, "version": "v1", "output": output}, id=id_)
+
+
+def feedback(pid: str, model: str, truth: object, id_: str | None = None) -> events.Event:
+    return events.new_event(events.FEEDBACK, "tests/app",
+                            {"prediction_id": pid, "model": model, "truth": truth},
+                            id=id_ or f"fb-{uuid.uuid4().hex[:10]}")
+
+
+def test_join_out_of_order_duplicates_and_late(flink_app: FlinkApp) -> None:
+    run = uuid.uuid4().hex[:8]
+    p_first = prediction(f"p1-{run}", "ocr", {"text": "hello world"})
+    f_first_fb = feedback(f"p2-{run}", "speech", "the cat sat", id_=f"f2-{run}")
+    p_after = prediction(f"p2-{run}", "speech", {"text": "the cat sad"})
+    f1 = feedback(f"p1-{run}", "ocr", "hello world", id_=f"f1-{run}")
+    p_dup = prediction(f"p3-{run}", "digits", {"label": "7"})
+    f3 = feedback(f"p3-{run}", "digits", "7", id_=f"f3-{run}")
+    orphan = feedback(f"nope-{run}", "ocr", "x", id_=f"orphan-{run}")
+    p = bus.make_producer(flink_app.settings)
+    bus.publish(p, topics.FEEDBACK, [f_first_fb])          # feedback before its prediction
+    bus.publish(p, topics.PREDICTIONS, [p_first, p_after, p_dup, p_dup])  # duplicate prediction
+    bus.publish(p, topics.FEEDBACK, [f1, f3, f3, orphan])  # duplicate feedback, orphan
+    expected = {f"f1-{run}": 0.0, f"f2-{run}": 1 / 3, f"f3-{run}": 1.0}
+
+    labeled = wait_for(lambda: (lambda r: r if len(r) >= len(expected) else None)(
+        [e for e, _ in read_events(flink_app.settings.kafka_bootstrap, topics.LABELED)
+         if e.id in expected]), timeout_s=90, what="labeled records")
+    # The late feedback: its prediction's window has long closed when it arrives.
+    late_pred = prediction(f"p4-{run}", "ocr", {"text": "late"})
+    bus.publish(p, topics.PREDICTIONS, [late_pred])
+    time.sleep(JOIN_WINDOW_S + 3)
+    late_fb = feedback(f"p4-{run}", "ocr", "late", id_=f"late-{run}")
+    bus.publish(p, topics.FEEDBACK, [late_fb])
+    p.close()
+
+    dead = wait_for(lambda: (lambda r: r if len(r) == 2 else None)(
+        by_id(flink_app, topics.DEADLETTER, {f"orphan-{run}", f"late-{run}"})),
+        timeout_s=JOIN_WINDOW_S * 3 + 30, what="unmatched feedback dead-lettered")
+    for _, headers in dead.values():
+        assert headers["dl_reason"].startswith(b"unmatched_feedback:")
+        assert headers["dl_source_topic"] == topics.FEEDBACK.encode()
+
+    labeled = [e for e, _ in read_events(flink_app.settings.kafka_bootstrap, topics.LABELED)
+               if e.data.get("prediction_id", "").endswith(run)]
+    assert sorted(e.id for e in labeled) == sorted(expected)  # no duplicates, no late one
+    for e in labeled:
+        assert e.type == "io.driftloop.labeled.v1"
+        assert e.data["quality"] == pytest.approx(expected[e.id], abs=1e-9)
+        assert e.data["prediction_id"] == e.id.replace("f", "p", 1)
+    metrics = {e.id: e.data["metric"] for e in labeled}
+    assert metrics == {f"f1-{run}": "cer", f"f2-{run}": "wer", f"f3-{run}": "accuracy"}
+
+
+def test_batch_over_blob_prefix_equals_stream(flink_app: FlinkApp, tmp_path) -> None:
+    run = uuid.uuid4().hex[:8]
+    objects = {
+        "model=speech/a/clip1.wav": wav(22050, 1.0),
+        "model=speech/a/clip2.wav": wav(48000, 0.7, channels=2, dtype="float32"),
+        "model=ocr/scan.png": image(120, 80, "PNG", noise=True),
+        "model=ocr/photo.jpg": image(64, 64, "JPEG"),
+        "model=speech/broken.wav": b"RIFF-not-really",
+    }
+    settings = flink_app.settings.model_copy(update={
+        "state_dir": tmp_path, "blob_url": (tmp_path / "blobs").as_uri()})
+    store = open_store(settings.resolved_blob_url, settings)
+    for rel, data in objects.items():
+        store.put(f"raw/{run}/{rel}", data)
+    env = {**settings_env(settings), "PYTHONPATH": str(PROJECT_ROOT)}
+    proc = subprocess.run(
+        [str(settings.flink_venv / "bin" / "python"), "-m", "flink.jobs.batch",
+         "--input", f"raw/{run}/", "--output", f"pre/{run}/"],
+        env={**os.environ, **env}, cwd=PROJECT_ROOT, capture_output=True, text=True,
+        timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert summary | {"seconds": 0} == {"objects": 5, "ok": 4, "rejected": 1, "seconds": 0}
+
+    # The same objects through the stream job, with the same ids and models.
+    p = bus.make_producer(flink_app.settings)
+    for rel, data in objects.items():
+        modality, ct = ("audio", "audio/wav") if rel.endswith(".wav") else (
+            "image", "image/png" if rel.endswith(".png") else "image/jpeg")
+        model = rel.split("/")[0].removeprefix("model=")
+        bus.publish(p, topics.raw(modality), [raw(data, ct, model, rel)])
+    p.close()
+    ids = set(objects)
+    streamed: dict = {}
+    for modality in ("audio", "image"):
+        streamed |= wait_for(lambda m=modality: (lambda r: r if len(r) == 2 else None)(
+            by_id(flink_app, topics.preprocessed(m), ids)), timeout_s=90,
+            what=f"streamed {modality}")
+    for rel in ids - {"model=speech/broken.wav"}:
+        batch = json.loads(store.get(f"pre/{run}/{rel}.json"))
+        stream_ev = streamed[rel][0]
+        assert batch["id"] == stream_ev.id and batch["type"] == stream_ev.type
+        # Same record; only the store a big payload was put in differs (file:// vs s3://).
+        b_pay, s_pay = batch["data"].pop("payload"), dict(stream_ev.data)
+        s_pay = s_pay.pop("payload")
+        assert batch["data"] == {k: v for k, v in stream_ev.data.items() if k != "payload"}
+        assert {k: v for k, v in b_pay.items() if k != "blob_url"} == {
+            k: v for k, v in s_pay.items() if k != "blob_url"}, rel
+        b_bytes = (base64.b64decode(b_pay["data"]) if b_pay["encoding"] == "base64"
+                   else store.get(b_pay["blob_key"]))
+        assert b_bytes == decode_payload(flink_app, s_pay), rel
+    rejected = json.loads(store.get(f"pre/{run}/_rejected/model=speech/broken.wav.json"))
+    assert rejected["reason"] == "undecodable"
+    dead = wait_for(lambda: by_id(flink_app, topics.DEADLETTER, {"model=speech/broken.wav"}),
+                    timeout_s=60, what="stream dead letter")
+    assert dead["model=speech/broken.wav"][1]["dl_reason"].startswith(b"undecodable:")
+
+
+def archived_lines(app: FlinkApp, kind: str) -> list[dict]:
+    store = open_store(app.settings.resolved_blob_url, app.settings)
+    lines: list[dict] = []
+    for key in store.list(f"{kind}/"):
+        if key.rsplit("/", 1)[-1].startswith((".", "_")):
+            continue  # in-progress files of the running job, not yet committed
+        lines += [json.loads(x) for x in store.get(key).decode().splitlines() if x]
+    return lines
+
+
+def test_archive_exactly_once_across_kill_and_restart(flink_app: FlinkApp) -> None:
+    run = uuid.uuid4().hex[:8]
+    model = f"m{run}"
+    preds = [prediction(f"kp{i}-{run}", "ocr", {"text": "abc"}) for i in range(300)]
+    preds = [events.Event(id=e.id, source=e.source, type=e.type, time=e.time,
+                          datacontenttype=e.datacontenttype, extensions={"model": model},
+                          data={**e.data, "model": "ocr"}) for e in preds]
+    fbs = [feedback(f"kp{i}-{run}", "ocr", "abd", id_=f"kf{i}-{run}") for i in range(300)]
+    p = bus.make_producer(flink_app.settings)
+    bus.publish(p, topics.PREDICTIONS, preds[:150])
+    bus.publish(p, topics.FEEDBACK, fbs[:150])
+    wait_for(lambda: len([x for x in archived_lines(flink_app, "feedback")
+                          if x["id"].endswith(run)]) > 0,
+             timeout_s=90, what="first archive files")
+    flink_app.kill()  # mid-stream: some records archived, others in flight or in progress
+    bus.publish(p, topics.PREDICTIONS, preds[150:])
+    bus.publish(p, topics.FEEDBACK, fbs[150:])
+    bus.publish(p, topics.FEEDBACK, fbs[:10])  # an app retry: the same events again
+    p.close()
+    flink_app.start()
+
+    def complete(kind: str, n: int) -> list[str] | None:
+        ids = [x["id"] for x in archived_lines(flink_app, kind) if x["id"].endswith(run)]
+        return ids if len(ids) >= n else None
+
+    pred_ids = wait_for(lambda: complete("predictions", 300), timeout_s=150,
+                        what="all predictions archived")
+    fb_ids = wait_for(lambda: complete("feedback", 300), timeout_s=60,
+                      what="all feedback archived")
+    labeled_ids = wait_for(lambda: complete("labeled", 300), timeout_s=60,
+                           what="all labeled archived")
+    time.sleep(3)  # a few more checkpoints: anything doubled would show up now
+    pred_ids = complete("predictions", 0) or []
+    fb_ids = complete("feedback", 0) or []
+    labeled_ids = complete("labeled", 0) or []
+    assert sorted(pred_ids) == sorted(e.id for e in preds)
+    assert sorted(fb_ids) == sorted(e.id for e in fbs)
+    assert sorted(labeled_ids) == sorted(e.id for e in fbs)
+    keys = list(open_store(flink_app.settings.resolved_blob_url, flink_app.settings)
+                .list(f"predictions/model={model}/"))
+    assert keys and all(k.split("/")[2].startswith("date=") for k in keys)
+    labeled = [e for e, _ in read_events(flink_app.settings.kafka_bootstrap, topics.LABELED)
+               if e.id.endswith(run)]
+    assert len(labeled) == 300 and len({e.id for e in labeled}) == 300
+    assert all(e.data["quality"] == pytest.approx(1 / 3) for e in labeled)

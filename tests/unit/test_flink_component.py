@@ -1,0 +1,42 @@
+"""The local-stack component of the Flink application and the settings hand-over."""
+
+from __future__ import annotations
+
+import json
+
+from driftloop.local.components import flink
+from driftloop.settings import Settings
+
+
+def test_component_lists_pipelines_and_passes_settings(tmp_path):
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "python").write_text("")
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    (lib / "connector.jar").write_bytes(b"")
+    s = Settings(state_dir=tmp_path / "state", flink_venv=venv, flink_lib_dir=lib,
+                 kafka_bootstrap="127.0.0.1:1234", s3_endpoint_url=None)
+    [spec] = flink.components(s)
+    assert spec.name == "flink" and spec.order == 30
+    assert spec.extra["pipelines"] == ["preprocess", "join", "archive"]
+    assert spec.argv[1:3] == ["-m", "flink.jobs.app"]
+    assert spec.env["DRIFTLOOP_KAFKA_BOOTSTRAP"] == "127.0.0.1:1234"
+    assert "DRIFTLOOP_S3_ENDPOINT_URL" not in spec.env
+    assert not spec.health()
+    ready = s.state_dir / "flink" / "ready.json"
+    ready.parent.mkdir(parents=True)
+    ready.write_text(json.dumps({"job_id": "x"}))
+    assert spec.health()
+    rebuilt = Settings(**{k[len("DRIFTLOOP_"):].lower(): v for k, v in spec.env.items()
+                          if k.startswith("DRIFTLOOP_")})
+    assert rebuilt.model_dump() == s.model_dump()
+
+
+def test_component_absent_without_environment(tmp_path):
+    assert flink.components(Settings(flink_venv=tmp_path / "none", state_dir=tmp_path)) == []
+
+
+def test_archive_left_to_consumer_when_asked(tmp_path):
+    s = Settings(archive_engine="consumer", state_dir=tmp_path)
+    assert flink.pipelines(s) == ["preprocess", "join"]

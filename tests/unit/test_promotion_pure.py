@@ -1,0 +1,96 @@
+"""Gate, bake guard, routing split, Seldon Experiment and the Thompson-sampling bandit."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from driftloop.policy import parse_policy
+from driftloop.promotion import bandit, routing
+from driftloop.promotion.gate import judge as gate
+from driftloop.promotion.guard import VersionStats
+from driftloop.promotion.guard import judge as guard
+
+POLICY = parse_policy({"model": "digits", "promotion": {
+    "margin": 0.01, "max_holdout_drop": 0.05, "min_canary_samples": 20,
+    "max_error_rate": 0.05, "max_latency_ratio": 2.0, "max_quality_drop": 0.02}})
+
+
+def scores(ch_r: float, cp_r: float, ch_h: float, cp_h: float) -> dict[str, float]:
+    return {"challenger_recent": ch_r, "champion_recent": cp_r,
+            "challenger_holdout": ch_h, "champion_holdout": cp_h}
+
+
+def test_gate_prefers_recent_data_and_guards_the_holdout() -> None:
+    passed = gate(POLICY, scores(0.95, 0.10, 0.98, 0.99), n_recent=100)
+    assert passed.passed and passed.on == "recent" and "gain +0.8500" in passed.detail
+    forgot = gate(POLICY, scores(0.95, 0.10, 0.80, 0.99), n_recent=100)
+    assert not forgot.passed and "drop +0.1900" in forgot.detail
+    no_gain = gate(POLICY, scores(0.105, 0.10, 0.99, 0.99), n_recent=100)
+    assert not no_gain.passed
+    few = gate(POLICY, scores(0.95, 0.10, 0.99, 0.99), n_recent=5)
+    assert few.on == "holdout" and not few.passed  # equal on the holdout: no margin
+    nan = gate(POLICY, scores(math.nan, math.nan, 0.995, 0.98), n_recent=0)
+    assert nan.on == "holdout" and nan.passed
+
+
+def test_gate_direction_for_error_rates() -> None:
+    speech = parse_policy({"model": "speech", "promotion": {"margin": 0.01}})
+    assert gate(speech, scores(0.10, 0.30, 0.10, 0.11), n_recent=50).passed
+    assert not gate(speech, scores(0.30, 0.10, 0.10, 0.11), n_recent=50).passed
+
+
+def test_guard_waits_then_passes_or_rolls_back() -> None:
+    champ = VersionStats("1", requests=100, errors=0, p99_s=0.01, quality=0.5, samples=80)
+    early = guard(POLICY, champ, VersionStats("2", 10, 0, 0.012, 0.9, 5), final=False)
+    assert early.verdict == "wait"
+    good = guard(POLICY, champ, VersionStats("2", 30, 0, 0.012, 0.95, 25), final=True)
+    assert good.verdict == "ok", good.explain()
+    worse = guard(POLICY, champ, VersionStats("2", 30, 0, 0.012, 0.40, 25), final=False)
+    assert worse.verdict == "rollback" and "quality" in worse.explain()
+    errors = guard(POLICY, champ, VersionStats("2", 30, 6, 0.012, None, 0), final=False)
+    assert guard(POLICY, champ, VersionStats("2", 3, 1, 0.012, None, 0), final=False
+                 ).verdict == "wait"  # one error in three requests: not judged yet
+    assert errors.verdict == "rollback" and errors.checks[0].name == "error_rate"
+    slow = guard(POLICY, champ, VersionStats("2", 60, 0, 0.25, 0.95, 25), final=False)
+    assert slow.verdict == "rollback" and any(c.name == "latency" and not c.ok
+                                              for c in slow.checks)
+    # A few ms slower, or a p99 of a handful of requests, is no reason to roll back.
+    assert guard(POLICY, champ, VersionStats("2", 60, 0, 0.04, 0.95, 25), final=True
+                 ).verdict == "ok"
+    assert guard(POLICY, champ, VersionStats("2", 30, 0, 0.9, 0.95, 25), final=True
+                 ).verdict == "ok"
+    starved = guard(POLICY, champ, VersionStats("2", 30, 0, 0.012, 0.99, 3), final=True)
+    assert starved.verdict == "rollback" and "needs 20" in starved.explain()
+
+
+def test_routing_split_is_sticky_and_weighted() -> None:
+    r = routing.canary("digits", "1", "2", 0.2)
+    picks = [routing.pick(r, f"req-{i}") for i in range(5000)]
+    share = picks.count("2") / len(picks)
+    assert 0.17 < share < 0.23
+    assert set(picks) == {None, "2"}  # the champion is served by its own endpoint
+    assert routing.pick(r, "req-7") == routing.pick(r, "req-7")
+    assert routing.pick(routing.all_to("digits", "2"), "x") is None
+    assert routing.pick(None, "x") is None
+    back = routing.Routing.from_dict(r.to_dict())
+    assert back.weight_of("2") == pytest.approx(0.2) and back.weight_of("9") == 0.0
+
+
+def test_experiment_manifest_matches_the_weights() -> None:
+    doc = routing.experiment_manifest("digits", routing.canary("digits", "1", "2", 0.1))
+    assert doc["kind"] == "Experiment" and doc["apiVersion"] == "mlops.seldon.io/v1alpha1"
+    assert doc["spec"]["default"] == "digits-1"
+    assert doc["spec"]["candidates"] == [{"name": "digits-1", "weight": 90},
+                                         {"name": "digits-2", "weight": 10}]
+
+
+def test_thompson_weights_favour_the_better_version() -> None:
+    w = bandit.thompson_weights({"1": (0.5, 200), "2": (0.8, 200)}, seed=1)
+    assert w["2"] > 0.9 and math.isclose(sum(w.values()), 1.0, rel_tol=1e-6)
+    assert w["1"] >= 0.02 * 0.9  # the floor keeps exploring
+    even = bandit.thompson_weights({"1": (0.5, 2), "2": (0.5, 2)}, seed=1)
+    assert 0.3 < even["1"] < 0.7
+    assert bandit.best(w, threshold=0.9) == "2" and bandit.best(even) is None
+    assert bandit.thompson_weights({}) == {}
