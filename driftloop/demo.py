@@ -115,7 +115,11 @@ def step_feedback(ctx: DemoContext, n: int = 300) -> None:
                                "archived": archived}
 
 
-STEPS: list[Callable[[DemoContext], None]] = [step_feedback]
+def steps() -> list[Callable[[DemoContext], None]]:
+    """The demo's steps in order; each area's step is imported only when the demo runs."""
+    from driftloop.monitoring.demo import step_drift
+
+    return [step_feedback, step_drift]
 
 
 def run(settings: Settings, console: Console) -> dict[str, Any]:
@@ -131,7 +135,7 @@ def run(settings: Settings, console: Console) -> dict[str, Any]:
         raise RuntimeError(f"unhealthy components: {', '.join(unhealthy)} "
                            f"(logs in {stack.log_dir})")
     ctx = DemoContext(settings, console, {s.name: s.endpoint for s in statuses})
-    for step in STEPS:
+    for step in steps():
         console.rule(step.__doc__.splitlines()[0] if step.__doc__ else step.__name__)
         step(ctx)
     return ctx.summary

@@ -61,6 +61,7 @@ class Settings(BaseSettings):
         5, ge=1, description="Retry-After seconds sent with 503 when Kafka is unavailable."
     )
     intake_port: int = Field(8080, description="Port of feedback-intake in the local stack.")
+    drift_check_port: int = Field(8082, description="Port of drift-check in the local stack.")
     kafka_port: int = Field(9092, description="Broker port of the local Kafka.")
     kafka_controller_port: int = Field(9093, description="Controller port of the local Kafka.")
     kafka_heap: str = Field("768m", description="JVM heap of the local Kafka broker.")

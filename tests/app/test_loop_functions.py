@@ -68,6 +68,11 @@ def test_fifty_drift_events_within_cooldown_start_one_run(loop_env, kafka):
     assert len(trained) == 1 and trained[0].data["version"] == "2"
     service.close()
 
+    # A restarted function reads the same run state: still within the cooldown.
+    restarted = function_client("retrain-trigger", "retrain_trigger", loop_env.trigger())
+    after = post_event(restarted, drift_event()).json()
+    assert after["run_id"] is None and after["decision"]["blocked_by"] == "cooldown"
+
 
 def test_redelivered_event_is_a_duplicate(loop_env):
     service = loop_env.trigger()

@@ -18,37 +18,30 @@ from driftloop import topics
 from driftloop.blob import open_store
 from driftloop.monitoring.check import DriftCheckService
 from driftloop.policy import load_policy
-from driftloop.promotion.routing import Router
 from driftloop.promotion.service import PromotionService
 from driftloop.registry import Registry
+from driftloop.retrain.demo import Traffic, digit_samples
 from driftloop.retrain.pipeline import _save_profile, train_model
 from driftloop.retrain.state import RunStore
 from driftloop.retrain.trainers import trainer_for
 from driftloop.retrain.trigger import RetrainTrigger
 from driftloop.serving.client import V2Client
-from tests.fixtures.loop import (
-    digit_samples,
-    drive,
-    function_client,
-    post_event,
-    wait_run,
-    write_policy,
-)
+from tests.fixtures.loop import function_client, post_event, wait_run, write_policy
 
 
-def wait_phase(svc: PromotionService, model: str, version: str, router, settings, store,
-               samples, timeout_s: float = 90):
+def wait_phase(svc: PromotionService, version: str, traffic: Traffic, samples,
+               timeout_s: float = 90):
     """Keep traffic flowing while the canary bakes; the final promotion state."""
     deadline = time.monotonic() + timeout_s
     i = 0
     while time.monotonic() < deadline:
-        p = svc.state(model, version)
+        p = svc.state("digits", version)
         if p is not None and p.phase not in ("gate", "canary"):
             return p
-        drive(router, settings, store, samples[i % len(samples):][:25] or samples[:25])
+        traffic.send(samples[i % len(samples):][:25] or samples[:25], archive=False)
         i += 25
         time.sleep(0.2)
-    raise TimeoutError(f"{model} v{version} still {svc.state(model, version)}")
+    raise TimeoutError(f"digits v{version} still {svc.state('digits', version)}")
 
 
 @pytest.mark.timeout(300)
@@ -70,13 +63,13 @@ def test_drift_to_promotion_then_worse_candidate_rolled_back(mlserver, kafka, mo
     _, holdout = trainer.base()
     _save_profile(store, trainer, "digits", champion, registry.artifact("digits", champion),
                   holdout)
-    router = Router(store, mlserver.url)
+    traffic = Traffic(settings, store, mlserver.url, app="e2e-app")
     timings: dict[str, float] = {}
 
     # 1. Healthy traffic, then injected drift: digits rotated by 90 degrees.
-    before = drive(router, settings, store, digit_samples(60, rotate=False, seed=1))
+    before = traffic.send(digit_samples(60, rotate=False, seed=1))
     assert before.accuracy > 0.9
-    drifted = drive(router, settings, store, digit_samples(240, rotate=True, seed=2))
+    drifted = traffic.send(digit_samples(240, rotate=True, seed=2))
     assert drifted.accuracy < 0.4, drifted.accuracy
 
     # 2. drift-check: drift on the prediction distribution, quality to the Pushgateway.
@@ -119,17 +112,16 @@ def test_drift_to_promotion_then_worse_candidate_rolled_back(mlserver, kafka, mo
     assert r.json()["gate"]["passed"] and r.json()["gate"]["on"] == "recent"
     assert registry.alias("digits", "challenger") == run.version
     rotated = digit_samples(400, rotate=True, seed=3)
-    canary = drive(router, settings, store, rotated[:60])
+    canary = traffic.send(rotated[:60], archive=False)
     assert set(canary.by_version) == {champion, run.version}  # traffic is split
-    final = wait_phase(promoter, "digits", run.version, router, settings, store, rotated[60:])
+    final = wait_phase(promoter, run.version, traffic, rotated[60:])
     assert final.phase == "promoted", final.reason
     timings["promoted_s"] = time.monotonic() - t0
     assert registry.alias("digits", "champion") == run.version
     assert registry.alias("digits", "challenger") is None
 
     # 6. The new version serves all traffic on the champion endpoint; quality recovered.
-    after = drive(router, settings, store, digit_samples(80, rotate=True, seed=4),
-                  versioned=False)
+    after = traffic.send(digit_samples(80, rotate=True, seed=4), routed=False, archive=False)
     assert set(after.by_version) == {run.version}
     assert after.accuracy > 0.85, after.accuracy
     promoted = [e for e in kafka.read_events(topics.EVENTS) if e.type == ev.MODEL_PROMOTED
@@ -145,7 +137,7 @@ def test_drift_to_promotion_then_worse_candidate_rolled_back(mlserver, kafka, mo
                      if e.type == ev.MODEL_TRAINED and e.data.get("run_id") == "worse")
     r = post_event(pclient, bad_event)
     assert r.json()["phase"] == "canary", r.text
-    final = wait_phase(promoter, "digits", bad.version, router, settings, store, rotated)
+    final = wait_phase(promoter, bad.version, traffic, rotated)
     assert final.phase == "rolledback" and "quality" in final.reason, final.reason
     assert registry.alias("digits", "champion") == run.version
     assert registry.alias("digits", "challenger") is None
@@ -155,6 +147,6 @@ def test_drift_to_promotion_then_worse_candidate_rolled_back(mlserver, kafka, mo
               and e.data.get("version") == bad.version]
     assert rolled and rolled[-1].data["restored_version"] == run.version
     print(f"loop timings: {timings}")
-    router.close()
+    traffic.close()
     trigger.close()
     promoter.close()

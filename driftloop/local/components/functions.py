@@ -65,8 +65,12 @@ def archive_by_consumer(settings: Settings) -> bool:
 
 
 def components(settings: Settings) -> list[ComponentSpec]:
-    specs = [function_spec(settings, name="feedback-intake", target="intake",
-                           port=settings.intake_port)]
+    specs = [
+        function_spec(settings, name="feedback-intake", target="intake",
+                      port=settings.intake_port),
+        function_spec(settings, name="drift-check", target="drift_check",
+                      port=settings.drift_check_port),
+    ]
     if archive_by_consumer(settings):
         specs.append(
             ComponentSpec(
