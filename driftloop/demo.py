@@ -118,8 +118,9 @@ def step_feedback(ctx: DemoContext, n: int = 300) -> None:
 def steps() -> list[Callable[[DemoContext], None]]:
     """The demo's steps in order; each area's step is imported only when the demo runs."""
     from driftloop.monitoring.demo import step_drift
+    from driftloop.serving.demo import step_predictions
 
-    return [step_feedback, step_drift]
+    return [step_feedback, step_predictions, step_drift]
 
 
 def run(settings: Settings, console: Console) -> dict[str, Any]:

@@ -184,36 +184,47 @@ def run_loop(settings: Settings, *, progress: Progress = _noop, n_drift: int = 2
         progress("injecting drift: digits rotated by 90°")
         report.quality["drifted"] = traffic.send(
             digit_samples(n_drift, rotate=True, seed=12)).accuracy
-        event = _drift_event(settings, store, progress)
+        runs = RunStore(store)
+        known = {r.run_id for r in runs.runs("digits")}
+        event, on_kafka = _drift_event(settings, store, progress)
         t0 = time.monotonic()
-        progress("drift.detected → retrain-trigger")
         if trigger is not None:
+            progress("drift.detected → retrain-trigger")
             headers, body = ev.to_http_binary(event)
             answer = json.loads(trigger.handle("POST", "/", headers, body).body)
+            report.decision = answer["decision"]["explain"]
+            run_id = answer.get("run_id")
         else:
-            import httpx
+            if not on_kafka:
+                from driftloop.bus import make_producer, publish
 
-            headers, body = ev.to_http_binary(event)
-            answer = httpx.post(trigger_url or "", headers=headers, content=body,
-                                timeout=30).json()
-        report.decision = answer["decision"]["explain"]
-        run_id = answer.get("run_id")
+                producer = make_producer(settings)
+                try:
+                    publish(producer, topics.EVENTS, [event], key="digits")
+                finally:
+                    producer.close(timeout=5)
+            progress("drift.detected on driftloop.events → dispatcher → retrain-trigger")
+            run_id = _new_run(runs, known, timeout_s=30)
+            if run_id:
+                report.decision = "; ".join(
+                    f"{r['rule']}: {r['detail']}" for r in runs.get("digits", run_id).reasons)
         if not run_id:
-            progress(f"policy said no ({report.decision}); asking by hand instead")
+            progress(f"no run started ({report.decision or 'policy held it back'}); "
+                     "asking by hand instead")
             if trigger is not None:
-                answer = json.loads(trigger.handle("POST", "/", {"content-type":
-                                                  "application/json"},
-                                                  b'{"model": "digits"}').body)
+                answer = json.loads(trigger.handle(
+                    "POST", "/", {"content-type": "application/json"},
+                    b'{"model": "digits"}').body)
             else:
                 import httpx
 
                 answer = httpx.post(trigger_url or "", json={"model": "digits"},
                                     timeout=30).json()
             run_id = answer.get("run_id")
+            report.decision = answer["decision"]["explain"]
             if not run_id:
-                raise RuntimeError(f"no training run: {answer['decision']['explain']}")
+                raise RuntimeError(f"no training run: {report.decision}")
         progress(f"training run {run_id}")
-        runs = RunStore(store)
         run = _wait(lambda: (r := runs.get("digits", run_id)).status in ("succeeded", "failed")
                     and r, timeout_s, f"training run {run_id}")
         report.timings["trigger_to_trained_s"] = time.monotonic() - t0
@@ -269,9 +280,21 @@ def run_loop(settings: Settings, *, progress: Progress = _noop, n_drift: int = 2
             trigger.close()
 
 
-def _drift_event(settings: Settings, store: BlobStore, progress: Progress) -> ev.Event:
-    """drift-check's verdict on the current window (its own event), or one stating the shift
-    when the Pushgateway is not there to take drift-check's metrics."""
+def _new_run(runs: Any, known: set[str], timeout_s: float) -> str | None:
+    """The id of a run that appears in the run store, not in ``known``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        fresh = [r.run_id for r in runs.runs("digits") if r.run_id not in known]
+        if fresh:
+            return str(fresh[-1])
+        time.sleep(0.3)
+    return None
+
+
+def _drift_event(settings: Settings, store: BlobStore, progress: Progress
+                 ) -> tuple[ev.Event, bool]:
+    """drift-check's verdict on the current window (its own event, already on Kafka), or
+    one stating the shift when drift-check cannot run (no Pushgateway for its metrics)."""
     from driftloop.errors import DriftloopError
     from driftloop.monitoring.check import DriftCheckService
 
@@ -281,14 +304,14 @@ def _drift_event(settings: Settings, store: BlobStore, progress: Progress) -> ev
         verdict = result.get("verdict")
         progress(f"drift-check: {verdict}")
         if result.get("event"):
-            return _find_event(settings, result["event"]["id"])
+            return _find_event(settings, result["event"]["id"]), True
     except (DriftloopError, OSError) as e:
         progress(f"drift-check unavailable ({e}); stating the injected shift")
     finally:
         check.close()
     return ev.new_event(ev.DRIFT_DETECTED, "driftloop/demo",
                         {"model": "digits", "share_drifted": 1.0, "dataset_drift": True},
-                        datacontenttype=ev.JSON, model="digits")
+                        datacontenttype=ev.JSON, model="digits"), False
 
 
 def _find_event(settings: Settings, event_id: str) -> ev.Event:

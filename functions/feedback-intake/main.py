@@ -2,8 +2,9 @@
 
 A thin functions-framework handler over ``driftloop.intake``: it parses the request
 itself (functions-framework's cloud_event signature has no batch mode). The service
-(settings, validation models, Kafka producer) is built in a background thread at import,
-so health probes answer while the heavier libraries load; requests wait for it.
+(settings, validation models, Kafka producer) is built on the first request that needs
+it, so health probes answer before the heavier libraries are imported. (No thread at
+import: functions-framework imports this module before gunicorn forks its worker.)
 """
 
 from __future__ import annotations
@@ -19,41 +20,26 @@ if TYPE_CHECKING:
     from driftloop.intake import IntakeService
 
 _service: IntakeService | None = None
-_ready = threading.Event()
-
-
-
-def _build() -> None:
-    global _service
-    try:
-        from driftloop.intake import IntakeService
-        from driftloop.settings import Settings
-
-        built = IntakeService(Settings())
-        if _service is None:
-            _service = built
-            atexit.register(built.close)
-    finally:
-        _ready.set()
-
-
-threading.Thread(target=_build, name="intake-warmup", daemon=True).start()
+_lock = threading.Lock()
 
 
 def service() -> IntakeService:
     """The process's service; built once, from the environment."""
-    _ready.wait()
-    if _service is None:  # the warm-up failed: build here so the error surfaces
-        _build()
-    assert _service is not None
-    return _service
+    global _service
+    with _lock:
+        if _service is None:
+            from driftloop.intake import IntakeService
+            from driftloop.settings import Settings
+
+            _service = IntakeService(Settings())
+            atexit.register(_service.close)
+        return _service
 
 
 @functions_framework.http
 def intake(request: flask.Request) -> flask.Response:
-    if request.method == "GET" and request.path == "/healthz" and not _ready.is_set():
-        return flask.Response(b'{"status": "starting"}', status=200,
-                              content_type="application/json")
+    if request.method == "GET" and request.path == "/healthz":
+        return flask.Response(b'{"status": "ok"}', status=200, content_type="application/json")
     svc = service()
     limit = svc.settings.intake_max_body_bytes
     if request.content_length is not None and request.content_length > limit:

@@ -1,0 +1,72 @@
+"""A local stack with just the loop's parts, on free loopback ports (bench and tests).
+
+Kafka, MLServer (digits), Prometheus and Pushgateway, retrain-trigger, promote and the
+dispatcher — started by the same ``driftloop.local.stack.Stack`` as ``driftloop up``, in
+their own state folder, so nothing clashes with a stack already running on the defaults.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from driftloop.settings import Settings
+
+COMPONENTS = "kafka,mlserver,pushgateway,prometheus,retrain-trigger,promote,dispatcher"
+PORTS = ("KAFKA_PORT", "KAFKA_CONTROLLER_PORT", "INTAKE_PORT", "SERVING_HTTP_PORT",
+         "SERVING_GRPC_PORT", "SERVING_METRICS_PORT", "PROMETHEUS_PORT", "PUSHGATEWAY_PORT",
+         "ALERTMANAGER_PORT", "RETRAIN_PORT", "PROMOTE_PORT")
+
+
+def loop_env(state_dir: Path, **extra: str) -> dict[str, str]:
+    """``DRIFTLOOP_*`` variables for a loop-only stack on free ports."""
+    from driftloop.local.process import free_port
+
+    env = {f"DRIFTLOOP_{p}": str(free_port()) for p in PORTS}
+    env.update({
+        "DRIFTLOOP_STATE_DIR": str(state_dir),
+        "DRIFTLOOP_KAFKA_BOOTSTRAP": f"127.0.0.1:{env['DRIFTLOOP_KAFKA_PORT']}",
+        "DRIFTLOOP_BLOB_URL": (state_dir / "blobs").as_uri(),
+        "DRIFTLOOP_SERVING_MODELS": "digits",
+        "DRIFTLOOP_COMPONENTS": COMPONENTS,
+        "DRIFTLOOP_DRIFT_MIN_RECORDS": "30",
+        "DRIFTLOOP_ALERT_WEBHOOK_URL": f"http://127.0.0.1:{env['DRIFTLOOP_RETRAIN_PORT']}/",
+        # The stack's processes inherit the environment: none may point elsewhere.
+        "DRIFTLOOP_PROMETHEUS_URL": "", "DRIFTLOOP_PUSHGATEWAY_URL": "",
+        "DRIFTLOOP_SERVING_URL": "", "DRIFTLOOP_ALERTMANAGER_URL": "",
+    })
+    env.update(extra)
+    return env
+
+
+@contextmanager
+def loop_stack(state_dir: Path, **extra: str) -> Iterator[tuple[Settings, dict[str, Any]]]:
+    """Start the loop's stack; yield its settings and endpoints; stop it on exit.
+
+    The variables are set in this process's environment while the stack runs (the stack
+    passes its environment on to its children) and restored afterwards.
+    """
+    from driftloop.local.stack import Stack
+
+    env = loop_env(state_dir, **extra)
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    stack = None
+    try:
+        settings = Settings()
+        stack = Stack(settings)
+        stack.up()
+        endpoints = {s.name: s.endpoint for s in stack.status()}
+        yield settings.model_copy(update={"serving_url": endpoints["mlserver"],
+                                          "kafka_bootstrap": endpoints["kafka"]}), endpoints
+    finally:
+        if stack is not None:
+            stack.down()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
