@@ -33,6 +33,7 @@ def loop_env(state_dir: Path, **extra: str) -> dict[str, str]:
         "DRIFTLOOP_SERVING_MODELS": "digits",
         "DRIFTLOOP_COMPONENTS": COMPONENTS,
         "DRIFTLOOP_DRIFT_MIN_RECORDS": "30",
+        "DRIFTLOOP_SCRAPE_INTERVAL_S": "1",  # a short bake still sees several scrapes
         "DRIFTLOOP_ALERT_WEBHOOK_URL": f"http://127.0.0.1:{env['DRIFTLOOP_RETRAIN_PORT']}/",
         # The stack's processes inherit the environment: none may point elsewhere.
         "DRIFTLOOP_PROMETHEUS_URL": "", "DRIFTLOOP_PUSHGATEWAY_URL": "",

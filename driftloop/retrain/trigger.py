@@ -17,7 +17,6 @@ import logging
 import threading
 from collections.abc import Mapping
 from dataclasses import replace
-from datetime import datetime
 from typing import Any
 
 from driftloop import events as ev
@@ -59,6 +58,7 @@ class RetrainTrigger:
         self._feedback: dict[str, int] = {}
         self._backends: dict[str, Backend] = {}
         self._producer: Any = None
+        self._policies: dict[str, tuple[int, Policy]] = {}
 
     def close(self) -> None:
         if self._producer is not None:
@@ -137,7 +137,18 @@ class RetrainTrigger:
     # ------------------------------------------------------------ triggers
 
     def policy(self, model: str) -> Policy:
-        return load_policy(self.settings.policy_dir, model)
+        """The model's policy, re-read when its file changes (feedback calls this a lot)."""
+        path = self.settings.policy_dir / f"{model}.yaml"
+        try:
+            stamp = path.stat().st_mtime_ns
+        except OSError:
+            stamp = -1
+        hit = self._policies.get(model)
+        if hit is not None and hit[0] == stamp and stamp != -1:
+            return hit[1]
+        policy = load_policy(self.settings.policy_dir, model)
+        self._policies[model] = (stamp, policy)
+        return policy
 
     def on_feedback(self, model: str, n: int, *, absolute: bool = False) -> dict[str, Any]:
         """Count feedback; evaluate the policy once the volume rule could fire."""
@@ -306,11 +317,3 @@ class RetrainTrigger:
         publish(producer, topics.EVENTS, [event], key=run.model)
         return event
 
-
-def latest_run(runs: RunStore, model: str) -> Run | None:
-    found = runs.runs(model)
-    return found[-1] if found else None
-
-
-def at(iso_time: str) -> datetime:
-    return datetime.fromisoformat(iso_time.replace("Z", "+00:00"))

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from driftloop import topics
 from driftloop.settings import Settings
-from flink.jobs.common import flink_path, kafka_source_ddl, with_clause
+from flink.jobs.common import flink_path, kafka_source_ddl, value_in, with_clause
 from flink.transforms.archive import archive_line
 
 if TYPE_CHECKING:
@@ -33,10 +33,10 @@ def make_udtf() -> Any:
 
     @udtf(result_types=[DataTypes.STRING()] * 4)
     def dl_archive_line(
-        value: bytes | None, headers: Mapping[str, bytes] | None, ts: Any
+        value: str | None, headers: Mapping[str, bytes] | None, ts: Any
     ) -> Iterator[tuple[str, str, str, str]]:
         ms = int(ts.timestamp() * 1000) if ts is not None else 0
-        a = archive_line(value, headers, ms)
+        a = archive_line(value_in(value), headers, ms)
         yield a.line, a.model, a.date, a.dedup_key
 
     return dl_archive_line

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from driftloop import events, topics
 from driftloop.errors import DriftloopError
 from driftloop.settings import Settings
-from flink.jobs.common import kafka_sink_ddl, kafka_source_ddl
+from flink.jobs.common import kafka_sink_ddl, kafka_source_ddl, value_in, value_out
 from flink.transforms import join as logic
 
 if TYPE_CHECKING:
@@ -38,17 +38,17 @@ def parse(side: str, value: bytes | None, headers: dict[str, bytes] | None) -> t
             json.dumps(original)
 
 
-def to_row(out: logic.Output) -> tuple[bytes | None, bytes | None, dict[str, bytes], str]:
+def to_row(out: logic.Output) -> tuple[bytes | None, str | None, dict[str, bytes], str]:
     if out.kind == "labeled" and out.event is not None:
         rec = events.to_kafka(out.event, key=out.event.extensions.get("model"))
-        return rec.key, rec.value, dict(rec.headers), topics.LABELED
+        return rec.key, value_out(rec.value), dict(rec.headers), topics.LABELED
     fb = json.loads(out.raw or "{}")
     data = fb.get("data") if isinstance(fb.get("data"), dict) else {}
     rec = events.to_kafka(events.from_structured(fb), key=data.get("model"))
     h = dict(rec.headers)
     h["dl_reason"] = (out.reason or "unmatched").encode()[:4096]
     h["dl_source_topic"] = topics.FEEDBACK.encode()
-    return rec.key, rec.value, h, topics.DEADLETTER
+    return rec.key, value_out(rec.value), h, topics.DEADLETTER
 
 
 def add_pipeline(t_env: StreamTableEnvironment, stmt: StatementSet, settings: Settings) -> None:
@@ -68,7 +68,7 @@ def add_pipeline(t_env: StreamTableEnvironment, stmt: StatementSet, settings: Se
     keyed_type = Types.ROW([Types.STRING(), Types.STRING(), Types.STRING()])
     out_type = Types.ROW_NAMED(
         ["k", "v", "headers", "tp"],
-        [Types.PRIMITIVE_ARRAY(Types.BYTE()), Types.PRIMITIVE_ARRAY(Types.BYTE()),
+        [Types.PRIMITIVE_ARRAY(Types.BYTE()), Types.STRING(),
          Types.MAP(Types.STRING(), Types.PRIMITIVE_ARRAY(Types.BYTE())), Types.STRING()],
     )
 
@@ -90,7 +90,7 @@ def add_pipeline(t_env: StreamTableEnvironment, stmt: StatementSet, settings: Se
                 h["dl_reason"] = side.encode()[:4096]
                 h["dl_source_topic"] = (topics.PREDICTIONS if "prediction" in side
                                         else topics.FEEDBACK).encode()
-                yield Row(None, original["value"].encode("latin-1"), h, topics.DEADLETTER)
+                yield Row(None, original["value"], h, topics.DEADLETTER)
                 return
             raw = self.state.value()
             state = json.loads(raw) if raw else logic.empty_state()
@@ -122,7 +122,7 @@ def add_pipeline(t_env: StreamTableEnvironment, stmt: StatementSet, settings: Se
 
     ds = (
         t_env.to_data_stream(both)
-        .map(lambda r: Row(*parse(r[0], r[1], r[2])), output_type=keyed_type)
+        .map(lambda r: Row(*parse(r[0], value_in(r[1]), r[2])), output_type=keyed_type)
         .name("parse")
         .uid("join-parse")
         .key_by(lambda r: r[0], key_type=Types.STRING())

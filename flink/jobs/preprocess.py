@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from driftloop import topics
 from driftloop.settings import Settings
-from flink.jobs.common import kafka_sink_ddl, kafka_source_ddl
+from flink.jobs.common import kafka_sink_ddl, kafka_source_ddl, value_in, value_out
 from flink.transforms.audio import AudioConfig
 from flink.transforms.image import ImageConfig
 from flink.transforms.records import PreprocessConfig, process_kafka_record
@@ -76,9 +76,10 @@ def make_udtf(settings: Settings) -> Any:
             return self.offload(key, body)
 
         def eval(
-            self, modality: str, value: bytes | None, headers: Mapping[str, bytes] | None
-        ) -> Iterator[tuple[bytes | None, bytes | None, dict[str, bytes], str]]:
+            self, modality: str, text: str | None, headers: Mapping[str, bytes] | None
+        ) -> Iterator[tuple[bytes | None, str | None, dict[str, bytes], str]]:
             source = topics.raw(modality)
+            value = value_in(text)
             try:
                 out = process_kafka_record(
                     value, headers, modality=modality, source_topic=source,
@@ -89,13 +90,13 @@ def make_udtf(settings: Settings) -> Any:
                 hdrs = dict(headers or {})
                 hdrs["dl_reason"] = f"internal: {type(e).__name__}: {e}".encode()[:4096]
                 hdrs["dl_source_topic"] = source.encode()
-                yield None, value, hdrs, topics.DEADLETTER
+                yield None, text, hdrs, topics.DEADLETTER
                 return
-            yield out.key, out.value, dict(out.headers), out.topic
+            yield out.key, value_out(out.value), dict(out.headers), out.topic
 
     return udtf(
         Preprocess(),
-        result_types=[DataTypes.BYTES(), DataTypes.BYTES(),
+        result_types=[DataTypes.BYTES(), DataTypes.STRING(),
                       DataTypes.MAP(DataTypes.STRING(), DataTypes.BYTES()), DataTypes.STRING()],
     )
 

@@ -219,3 +219,34 @@ def test_promote_and_rollback_by_hand(loop_env, kafka):
     types = [e.type for e in kafka.read_events(topics.EVENTS)
              if isinstance(e.data, dict) and e.data.get("version") == v2.version]
     assert ev.MODEL_PROMOTED in types and ev.MODEL_ROLLEDBACK in types
+
+
+def test_bake_interrupted_by_a_restart_resumes_and_rolls_back_without_evidence(loop_env, kafka):
+    """The promote function died mid-bake; the next process resumes it from the blob store.
+    No labeled challenger traffic arrived, so the guard cannot vouch for it: rollback."""
+    import time as _time
+
+    from driftloop.policy import load_policy
+    from driftloop.promotion.service import Promotion
+    from driftloop.retrain.state import iso, now_utc
+
+    policy = load_policy(loop_env.settings.policy_dir, "digits")
+    v2 = train_model(loop_env.settings, policy, run_id="resume-run", store=loop_env.store,
+                     emit=False)
+    first = loop_env.promoter()
+    first.start_canary(policy, "digits", v2.version, "1")
+    first.save(Promotion("digits", v2.version, "1", "canary", iso(now_utc()),
+                         canary_started_ms=int((_time.time() - 60) * 1000)))
+    first.close()  # the process is gone; its state is not
+
+    restarted = loop_env.promoter()
+    assert restarted.resume() == [("digits", v2.version)]
+    final = restarted.wait("digits", v2.version, timeout_s=60)
+    assert final is not None and final.phase == "rolledback"
+    assert "needs 15" in final.reason
+    assert loop_env.registry.alias("digits", "champion") == "1"
+    assert loop_env.registry.alias("digits", "challenger") is None
+    from driftloop.promotion.routing import load
+
+    assert load(loop_env.store, "digits").weights == {}  # all traffic back on the champion
+    restarted.close()

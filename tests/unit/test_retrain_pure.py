@@ -61,3 +61,17 @@ def test_kubernetes_job_manifest(tmp_path: Path) -> None:
     assert c["envFrom"] == [{"configMapRef": {"name": "driftloop-settings"}},
                             {"secretRef": {"name": "driftloop-s3"}}]
     assert "env" not in c
+
+
+def test_kubernetes_job_manifest_matches_the_upstream_schema(tmp_path: Path) -> None:
+    """Against batch/v1 Job from the schema index make setup builds (the cluster's own)."""
+    from driftloop.manifests import DEFAULT_CACHE, Schemas, validate_documents
+
+    schemas = Schemas(DEFAULT_CACHE / "schemas" / "index")
+    doc = render_job(Settings(state_dir=tmp_path), TrainingRequest("digits", "r-1", {}))
+    report = validate_documents([doc], schemas)
+    assert report.ok, report.errors
+    assert report.kinds == {"batch/v1/Job": 1}
+    doc["spec"]["template"]["spec"]["containers"][0]["args"] = "--model digits"
+    assert [e.field for e in validate_documents([doc], schemas).errors] == [
+        "spec.template.spec.containers[0].args"]
