@@ -64,6 +64,17 @@ def route(event: Event, kafka_timestamp_ms: int | None) -> tuple[str, date] | Po
     return str(model), day
 
 
+def is_committed(key: str) -> bool:
+    """False for in-progress files of a writer (names starting with '.' or '_', the
+    Hadoop/Flink convention for hidden part files): readers skip them."""
+    return not key.rsplit("/", 1)[-1].startswith((".", "_"))
+
+
+def archived_keys(store: BlobStore, prefix: str) -> list[str]:
+    """The committed archive files under ``prefix``."""
+    return [k for k in store.list(prefix) if is_committed(k)]
+
+
 def event_key(event: Event) -> str:
     """The idempotency key: CloudEvents define (source, id) as unique."""
     return f"{event.source}\x1f{event.id}"
@@ -86,7 +97,7 @@ class SeenIndex:
     def _load(self, kind: str, model: str) -> set[str]:
         oldest = (datetime.now(UTC).date() - timedelta(days=self.dedup_days)).isoformat()
         seen: set[str] = set()
-        for k in self.store.list(f"{kind}/model={model}/"):
+        for k in archived_keys(self.store, f"{kind}/model={model}/"):
             part = k.split("/")[2] if k.count("/") >= 3 else ""
             if not part.startswith("date=") or part[5:] < oldest:
                 continue

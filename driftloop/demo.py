@@ -20,7 +20,9 @@ from rich.table import Table
 
 from driftloop import events as ev
 from driftloop import topics
+from driftloop.archive import archived_keys
 from driftloop.blob import open_store
+from driftloop.errors import BadRequest
 from driftloop.settings import Settings
 
 
@@ -99,7 +101,7 @@ def step_feedback(ctx: DemoContext, n: int = 300) -> None:
         while time.monotonic() < deadline:
             archived = sum(
                 line.count(f'"source":"{source}"'.encode())
-                for k in store.list("feedback/")
+                for k in archived_keys(store, "feedback/")
                 for line in [store.get(k)]
             )
             if archived >= accepted:
@@ -115,12 +117,61 @@ def step_feedback(ctx: DemoContext, n: int = 300) -> None:
                                "archived": archived}
 
 
+def step_preprocess(ctx: DemoContext) -> None:
+    """Raw audio and images flow through Flink's preprocess into model-ready records."""
+    if "flink" not in ctx.endpoints:
+        ctx.console.print("flink is not part of the stack (run make setup); skipped")
+        return
+    from driftloop.commands.flink import send_samples
+
+    started = time.monotonic()
+    with ctx.console.status("raw inputs → Flink preprocess → driftloop.preprocessed.*"):
+        send_samples(audio=4, images=4, wait_s=180.0)
+    ctx.summary["preprocess"] = {"inputs": 8, "seconds": round(time.monotonic() - started, 1)}
+
+
+def step_labeled(ctx: DemoContext) -> None:
+    """Flink joins each prediction with its feedback: labeled records with their quality."""
+    predictions = {p["id"]: p for p in ctx.summary.get("predictions", [])}
+    if "flink" not in ctx.endpoints or not predictions:
+        ctx.console.print("needs flink and the predictions step; skipped")
+        return
+    from kafka import KafkaConsumer
+
+    consumer = KafkaConsumer(topics.LABELED, bootstrap_servers=ctx.endpoints["kafka"],
+                             group_id=None, auto_offset_reset="earliest",
+                             isolation_level="read_committed", enable_auto_commit=False)
+    found: dict[str, Any] = {}
+    deadline = time.monotonic() + 120
+    try:
+        with ctx.console.status("waiting for driftloop.labeled"):
+            while len(found) < len(predictions) and time.monotonic() < deadline:
+                for recs in consumer.poll(timeout_ms=500).values():
+                    for r in recs:
+                        try:
+                            e = ev.from_kafka(r.value, r.headers, r.key)
+                        except BadRequest:
+                            continue
+                        pid = e.data.get("prediction_id") if isinstance(e.data, dict) else None
+                        if pid in predictions:
+                            found[pid] = e.data
+    finally:
+        consumer.close()
+    table = Table("model", "prediction id", "quality (from the join)")
+    for pid, p in predictions.items():
+        data = found.get(pid)
+        q = "-" if data is None else json.dumps(data.get("quality"))
+        table.add_row(p["model"], pid, q)
+    ctx.console.print(table)
+    ctx.summary["labeled"] = {"expected": len(predictions), "joined": len(found)}
+
+
 def steps() -> list[Callable[[DemoContext], None]]:
     """The demo's steps in order; each area's step is imported only when the demo runs."""
     from driftloop.monitoring.demo import step_drift
     from driftloop.serving.demo import step_predictions
 
-    return [step_feedback, step_predictions, step_drift]
+    return [step_feedback, step_preprocess, step_predictions, step_labeled, step_drift]
 
 
 def run(settings: Settings, console: Console) -> dict[str, Any]:

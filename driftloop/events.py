@@ -37,6 +37,8 @@ from driftloop.naming import SAFE_NAME_RULE, is_safe_segment
 SPECVERSION = "1.0"
 
 INPUT = "io.driftloop.input.v1"
+PREPROCESSED = "io.driftloop.preprocessed.v1"
+LABELED = "io.driftloop.labeled.v1"
 PREDICTION = "io.driftloop.prediction.v1"
 FEEDBACK = "io.driftloop.feedback.v1"
 DRIFT_DETECTED = "io.driftloop.drift.detected.v1"

@@ -124,7 +124,9 @@ class Settings(BaseSettings):
     )
     flink_image_width: int = Field(224, ge=1, description="Width images are letterboxed to.")
     flink_image_height: int = Field(224, ge=1, description="Height images are letterboxed to.")
-    flink_image_mode: str = Field("RGB", description="Colour mode of preprocessed images: RGB or L.")
+    flink_image_mode: str = Field(
+        "RGB", description="Colour mode of preprocessed images: RGB or L."
+    )
     flink_max_input_bytes: int = Field(
         8 * 1024 * 1024, ge=1, description="Largest raw input accepted by preprocess."
     )

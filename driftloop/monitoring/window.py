@@ -20,8 +20,6 @@ from driftloop import events as ev
 from driftloop.errors import BadRequest, DriftloopError, Unavailable
 from driftloop.settings import Settings
 
-PREPROCESSED = "io.driftloop.preprocessed.v1"
-LABELED = "io.driftloop.labeled.v1"
 OUTPUT_PREFIX = "output."
 
 

@@ -52,9 +52,12 @@ def read_labeled(store: BlobStore, model: str, *, until: str | None = None) -> l
 
     ``until`` (an RFC 3339 time) leaves out newer records, so a run's data is fixed.
     """
+    from driftloop.archive import archived_keys
+
     prefix = f"labeled/model={safe_segment(model, field='model')}/"
     seen: dict[str, LabeledRecord] = {}
-    for key in store.list(prefix):
+    for key in archived_keys(store, prefix):  # committed files only (Flink's in-progress
+        # part files start with '.' or '_')
         for doc in _records_of(store.get(key)):
             rec = to_record(doc)
             if rec is None or rec.key in seen:

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from driftloop import events, topics
 from driftloop.errors import BadRequest, DriftloopError, Unavailable
+from driftloop.events import PREPROCESSED
 from driftloop.naming import is_safe_segment
 
 if TYPE_CHECKING:
@@ -32,7 +33,6 @@ if TYPE_CHECKING:
     from driftloop.settings import Settings
 
 log = logging.getLogger(__name__)
-PREPROCESSED = "io.driftloop.preprocessed.v1"
 SOURCE = "driftloop/serving/stream"
 
 

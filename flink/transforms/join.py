@@ -17,8 +17,8 @@ from typing import Any
 
 from driftloop import events, quality
 from driftloop.errors import DriftloopError
+from driftloop.events import LABELED
 
-LABELED = "io.driftloop.labeled.v1"
 SOURCE = "driftloop/flink/join"
 
 PREDICTION = "p"

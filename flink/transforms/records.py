@@ -17,12 +17,12 @@ from typing import Any
 from driftloop import events
 from driftloop.blob import partition_key
 from driftloop.errors import DriftloopError
+from driftloop.events import PREPROCESSED
 from driftloop.naming import is_safe_segment
 from flink.transforms import Rejected
 from flink.transforms.audio import AudioConfig, encode_wav16, preprocess_audio
 from flink.transforms.image import ImageConfig, encode_png, preprocess_image
 
-PREPROCESSED = "io.driftloop.preprocessed.v1"
 SOURCE = "driftloop/flink/preprocess"
 
 Offload = Callable[[str, bytes], str]

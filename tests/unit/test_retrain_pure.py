@@ -26,6 +26,8 @@ def test_labeled_records_are_deduplicated_ordered_and_bounded(tmp_path: Path) ->
               "\n".join([line(5), line(1), "not json", line(3, truth=None)]).encode())
     store.put("labeled/model=digits/date=2026-11-28/a.jsonl",
               "\n".join([line(1), line(2), line(9)]).encode())
+    store.put("labeled/model=digits/date=2026-11-28/.part-0-1.inprogress",
+              line(7).encode())  # an uncommitted part file: not read
     recs = read_labeled(store, "digits")
     assert [r.data["prediction_id"] for r in recs] == ["p1", "p2", "p5", "p9"]
     bounded = read_labeled(store, "digits", until="2026-11-28T10:00:05Z")
