@@ -10,6 +10,12 @@ import pkgutil
 from pathlib import Path
 
 _fixtures = Path(__file__).parent / "fixtures"
+# The shared services first: other fixture modules import them.
+_FIRST = ("kafka", "s3")
 pytest_plugins = [
-    f"tests.fixtures.{m.name}" for m in pkgutil.iter_modules([str(_fixtures)]) if not m.ispkg
+    f"tests.fixtures.{name}"
+    for name in sorted(
+        (m.name for m in pkgutil.iter_modules([str(_fixtures)]) if not m.ispkg),
+        key=lambda n: (n not in _FIRST, _FIRST.index(n) if n in _FIRST else 0, n),
+    )
 ]

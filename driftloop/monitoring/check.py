@@ -35,12 +35,11 @@ from driftloop import topics
 from driftloop.blob import BlobStore, open_store
 from driftloop.drift import DriftConfig, DriftInputError, ReferenceProfile, detect
 from driftloop.errors import BadRequest, DriftloopError, FieldError, NotFound
+from driftloop.events import LABELED, PREPROCESSED
 from driftloop.monitoring import metrics
 from driftloop.monitoring.profiles import load_profile
 from driftloop.monitoring.quality import QualityStat, aggregate
 from driftloop.monitoring.window import (
-    LABELED,
-    PREPROCESSED,
     TopicWindow,
     columns,
     feature_rows,

@@ -17,10 +17,10 @@ from driftloop import events as ev
 from driftloop import topics
 from driftloop.bus import make_producer, publish
 from driftloop.drift import build_profile, detect
+from driftloop.events import PREPROCESSED
 from driftloop.monitoring.check import DriftCheckService
 from driftloop.monitoring.profiles import load_profile, save_profile
 from driftloop.monitoring.prom import PrometheusClient
-from driftloop.monitoring.window import PREPROCESSED
 from driftloop.quality import MODELS
 from driftloop.registry import Registry
 

@@ -21,9 +21,9 @@ from scipy.io import wavfile
 
 from driftloop import bus, events, topics
 from driftloop.blob import open_store
+from driftloop.events import PREPROCESSED
 from driftloop.local.components.flink import settings_env
 from driftloop.settings import PROJECT_ROOT
-from flink.transforms.records import PREPROCESSED
 from tests.fixtures.flink import JOIN_WINDOW_S, FlinkApp, read_events, wait_for
 
 pytestmark = pytest.mark.integration

@@ -23,9 +23,9 @@ from driftloop import topics
 from driftloop.blob import open_store
 from driftloop.bus import make_producer, publish
 from driftloop.drift import build_profile
+from driftloop.events import LABELED, PREPROCESSED
 from driftloop.monitoring.check import DriftCheckService
 from driftloop.monitoring.profiles import save_profile
-from driftloop.monitoring.window import LABELED, PREPROCESSED
 from driftloop.registry import Registry
 from driftloop.settings import PROJECT_ROOT, Settings
 

@@ -16,9 +16,10 @@ import pytest
 
 from driftloop import bus, events, topics
 from driftloop.blob import open_store
+from driftloop.events import PREPROCESSED
 from driftloop.serving.batch import run_batch
 from driftloop.serving.models import digits
-from driftloop.serving.stream import PREPROCESSED, StreamPredictor
+from driftloop.serving.stream import StreamPredictor
 from tests.fixtures.serving import LINES, astronaut_png, digit_png, render_text_png
 
 pytestmark = pytest.mark.integration

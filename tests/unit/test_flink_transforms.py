@@ -14,6 +14,7 @@ from PIL import Image
 from scipy.io import wavfile
 
 from driftloop import events
+from driftloop.events import PREPROCESSED
 from flink.transforms import Rejected
 from flink.transforms.audio import (
     AudioConfig,
@@ -26,7 +27,6 @@ from flink.transforms.audio import (
 )
 from flink.transforms.image import ImageConfig, encode_png, preprocess_image
 from flink.transforms.records import (
-    PREPROCESSED,
     PreprocessConfig,
     preprocess_event,
     process_kafka_record,

@@ -9,8 +9,9 @@ import pytest
 from driftloop import events
 from driftloop.blob import FileStore
 from driftloop.errors import BadRequest
+from driftloop.events import PREPROCESSED
 from driftloop.serving.batch import plan, prediction_id
-from driftloop.serving.stream import PREPROCESSED, parse_record, prediction_event
+from driftloop.serving.stream import parse_record, prediction_event
 from driftloop.serving.v2 import Prediction
 
 
