@@ -169,9 +169,11 @@ def step_labeled(ctx: DemoContext) -> None:
 def steps() -> list[Callable[[DemoContext], None]]:
     """The demo's steps in order; each area's step is imported only when the demo runs."""
     from driftloop.monitoring.demo import step_drift
+    from driftloop.retrain.demo import demo_loop
     from driftloop.serving.demo import step_predictions
 
-    return [step_feedback, step_preprocess, step_predictions, step_labeled, step_drift]
+    return [step_feedback, step_preprocess, step_predictions, step_labeled, step_drift,
+            demo_loop]
 
 
 def run(settings: Settings, console: Console) -> dict[str, Any]:

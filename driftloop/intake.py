@@ -106,6 +106,10 @@ class IntakeService:
         self._lock = threading.Lock()
         self._openapi: bytes | None = None
 
+    @property
+    def max_body_bytes(self) -> int:
+        return self.settings.intake_max_body_bytes
+
     # ------------------------------------------------------------------ Kafka
 
     def _default_producer(self) -> KafkaProducer:

@@ -96,7 +96,8 @@ class KafkaBroker:
         cluster_id = _kafka_uuid()
         try:
             subprocess.run(
-                self._java("kafka.tools.StorageTool", "format", "-t", cluster_id,
+                # "--cluster-id=<id>": a random id may start with '-'.
+                self._java("kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}",
                            "-c", str(self.config_path), "--ignore-formatted"),
                 check=True, capture_output=True, timeout=120,
             )

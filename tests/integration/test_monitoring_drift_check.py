@@ -51,7 +51,7 @@ def env(
     )
     app = functions_framework.create_app(target="drift_check", source=str(SOURCE))
     service = DriftCheckService(settings)
-    sys.modules["main"]._service = service
+    sys.modules["main"].host.bind(service)
     client = httpx.Client(transport=httpx.WSGITransport(app=app), base_url="http://drift-check")
     producer = make_producer(settings)
     yield {

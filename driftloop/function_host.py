@@ -1,0 +1,68 @@
+"""The functions-framework side of every driftloop function.
+
+A function's ``main.py`` is one line over this: ``FunctionHost`` builds its service
+(``handle(method, path, headers, body) -> Response``) on the first request that needs
+it, from ``Settings()``, so health probes answer before the heavier libraries
+(pydantic models, Kafka clients, numpy) are imported. No thread is started at import:
+functions-framework imports the module before gunicorn forks its worker.
+
+Only the standard library and Flask are imported here, to keep cold starts short.
+"""
+
+from __future__ import annotations
+
+import atexit
+import importlib
+import threading
+from typing import Any
+
+import flask
+
+HEALTH_PATHS = ("/healthz", "/readyz")
+DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
+
+
+class FunctionHost:
+    """One lazily built service per process behind a functions-framework HTTP handler."""
+
+    def __init__(self, factory: str, *, start: str | None = None) -> None:
+        """``factory`` is ``"package.module:Name"``, called with the process's Settings;
+        ``start`` names a method to call once it is built (e.g. to resume work)."""
+        self.factory = factory
+        self.start = start
+        self._service: Any = None
+        self._lock = threading.Lock()
+
+    def service(self) -> Any:
+        with self._lock:
+            if self._service is None:
+                from driftloop.settings import Settings
+
+                module_name, _, name = self.factory.partition(":")
+                cls = getattr(importlib.import_module(module_name), name)
+                self._service = cls(Settings())
+                if self.start:
+                    getattr(self._service, self.start)()
+                if hasattr(self._service, "close"):
+                    atexit.register(self._service.close)
+            return self._service
+
+    def bind(self, service: Any) -> None:
+        """Use ``service`` instead of building one (in-process tests)."""
+        with self._lock:
+            self._service = service
+
+    def __call__(self, request: flask.Request) -> flask.Response:
+        if request.method == "GET" and request.path in HEALTH_PATHS:
+            return flask.Response(b'{"status": "ok"}', status=200,
+                                  content_type="application/json")
+        svc = self.service()
+        limit = int(getattr(svc, "max_body_bytes", DEFAULT_MAX_BODY_BYTES))
+        if request.content_length is not None and request.content_length > limit:
+            body = b""  # the service refuses on the declared length, nothing is read
+        elif request.content_length is None:
+            body = request.stream.read(limit + 1)  # chunked: one byte past the limit tells
+        else:
+            body = request.get_data(cache=False)
+        result = svc.handle(request.method, request.path, dict(request.headers), body)
+        return flask.Response(result.body, status=result.status, headers=dict(result.headers))
