@@ -1,10 +1,12 @@
-"""Traffic weights between a model's versions, and the local router that honours them.
+"""Traffic weights between a model's versions.
 
 On Kubernetes the weights are a Seldon Core v2 ``Experiment`` (``experiment_manifest``).
 Locally they are one record in the blob store, ``models/<model>/routing.json``
-(``{"weights": {"<version>": w, ...}, "champion": v}``), written atomically; ``Router``
-reads it (cached for ``ttl_s``) and sends each request to the champion's endpoint or a
-version's endpoint (``/v2/models/<m>/versions/<v>/infer``), sticky per request id.
+(``{"weights": {"<version>": w, ...}, "champion": v}``), and the challenger's share is
+handed to the model server (``Registry.set_challenger_weight``): the champion's public
+endpoint answers that share of requests with the challenger, chosen by the request id
+(``canary_point``, the same split ``pick`` describes), so every client takes part in the
+canary, not only those that route themselves.
 """
 
 from __future__ import annotations
@@ -71,6 +73,18 @@ def load(store: BlobStore, model: str) -> Routing | None:
         return None
 
 
+def challenger_share(routing: Routing) -> int:
+    """The percentage of the champion endpoint's requests the other version answers."""
+    others = [w for v, w in routing.weights.items() if v != routing.champion]
+    return round(100 * sum(others))
+
+
+def canary_point(request_id: str) -> float:
+    """A request id's fixed point in [0, 1): the same id always falls on the same side of
+    a canary split (used by the router and by the model server alike)."""
+    return int.from_bytes(hashlib.sha256(request_id.encode()).digest()[:8], "big") / 2**64
+
+
 def pick(routing: Routing | None, request_id: str) -> str | None:
     """The version that serves ``request_id`` (None: the champion's endpoint).
 
@@ -79,7 +93,7 @@ def pick(routing: Routing | None, request_id: str) -> str | None:
     """
     if routing is None or not routing.weights:
         return None
-    h = int.from_bytes(hashlib.sha256(request_id.encode()).digest()[:8], "big") / 2**64
+    h = canary_point(request_id)
     acc = 0.0
     chosen = None
     for version, w in sorted(routing.weights.items(), key=lambda kv: int(kv[0])
@@ -109,7 +123,7 @@ def experiment_manifest(model: str, routing: Routing, *, namespace: str = "drift
 
 
 class Router:
-    """A V2 client that splits traffic by the routing record (the local Experiment)."""
+    """A V2 client for a model's public endpoint that also reads the routing record."""
 
     def __init__(self, store: BlobStore, base_url: str, *, ttl_s: float = 0.5,
                  timeout_s: float = 60.0) -> None:
@@ -132,6 +146,5 @@ class Router:
         return r
 
     def infer_tensor(self, model: str, values: Any, *, request_id: str, **kw: Any) -> Any:
-        version = pick(self.routing(model), request_id)
-        return self.client.infer_tensor(model, values, version=version, request_id=request_id,
-                                        **kw)
+        """Through the public endpoint: the server applies the canary split by request id."""
+        return self.client.infer_tensor(model, values, request_id=request_id, **kw)

@@ -207,6 +207,7 @@ class PromotionService:
         if policy.promotion.routing == "seldon":
             self._apply_experiment(r)
         routing.save(self.store, r)
+        self.registry.set_challenger_weight(r.model, routing.challenger_share(r))
         self.reload(r.model)
 
     def _apply_experiment(self, r: routing.Routing) -> None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import atexit
 import os
-import random
 import threading
 import time
 from pathlib import Path
@@ -29,6 +28,7 @@ from prometheus_client import REGISTRY, Counter, Histogram
 from driftloop import events
 from driftloop.blob import open_store
 from driftloop.errors import DriftloopError
+from driftloop.promotion.routing import canary_point
 from driftloop.quality import MODELS
 from driftloop.registry import DEPLOY_SETTINGS, Registry
 from driftloop.serving import models, v2
@@ -108,9 +108,13 @@ class DriftloopRuntime(MLModel):
         self._emitter = emitter(self._dl_settings)
         return True
 
-    def _pick(self) -> tuple[str, models.Model]:
-        """The version that answers this request (the challenger for its canary share)."""
-        if self._canary is not None and random.random() < self._canary[2]:
+    def _pick(self, request_id: str) -> tuple[str, models.Model]:
+        """The version that answers this request: the challenger for its canary share.
+
+        The split hashes the request id, so a retried request lands on the same version
+        and the share matches the weight over many requests.
+        """
+        if self._canary is not None and canary_point(request_id) < self._canary[2]:
             return self._canary[0], self._canary[1]
         return self.registry_version, self._model
 
@@ -128,7 +132,7 @@ class DriftloopRuntime(MLModel):
         headers = (payload.parameters.headers if payload.parameters else None) or {}
         pid = v2.request_id(headers, payload.id)
         payload.id = pid
-        version, model = self._pick()
+        version, model = self._pick(pid)
         # Labels and events name the model family: on Seldon Core v2 the server-side name
         # is the Model resource's (``digits-2``), not the model's.
         labels = {"model": self.family, "version": version}
