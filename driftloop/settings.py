@@ -289,6 +289,25 @@ class Settings(BaseSettings):
     def _absolute_state_dir(cls, v: Path) -> Path:
         return v.expanduser().resolve()
 
+    def to_env(self) -> dict[str, str]:
+        """The explicitly set fields as ``DRIFTLOOP_*`` variables: what a child process of
+        the local stack needs to build the same settings. (Passed through the environment,
+        never on a command line, since it may carry credentials.)"""
+        out: dict[str, str] = {}
+        for name in self.model_fields_set:
+            value = getattr(self, name)
+            if value is not None:
+                out[f"DRIFTLOOP_{name.upper()}"] = str(value)
+        return out
+
+    @classmethod
+    def from_env(cls, env: dict[str, str]) -> Settings:
+        """Settings from a mapping of ``DRIFTLOOP_*`` variables (other keys are ignored);
+        the mapping wins over the process environment."""
+        prefix = "DRIFTLOOP_"
+        values = {k[len(prefix):].lower(): v for k, v in env.items() if k.startswith(prefix)}
+        return cls(**values)
+
     @property
     def resolved_blob_url(self) -> str:
         """The blob URL with the embedded default applied."""

@@ -113,7 +113,9 @@ class Stack:
         if spec.prepare is not None:
             spec.prepare()
         started = time.monotonic()
-        proc = spawn(spec.argv, log_path=log_path, env=spec.env, cwd=spec.cwd)
+        # Children build the same settings: everything set explicitly, then the spec's own.
+        env = {**self.settings.to_env(), **spec.env}
+        proc = spawn(spec.argv, log_path=log_path, env=env, cwd=spec.cwd)
         record = {"name": spec.name, "pid": proc.pid, "endpoint": spec.endpoint,
                   "log": str(log_path), **dict(spec.extra)}
         try:

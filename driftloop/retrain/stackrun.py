@@ -7,7 +7,6 @@ their own state folder, so nothing clashes with a stack already running on the d
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -47,27 +46,17 @@ def loop_env(state_dir: Path, **extra: str) -> dict[str, str]:
 def loop_stack(state_dir: Path, **extra: str) -> Iterator[tuple[Settings, dict[str, Any]]]:
     """Start the loop's stack; yield its settings and endpoints; stop it on exit.
 
-    The variables are set in this process's environment while the stack runs (the stack
-    passes its environment on to its children) and restored afterwards.
+    The stack hands its settings to every process it starts, so nothing here touches
+    this process's environment.
     """
     from driftloop.local.stack import Stack
 
-    env = loop_env(state_dir, **extra)
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    stack = None
+    settings = Settings.from_env(loop_env(state_dir, **extra))
+    stack = Stack(settings)
     try:
-        settings = Settings()
-        stack = Stack(settings)
         stack.up()
         endpoints = {s.name: s.endpoint for s in stack.status()}
         yield settings.model_copy(update={"serving_url": endpoints["mlserver"],
                                           "kafka_bootstrap": endpoints["kafka"]}), endpoints
     finally:
-        if stack is not None:
-            stack.down()
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+        stack.down()

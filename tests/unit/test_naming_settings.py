@@ -68,3 +68,14 @@ def test_settings_reject_bad_values(monkeypatch):
 def test_every_setting_is_documented():
     missing = [n for n, f in Settings.model_fields.items() if not f.description]
     assert missing == []
+
+
+def test_settings_round_trip_through_child_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("DRIFTLOOP_KAFKA_PORT", "19999")
+    s = Settings(state_dir=tmp_path, intake_tokens="t1")
+    env = s.to_env()
+    assert env["DRIFTLOOP_KAFKA_PORT"] == "19999"
+    assert env["DRIFTLOOP_STATE_DIR"] == str(tmp_path)
+    monkeypatch.delenv("DRIFTLOOP_KAFKA_PORT")
+    back = Settings.from_env({**env, "PATH": "/bin"})
+    assert (back.kafka_port, back.state_dir, back.intake_token_set) == (19999, tmp_path, {"t1"})
