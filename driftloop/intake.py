@@ -19,11 +19,9 @@ Rules:
 from __future__ import annotations
 
 import hmac
-import json
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +38,7 @@ from driftloop.errors import (
     Unavailable,
     ValidationFailed,
 )
+from driftloop.http import Response, error_response
 
 if TYPE_CHECKING:
     from kafka import KafkaProducer
@@ -47,18 +46,6 @@ if TYPE_CHECKING:
     from driftloop.settings import Settings
 
 OPENAPI_PATH = Path(__file__).resolve().parent / "openapi" / "feedback-intake.json"
-
-
-@dataclass(frozen=True)
-class Response:
-    status: int
-    body: bytes
-    headers: Mapping[str, str] = field(default_factory=dict)
-
-    @classmethod
-    def json(cls, status: int, obj: Any, headers: Mapping[str, str] | None = None) -> Response:
-        return cls(status, json.dumps(obj).encode(),
-                   {"content-type": "application/json", **(headers or {})})
 
 
 class IntakeMetrics:
@@ -303,15 +290,3 @@ def _json_ct(content_type: str) -> bool:
 
 def _not_allowed() -> Response:
     return Response.json(405, {"error": "method_not_allowed", "message": "method not allowed"})
-
-
-def error_response(e: DriftloopError) -> Response:
-    """The one place a ``DriftloopError`` becomes an HTTP answer."""
-    headers: dict[str, str] = {}
-    if isinstance(e, Unavailable):
-        headers["retry-after"] = str(e.retry_after_s)
-    if isinstance(e, Unauthorized):
-        headers["www-authenticate"] = 'Bearer realm="driftloop"'
-    return Response.json(e.status, e.to_dict(), headers)
-
-

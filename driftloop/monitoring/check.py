@@ -36,6 +36,7 @@ from driftloop.blob import BlobStore, open_store
 from driftloop.drift import DriftConfig, DriftInputError, ReferenceProfile, detect
 from driftloop.errors import BadRequest, DriftloopError, FieldError, NotFound
 from driftloop.events import LABELED, PREPROCESSED
+from driftloop.http import Response, error_response
 from driftloop.monitoring import metrics
 from driftloop.monitoring.profiles import load_profile
 from driftloop.monitoring.quality import QualityStat, aggregate
@@ -58,25 +59,6 @@ WINDOW_TRIGGERS = frozenset({ev.PREDICTION, LABELED, PREPROCESSED})
 
 class EmptyWindow(BadRequest):
     reason = "empty_window"
-
-
-@dataclass(frozen=True)
-class Response:
-    status: int
-    body: bytes
-    headers: Mapping[str, str] = field(default_factory=lambda: {"content-type": "application/json"})
-
-    @classmethod
-    def json(cls, status: int, obj: Any) -> Response:
-        return cls(status, json.dumps(obj, allow_nan=False, default=str).encode())
-
-
-def error_response(e: DriftloopError) -> Response:
-    headers = {"content-type": "application/json"}
-    retry = getattr(e, "retry_after_s", None)
-    if retry is not None:
-        headers["retry-after"] = str(retry)
-    return Response(e.status, json.dumps(e.to_dict()).encode(), headers)
 
 
 def _input_error(e: DriftInputError) -> BadRequest:

@@ -22,13 +22,13 @@ from driftloop import events as ev
 from driftloop import topics
 from driftloop.blob import BlobStore, open_store
 from driftloop.errors import BadRequest, DriftloopError, FieldError, NotFound, Unavailable
+from driftloop.http import Response, error_response
 from driftloop.naming import is_safe_segment, safe_segment
 from driftloop.policy import Policy, load_policy
 from driftloop.promotion import routing
 from driftloop.promotion.gate import GateResult, run_gate
 from driftloop.promotion.guard import GuardVerdict, Observer, judge
 from driftloop.registry import Registry
-from driftloop.retrain.http import Response, error_response
 from driftloop.retrain.state import iso, now_utc
 from driftloop.settings import Settings
 

@@ -23,10 +23,10 @@ from driftloop import events as ev
 from driftloop import topics
 from driftloop.blob import BlobStore, open_store
 from driftloop.errors import BadRequest, DriftloopError, FieldError, NotFound, Unavailable
+from driftloop.http import Response, error_response
 from driftloop.naming import is_safe_segment
 from driftloop.policy import Decision, Policy, Signals, decide, load_policy, policy_models
 from driftloop.retrain.backends import Backend, TrainingRequest, backend_for
-from driftloop.retrain.http import Response, error_response
 from driftloop.retrain.state import Run, RunStore, iso, new_run_id, now_utc
 from driftloop.settings import Settings
 
