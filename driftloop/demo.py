@@ -172,8 +172,40 @@ def steps() -> list[Callable[[DemoContext], None]]:
     from driftloop.retrain.demo import demo_loop
     from driftloop.serving.demo import step_predictions
 
-    return [step_feedback, step_preprocess, step_predictions, step_labeled, step_drift,
-            demo_loop]
+    # The loop runs before the drift-alert step: that step's alert also reaches
+    # retrain-trigger, and the policy's cooldown would then hold the loop's trigger back.
+    return [step_feedback, step_preprocess, step_predictions, step_labeled, demo_loop,
+            step_drift]
+
+
+def print_summary(ctx: DemoContext) -> None:
+    """What flowed where, in one table at the end."""
+    s = ctx.summary
+    table = Table("step", "result")
+    if fb := s.get("feedback"):
+        table.add_row("feedback", f"{fb['accepted']}/{fb['posted']} accepted, "
+                      f"{fb['kafka']} in Kafka, {fb['archived']} archived")
+    if pre := s.get("preprocess"):
+        table.add_row("preprocess", f"{pre['inputs']} raw inputs preprocessed by Flink "
+                      f"in {pre['seconds']} s")
+    for p in s.get("predictions", []):
+        table.add_row(f"predict {p['model']}", f"v{p['version']} quality "
+                      f"{p['quality']:.3f}, feedback {p['feedback_status']}")
+    if lab := s.get("labeled"):
+        table.add_row("join", f"{lab['joined']}/{lab['expected']} predictions labeled")
+    if loop := s.get("loop"):
+        q = loop.get("quality") or {}
+        quality = ", ".join(f"{k} {v:.3f}" for k, v in q.items() if isinstance(v, float))
+        timings = ", ".join(f"{k} {v:.1f}" for k, v in (loop.get("timings") or {}).items()
+                            if isinstance(v, float))
+        table.add_row("loop", f"v{loop.get('champion_before')} → v{loop.get('new_version')} "
+                      f"({loop.get('phase')}); accuracy {quality}; seconds: {timings}")
+    if drift := s.get("drift"):
+        table.add_row("drift alert", f"{drift['model']} share drifted "
+                      f"{drift['share_before']:.0%} → {drift['share_after']:.0%}, alert "
+                      f"{drift['alert']}, report {drift['report']}")
+    ctx.console.rule("summary")
+    ctx.console.print(table)
 
 
 def run(settings: Settings, console: Console) -> dict[str, Any]:
@@ -192,4 +224,5 @@ def run(settings: Settings, console: Console) -> dict[str, Any]:
     for step in steps():
         console.rule(step.__doc__.splitlines()[0] if step.__doc__ else step.__name__)
         step(ctx)
+    print_summary(ctx)
     return ctx.summary

@@ -98,9 +98,13 @@ def step_drift(ctx: DemoContext, n: int = 300, model: str = DEMO_MODEL) -> None:
         )
         _publish(settings, model, _rows(rng, n, shifted=True))
         after = service.check(model, version)
+        console.print(
+            f"{model} v{version}, {n} shifted inputs: share drifted "
+            f"{after['verdict']['share_drifted']:.0%}"
+        )
         for name, f in after["verdict"]["features"].items():
             console.print(
-                f"  {name:16s} {f['statistic']:12s} {f['value']:.3f} "
+                f"  {name:16s} {f['statistic']:12s} {f['value']:.3g} "
                 f"(threshold {f['threshold']}) {'DRIFT' if f['drifted'] else ''}"
             )
         prom = PrometheusClient(settings.resolved_prometheus_url)
