@@ -27,8 +27,10 @@ from driftloop.registry import Registry
 if TYPE_CHECKING:
     from driftloop.demo import DemoContext
 
-DEMO_MODEL = "digits"
-# Image features of the digits model: mean and spread in the reference, and the injected shift
+# The face detector: its version has no trained reference profile (digits' does, over its
+# outputs), and it has no retrain policy, so the alert this step fires is shown, not acted on.
+DEMO_MODEL = "faces"
+# Image features of the model: mean and spread in the reference, and the injected shift
 # (brighter, lower-contrast, blurrier inputs, e.g. a camera change).
 FEATURES = {
     "brightness_mean": (0.30, 0.05, 2.0),
