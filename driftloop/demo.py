@@ -19,7 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from driftloop import events as ev
-from driftloop import topics
+from driftloop import quality, topics
 from driftloop.archive import archived_keys
 from driftloop.blob import open_store
 from driftloop.errors import BadRequest
@@ -189,17 +189,18 @@ def print_summary(ctx: DemoContext) -> None:
         table.add_row("preprocess", f"{pre['inputs']} raw inputs preprocessed by Flink "
                       f"in {pre['seconds']} s")
     for p in s.get("predictions", []):
-        table.add_row(f"predict {p['model']}", f"v{p['version']} quality "
+        metric = quality.spec(p["model"]).metric
+        table.add_row(f"predict {p['model']}", f"v{p['version']} {metric} "
                       f"{p['quality']:.3f}, feedback {p['feedback_status']}")
     if lab := s.get("labeled"):
         table.add_row("join", f"{lab['joined']}/{lab['expected']} predictions labeled")
     if loop := s.get("loop"):
         q = loop.get("quality") or {}
-        quality = ", ".join(f"{k} {v:.3f}" for k, v in q.items() if isinstance(v, float))
+        accuracy = ", ".join(f"{k} {v:.3f}" for k, v in q.items() if isinstance(v, float))
         timings = ", ".join(f"{k} {v:.1f}" for k, v in (loop.get("timings") or {}).items()
                             if isinstance(v, float))
         table.add_row("loop", f"v{loop.get('champion_before')} → v{loop.get('new_version')} "
-                      f"({loop.get('phase')}); accuracy {quality}; seconds: {timings}")
+                      f"({loop.get('phase')}); accuracy {accuracy}; seconds: {timings}")
     if drift := s.get("drift"):
         table.add_row("drift alert", f"{drift['model']} share drifted "
                       f"{drift['share_before']:.0%} → {drift['share_after']:.0%}, alert "
