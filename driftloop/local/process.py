@@ -41,6 +41,16 @@ def tcp_open(host: str, port: int, timeout_s: float = 0.5) -> bool:
         return False
 
 
+def http_ok(url: str, timeout_s: float = 1.0) -> bool:
+    """True when a GET of ``url`` answers 200 (health and readiness probes)."""
+    import httpx
+
+    try:
+        return httpx.get(url, timeout=timeout_s).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
 def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

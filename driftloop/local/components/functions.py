@@ -5,10 +5,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import httpx
-
 from driftloop.local.components import ComponentSpec
 from driftloop.local.components.kafka import broker_for
+from driftloop.local.process import http_ok
 from driftloop.settings import PROJECT_ROOT, Settings
 
 FUNCTIONS_DIR = PROJECT_ROOT / "functions"
@@ -27,13 +26,6 @@ def child_env(settings: Settings) -> dict[str, str]:
         "DRIFTLOOP_BLOB_URL": settings.resolved_blob_url,
         "PYTHONUNBUFFERED": "1",
     }
-
-
-def http_ok(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=1.0).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 def function_spec(

@@ -6,21 +6,12 @@ when the binaries are not installed the stack runs without them.
 
 from __future__ import annotations
 
-import httpx
-
 from driftloop.local.components import ComponentSpec
+from driftloop.local.process import http_ok
 from driftloop.monitoring import config
 from driftloop.settings import Settings
 
 ORDER = 20
-
-
-def http_ready(url: str) -> bool:
-    """True when ``url`` answers 200 (the /-/ready endpoints of all three servers)."""
-    try:
-        return httpx.get(url, timeout=1.0).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 def components(settings: Settings) -> list[ComponentSpec]:
@@ -41,7 +32,7 @@ def components(settings: Settings) -> list[ComponentSpec]:
             argv=config.pushgateway_argv(files, settings.pushgateway_port),
             order=ORDER,
             endpoint=push,
-            health=lambda: http_ready(f"{push}/-/ready"),
+            health=lambda: http_ok(f"{push}/-/ready"),
             ports=(settings.pushgateway_port,),
             start_timeout_s=30,
             prepare=prepare,
@@ -52,7 +43,7 @@ def components(settings: Settings) -> list[ComponentSpec]:
             argv=config.alertmanager_argv(files, settings.alertmanager_port),
             order=ORDER,
             endpoint=alerts,
-            health=lambda: http_ready(f"{alerts}/-/ready"),
+            health=lambda: http_ok(f"{alerts}/-/ready"),
             ports=(settings.alertmanager_port,),
             start_timeout_s=30,
             prepare=prepare,
@@ -63,7 +54,7 @@ def components(settings: Settings) -> list[ComponentSpec]:
             argv=config.prometheus_argv(files, settings.prometheus_port),
             order=ORDER,
             endpoint=prom,
-            health=lambda: http_ready(f"{prom}/-/ready"),
+            health=lambda: http_ok(f"{prom}/-/ready"),
             ports=(settings.prometheus_port,),
             start_timeout_s=60,
             prepare=prepare,
