@@ -21,7 +21,7 @@ from typing import Any, Literal
 from driftloop import events as ev
 from driftloop import topics
 from driftloop.blob import BlobStore, open_store
-from driftloop.errors import BadRequest, DriftloopError, FieldError, NotFound, Unavailable
+from driftloop.errors import BadRequest, DriftloopError, FieldError, NotFound
 from driftloop.http import Response, error_response
 from driftloop.naming import is_safe_segment, safe_segment
 from driftloop.policy import Policy, load_policy
@@ -211,14 +211,9 @@ class PromotionService:
         self.reload(r.model)
 
     def _apply_experiment(self, r: routing.Routing) -> None:
-        try:
-            from kubernetes import client, config
-        except ImportError as e:
-            raise Unavailable("seldon routing needs the 'kubernetes' package") from e
-        try:
-            config.load_incluster_config()
-        except config.ConfigException:
-            config.load_kube_config()
+        from driftloop.kube import kube_client
+
+        client = kube_client("seldon routing")
         body = routing.experiment_manifest(r.model, r, namespace=self.settings.k8s_namespace)
         api = client.CustomObjectsApi()
         args = ("mlops.seldon.io", "v1alpha1", self.settings.k8s_namespace, "experiments")

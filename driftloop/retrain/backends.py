@@ -138,14 +138,9 @@ class KubernetesBackend:
         self.settings = settings
 
     def start(self, request: TrainingRequest) -> str:
-        try:
-            from kubernetes import client, config
-        except ImportError as e:
-            raise Unavailable("the kubernetes backend needs the 'kubernetes' package") from e
-        try:
-            config.load_incluster_config()
-        except config.ConfigException:
-            config.load_kube_config()
+        from driftloop.kube import kube_client
+
+        client = kube_client("the kubernetes backend")
         body = render_job(self.settings, request)
         client.BatchV1Api().create_namespaced_job(self.settings.k8s_namespace, body)
         return f"job/{body['metadata']['name']}"
