@@ -61,6 +61,20 @@ class NotFound(DriftloopError):
     reason = "not_found"
 
 
+class Conflict(DriftloopError):
+    """A conditional write lost to another writer (the caller re-reads and decides again)."""
+
+    status = 409
+    reason = "conflict"
+
+
+class Conflict(DriftloopError):
+    """The request clashes with work in progress (one promotion per model at a time)."""
+
+    status = 409
+    reason = "conflict"
+
+
 class PayloadTooLarge(DriftloopError):
     status = 413
     reason = "payload_too_large"
