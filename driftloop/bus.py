@@ -149,6 +149,21 @@ def ensure_topics(
         admin.close()
 
 
+DL_VALUE_BYTES = "dl_value_bytes"
+"""Size of the original value when the dead letter carries only its head (truncated)."""
+DL_VALUE_SHA256 = "dl_value_sha256"
+DL_TRUNCATED_HEADERS = "dl_truncated_headers"
+DL_OWN = frozenset({
+    DL_REASON, DL_SOURCE_TOPIC, DL_SOURCE_PARTITION, DL_SOURCE_OFFSET,
+    DL_VALUE_BYTES, DL_VALUE_SHA256, DL_TRUNCATED_HEADERS,
+})
+"""The headers ``dead_letter`` writes; others (``dl_sink``…) are kept as they come."""
+DEAD_LETTER_MAX_VALUE_BYTES = 256 * 1024
+DEAD_LETTER_MAX_HEADER_BYTES = 8 * 1024
+DEAD_LETTER_MAX_HEADERS_TOTAL = 128 * 1024
+"""Bounds that keep a dead letter far below the producer's 1 MiB ``max_request_size``."""
+
+
 def dead_letter(
     producer: KafkaProducer,
     *,
@@ -159,13 +174,42 @@ def dead_letter(
     key: bytes | None = None,
     partition: int | None = None,
     offset: int | None = None,
+    max_value_bytes: int = DEAD_LETTER_MAX_VALUE_BYTES,
+    topic: str = topic_names.DEADLETTER,
 ) -> FutureRecordMetadata:
-    """Park a record that cannot be processed on the dead-letter topic, with the reason."""
-    h = [(k, v) for k, v in (headers or []) if not k.startswith("dl_")]
+    """Park a record that cannot be processed on the dead-letter topic, with the reason.
+
+    A dead letter cannot fail on size: a value over ``max_value_bytes`` is cut to its head
+    (``dl_value_bytes`` and ``dl_value_sha256`` name the original, the source topic,
+    partition and offset point at it), oversized header values are cut likewise.
+    """
+    import hashlib
+
+    h: list[tuple[str, bytes]] = []
+    cut: list[str] = []
+    total = 0
+    for k, v in headers or []:
+        if k in DL_OWN:
+            continue
+        v = v or b""
+        if len(v) > DEAD_LETTER_MAX_HEADER_BYTES or total + len(v) > DEAD_LETTER_MAX_HEADERS_TOTAL:
+            room = max(0, DEAD_LETTER_MAX_HEADERS_TOTAL - total)
+            v = v[: min(DEAD_LETTER_MAX_HEADER_BYTES, room)]
+            cut.append(k[:200])
+        total += len(k) + len(v)
+        h.append((k, v))
     h.append((DL_REASON, reason.encode()[:4096]))
-    h.append((DL_SOURCE_TOPIC, source_topic.encode()))
+    h.append((DL_SOURCE_TOPIC, source_topic.encode()[:1024]))
     if partition is not None:
         h.append((DL_SOURCE_PARTITION, str(partition).encode()))
     if offset is not None:
         h.append((DL_SOURCE_OFFSET, str(offset).encode()))
-    return producer.send(topic_names.DEADLETTER, key=key, value=value, headers=h)
+    if value is not None and len(value) > max_value_bytes:
+        h.append((DL_VALUE_BYTES, str(len(value)).encode()))
+        h.append((DL_VALUE_SHA256, hashlib.sha256(value).hexdigest().encode()))
+        value = value[:max_value_bytes]
+    if cut:
+        h.append((DL_TRUNCATED_HEADERS, ",".join(cut).encode()[:4096]))
+    if key is not None and len(key) > DEAD_LETTER_MAX_HEADER_BYTES:
+        key = key[:DEAD_LETTER_MAX_HEADER_BYTES]
+    return producer.send(topic, key=key, value=value, headers=h)

@@ -251,6 +251,15 @@ class Settings(BaseSettings):
     dispatcher_timeout_s: float = Field(
         30.0, gt=0, description="HTTP timeout per delivery when a source sets no delivery.timeout."
     )
+    dispatcher_metrics_port: int = Field(
+        8093, ge=0, le=65535,
+        description="Prometheus /metrics port of the local dispatcher (0: not served).",
+    )
+    dead_letter_max_value_bytes: int = Field(
+        256 * 1024, ge=1024, le=768 * 1024,
+        description="Largest value a dead letter carries; a longer one keeps its head, its size, "
+        "its sha256 and its source topic/partition/offset.",
+    )
 
     # --- retraining (policy, training, promotion) ---
     policy_dir: Path = Field(

@@ -20,7 +20,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -119,6 +119,9 @@ class Route:
     """Where a subscriber's reply event goes (a trigger's broker topic); None: dropped."""
     initial_offset: str = "earliest"
     """Where a new consumer group starts: ``earliest`` or ``latest`` (KafkaSource spec)."""
+    dead_letters_invalid: bool = True
+    """Whether this route dead-letters records that are not CloudEvents. Of the Triggers
+    on one broker topic only one does, so such a record is dead-lettered once."""
 
 
 @dataclass(frozen=True)
@@ -246,6 +249,26 @@ def build_eventing(
             )
         )
     return Eventing(tuple(routes), tuple(pings), sinks)
+
+
+def invalid_record_owners(routes: Sequence[Route]) -> set[str]:
+    """Routes that dead-letter records that are not CloudEvents: every direct route, and
+    per broker source (same topics) one Trigger route, the first with a dead-letter sink.
+
+    On a cluster the broker's ingress refuses such records; locally every Trigger reads the
+    topic, and each would dead-letter the same record once more.
+    """
+    owners: set[str] = set()
+    groups: dict[tuple[str, tuple[str, ...]], list[Route]] = {}
+    for r in routes:
+        if r.broker is None:
+            owners.add(r.name)
+        else:
+            groups.setdefault((r.broker, r.topics), []).append(r)
+    for members in groups.values():
+        with_sink = [r for r in members if r.delivery.dead_letter]
+        owners.add((with_sink or members)[0].name)
+    return owners
 
 
 def load_eventing(directory: Path) -> Eventing:
@@ -407,8 +430,57 @@ class Deliverer:
                 raise _Stopped
 
 
+class DispatcherMetrics:
+    """The dispatcher's own Prometheus metrics (per route), in a registry of its own."""
+
+    def __init__(self) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge
+
+        self.registry = CollectorRegistry()
+        self.delivered = Counter(
+            "driftloop_dispatcher_delivered",
+            "Records delivered with a 2xx.",
+            ["route"],
+            registry=self.registry,
+        )
+        self.dead_lettered = Counter(
+            "driftloop_dispatcher_dead_lettered",
+            "Records parked on a dead-letter topic.",
+            ["route"],
+            registry=self.registry,
+        )
+        self.truncated = Counter(
+            "driftloop_dispatcher_dead_letters_truncated",
+            "Dead letters whose value was cut to DRIFTLOOP_DEAD_LETTER_MAX_VALUE_BYTES.",
+            ["route"],
+            registry=self.registry,
+        )
+        self.errors = Counter(
+            "driftloop_dispatcher_errors",
+            "Failures of the dispatcher itself (Kafka reads, replies, dead letters).",
+            ["route"],
+            registry=self.registry,
+        )
+        self.route_up = Gauge(
+            "driftloop_dispatcher_route_up",
+            "1 while a route makes progress, 0 while it fails and retries.",
+            ["route"],
+            registry=self.registry,
+        )
+
+
+RECORD_ATTEMPTS = 3
+"""Tries of a reply or a dead letter before the record is parked by reference only."""
+MAX_ROUTE_BACKOFF_S = 30.0
+
+
 class RouteWorker(threading.Thread):
-    """One consumer group per route: poll, filter, deliver in partition order, commit."""
+    """One consumer group per route: poll, filter, deliver in partition order, commit.
+
+    A route never dies on one record: a reply or dead letter that cannot be written is
+    retried, then the record is parked by reference (no value); a failure of Kafka itself
+    makes the route wait and re-read from its committed offsets, marked failing meanwhile.
+    """
 
     def __init__(
         self,
@@ -418,15 +490,67 @@ class RouteWorker(threading.Thread):
         producer: KafkaProducer,
         dead_letter_topics: Mapping[str, str],
         stop: threading.Event,
+        metrics: DispatcherMetrics | None = None,
     ) -> None:
         super().__init__(name=f"route-{route.name}", daemon=True)
         self.route, self.url, self.settings = route, url, settings
         self.producer, self.dead_letter_topics, self.stop = producer, dead_letter_topics, stop
+        self.metrics = metrics or DispatcherMetrics()
         self.delivered = 0
         self.dead_lettered = 0
+        self.truncated = 0
+        self.errors = 0
+        self.failing = False
+        self.last_error: str | None = None
         self.error: BaseException | None = None
+        """Set only if the thread itself ended on an error it could not survive."""
+        self.metrics.route_up.labels(route.name).set(1)
+
+    def state(self) -> dict[str, Any]:
+        """What the heartbeat shows of this route."""
+        return {
+            "name": self.route.name,
+            "delivered": self.delivered,
+            "dead_lettered": self.dead_lettered,
+            "dead_letters_truncated": self.truncated,
+            "errors": self.errors,
+            "failing": self.failing or not self.is_alive(),
+            "last_error": self.last_error,
+        }
+
+    def _failed(self, what: str, e: BaseException) -> None:
+        self.errors += 1
+        self.failing = True
+        self.last_error = f"{what}: {type(e).__name__}: {e}"[:500]
+        self.metrics.errors.labels(self.route.name).inc()
+        self.metrics.route_up.labels(self.route.name).set(0)
+
+    def _progressed(self) -> None:
+        if self.failing:
+            self.failing = False
+            self.metrics.route_up.labels(self.route.name).set(1)
 
     def run(self) -> None:
+        failures = 0
+        try:
+            while not self.stop.is_set():
+                try:
+                    self._consume()
+                    return
+                except _Stopped:
+                    return
+                except Exception as e:
+                    failures += 1
+                    self._failed("route", e)
+                    log.exception("route %s failed; retrying from its offsets", self.route.name)
+                    wait = min(MAX_ROUTE_BACKOFF_S, 0.5 * 2 ** min(failures, 8))
+                    if self.stop.wait(wait):
+                        return
+        except BaseException as e:  # pragma: no cover - interpreter shutdown and the like
+            self.error = e
+            raise
+
+    def _consume(self) -> None:
         from driftloop import bus
 
         consumer: KafkaConsumer | None = None
@@ -448,16 +572,12 @@ class RouteWorker(threading.Thread):
                     for tp, records in batch.items():
                         for rec in records:
                             self._handle(rec, deliverer)
+                            self._progressed()
                             done[tp] = rec.offset + 1
                             self._commit(consumer, {tp: done[tp]}, sync=False)
                 finally:
                     if done:  # the batch's progress is durable before the next poll
                         self._commit(consumer, done, sync=True)
-        except _Stopped:
-            pass
-        except BaseException as e:
-            self.error = e
-            log.exception("route %s failed", self.route.name)
         finally:
             deliverer.close()
             if consumer is not None:
@@ -496,32 +616,81 @@ class RouteWorker(threading.Thread):
         try:
             http, body, attrs = record_to_http(rec.value, rec.headers)
         except EventingError as e:
-            self._dead_letter(rec, f"{self.route.name}: {e}")
+            if self.route.dead_letters_invalid:
+                self._park(rec, f"{self.route.name}: {e}")
             return
         if not matches(self.route.filter, attrs):
             return
         outcome = deliverer.deliver(self.url, http, body, self.route.delivery)
         if outcome.delivered:
             self.delivered += 1
+            self.metrics.delivered.labels(self.route.name).inc()
             if self.route.reply_topic and outcome.reply is not None:
                 reply = reply_to_kafka(*outcome.reply)
                 if reply is not None:
-                    self.producer.send(
-                        self.route.reply_topic, value=reply[1], headers=reply[0]
-                    ).get(30)
+                    try:
+                        self._retrying(lambda: self._send_reply(reply), "reply")
+                    except _Stopped:
+                        raise
+                    except Exception as e:
+                        self._park(
+                            rec,
+                            f"delivered to {self.route.sink} ({self.route.name}) but its reply "
+                            f"could not be published to {self.route.reply_topic}: "
+                            f"{type(e).__name__}: {e}",
+                        )
             return
-        self._dead_letter(
+        self._park(
             rec,
             f"delivery to {self.route.sink} ({self.route.name}) failed after "
             f"{outcome.attempts} attempt(s): {outcome.reason}",
             knative_error=(self.url, outcome.status),
         )
 
-    def _dead_letter(
+    def _send_reply(self, reply: tuple[list[tuple[str, bytes]], bytes]) -> None:
+        assert self.route.reply_topic is not None
+        self.producer.send(self.route.reply_topic, value=reply[1], headers=reply[0]).get(30)
+
+    def _retrying(self, action: Callable[[], None], what: str) -> None:
+        """``action`` up to RECORD_ATTEMPTS times with a short backoff; the last error raises."""
+        for attempt in range(1, RECORD_ATTEMPTS + 1):
+            try:
+                action()
+                return
+            except Exception as e:
+                self._failed(what, e)
+                log.warning("route %s: %s failed (attempt %d): %s", self.route.name, what,
+                            attempt, e)
+                if attempt == RECORD_ATTEMPTS:
+                    raise
+                if self.stop.wait(0.5 * 2 ** (attempt - 1)):
+                    raise _Stopped from e
+
+    def _park(
         self, rec: Any, reason: str, knative_error: tuple[str, int | None] | None = None
     ) -> None:
+        """Dead-letter the record; if even that fails, dead-letter it by reference only."""
+        try:
+            self._retrying(lambda: self._dead_letter(rec, reason, knative_error), "dead letter")
+        except _Stopped:
+            raise
+        except Exception as e:
+            self._dead_letter(
+                rec, f"{reason} (value dropped: {type(e).__name__}: {e})", knative_error,
+                by_reference=True,
+            )
+
+    def _dead_letter(
+        self,
+        rec: Any,
+        reason: str,
+        knative_error: tuple[str, int | None] | None = None,
+        *,
+        by_reference: bool = False,
+    ) -> None:
         """Park the record with its reason; a failed delivery also carries the
-        ``knativeerrordest``/``knativeerrorcode`` extensions Knative adds on a cluster."""
+        ``knativeerrordest``/``knativeerrorcode`` extensions Knative adds on a cluster.
+        A value over ``dead_letter_max_value_bytes`` is cut (see ``bus.dead_letter``)."""
         from driftloop import bus
 
         name = self.route.delivery.dead_letter
@@ -536,28 +705,34 @@ class RouteWorker(threading.Thread):
             return
         topic = self.dead_letter_topics.get(name, topic_names.DEADLETTER)
         headers = [(k, v or b"") for k, v in rec.headers]
+        if by_reference:
+            headers = [(k, v) for k, v in headers if k.startswith("ce_") and len(v) <= 1024]
         headers.append(("dl_sink", self.route.sink.encode()))
         if knative_error is not None and any(k == "ce_specversion" for k, _ in headers):
             dest, code = knative_error
             headers.append(("ce_knativeerrordest", dest.encode()))
             if code is not None:
                 headers.append(("ce_knativeerrorcode", str(code).encode()))
-        if topic == topic_names.DEADLETTER:
-            fut = bus.dead_letter(
-                self.producer,
-                reason=reason,
-                source_topic=rec.topic,
-                value=rec.value,
-                headers=headers,
-                key=rec.key,
-                partition=rec.partition,
-                offset=rec.offset,
-            )
-        else:
-            headers += [(bus.DL_REASON, reason.encode()), (bus.DL_SOURCE_TOPIC, rec.topic.encode())]
-            fut = self.producer.send(topic, key=rec.key, value=rec.value, headers=headers)
+        limit = self.settings.dead_letter_max_value_bytes
+        value = None if by_reference else rec.value
+        fut = bus.dead_letter(
+            self.producer,
+            reason=reason,
+            source_topic=rec.topic,
+            value=value,
+            headers=headers,
+            key=rec.key,
+            partition=rec.partition,
+            offset=rec.offset,
+            max_value_bytes=limit,
+            topic=topic,
+        )
         fut.get(timeout=30)
         self.dead_lettered += 1
+        self.metrics.dead_lettered.labels(self.route.name).inc()
+        if value is not None and len(value) > limit:
+            self.truncated += 1
+            self.metrics.truncated.labels(self.route.name).inc()
         log.warning("dead-lettered %s/%d@%d: %s", rec.topic, rec.partition, rec.offset, reason)
 
 
@@ -627,6 +802,7 @@ class Dispatcher:
         self.routes: list[RouteWorker] = []
         self.pings: PingWorker | None = None
         self.skipped: list[str] = []
+        self.metrics = DispatcherMetrics()
         self._producer: KafkaProducer | None = None
 
     def plan(self) -> dict[str, Any]:
@@ -658,21 +834,25 @@ class Dispatcher:
         from driftloop import bus
 
         self._producer = bus.make_producer(self.settings)
+        routes = []
         for r in self.eventing.routes:
-            url = self.endpoints.get(r.sink)
-            if url is None:
+            if r.sink not in self.endpoints:
                 self.skipped.append(r.name)
                 log.warning(
                     "route %s: no local endpoint for %s; its records wait in Kafka", r.name, r.sink
                 )
                 continue
+            routes.append(r)
+        owners = invalid_record_owners(routes)
+        for r in routes:
             w = RouteWorker(
-                r,
-                url,
+                replace(r, dead_letters_invalid=r.name in owners),
+                self.endpoints[r.sink],
                 self.settings,
                 self._producer,
                 self.eventing.dead_letter_topics,
                 self.stop_event,
+                self.metrics,
             )
             w.start()
             self.routes.append(w)
@@ -693,7 +873,16 @@ class Dispatcher:
             self._producer = None
 
     def failed(self) -> list[str]:
-        return [f"{w.route.name}: {w.error}" for w in self.routes if w.error is not None]
+        """Routes that fail right now (retrying) or whose worker ended: the dispatcher is
+        unhealthy while this is not empty, and says why."""
+        return [
+            f"{w.route.name}: {w.last_error or w.error or 'worker ended'}"
+            for w in self.routes
+            if w.failing or (not w.is_alive() and not self.stop_event.is_set())
+        ]
+
+    def states(self) -> list[dict[str, Any]]:
+        return [w.state() for w in self.routes]
 
 
 def heartbeat_path(state_dir: Path) -> Path:
@@ -724,22 +913,36 @@ def _main(argv: list[str] | None = None) -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
+    if settings.dispatcher_metrics_port:
+        from prometheus_client import start_http_server
+
+        try:
+            start_http_server(
+                settings.dispatcher_metrics_port,
+                addr="127.0.0.1",
+                registry=dispatcher.metrics.registry,
+            )
+        except OSError as e:  # deliveries matter more than the metrics; the log says why
+            log.error("metrics port %d: %s", settings.dispatcher_metrics_port, e)
     dispatcher.start()
     beat = heartbeat_path(settings.state_dir)
     beat.parent.mkdir(parents=True, exist_ok=True)
+    reported: list[str] = []
     try:
         while not stop.is_set():
+            failed = dispatcher.failed()
             plan = dispatcher.plan() | {
                 "skipped": dispatcher.skipped,
-                "failed": dispatcher.failed(),
+                "failed": failed,
+                "route_states": dispatcher.states(),
                 "updated": time.time(),
             }
             tmp = beat.with_suffix(".tmp")
             tmp.write_text(json.dumps(plan))
             tmp.replace(beat)
-            if dispatcher.failed():
-                log.error("route failed: %s", dispatcher.failed())
-                return 1
+            if failed and failed != reported:  # routes retry on their own; the beat says so
+                log.error("routes failing: %s", failed)
+            reported = failed
             stop.wait(1.0)
     finally:
         dispatcher.stop()

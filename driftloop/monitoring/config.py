@@ -75,6 +75,11 @@ def render_prometheus(settings: Settings, rules_file: Path) -> str:
         serving_targets=_targets([f"127.0.0.1:{settings.serving_metrics_port}"]),
         flink_targets=_targets(_csv(settings.flink_metrics_targets)),
         function_targets=_targets(_csv(settings.function_metrics_targets)),
+        dispatcher_targets=_targets(
+            [f"127.0.0.1:{settings.dispatcher_metrics_port}"]
+            if settings.dispatcher_metrics_port
+            else []
+        ),
     )
 
 

@@ -17,7 +17,7 @@ from driftloop.settings import Settings
 COMPONENTS = "kafka,mlserver,pushgateway,prometheus,retrain-trigger,promote,dispatcher"
 PORTS = ("KAFKA_PORT", "KAFKA_CONTROLLER_PORT", "INTAKE_PORT", "SERVING_HTTP_PORT",
          "SERVING_GRPC_PORT", "SERVING_METRICS_PORT", "PROMETHEUS_PORT", "PUSHGATEWAY_PORT",
-         "ALERTMANAGER_PORT", "RETRAIN_PORT", "PROMOTE_PORT")
+         "ALERTMANAGER_PORT", "RETRAIN_PORT", "PROMOTE_PORT", "DISPATCHER_METRICS_PORT")
 
 
 def loop_env(state_dir: Path, **extra: str) -> dict[str, str]:

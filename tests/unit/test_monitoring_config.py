@@ -22,6 +22,11 @@ ALERTS = {
     "DriftloopQualityLow",
     "DriftloopDriftDetected",
     "DriftloopFeedbackVolumeAnomaly",
+    "DriftloopTargetDown",
+    "DriftloopFeedbackIntakeDown",
+    "DriftloopModelServersDown",
+    "DriftloopDispatcherRouteFailing",
+    "DriftloopDriftCheckStale",
 }
 
 
@@ -84,6 +89,9 @@ def test_rendered_configs_pass_promtool_and_amtool(tmp_path: Path) -> None:
     prom = yaml.safe_load(files.prometheus.read_text())
     jobs = {j["job_name"]: j for j in prom["scrape_configs"]}
     assert {"pushgateway", "feedback-intake", "mlserver", "flink", "functions"} <= set(jobs)
+    assert jobs["dispatcher"]["static_configs"][0]["targets"] == [
+        f"127.0.0.1:{settings.dispatcher_metrics_port}"
+    ]
     assert jobs["pushgateway"]["honor_labels"] is True
     assert jobs["flink"]["static_configs"][0]["targets"] == ["127.0.0.1:9249", "127.0.0.1:9250"]
     am = yaml.safe_load(files.alertmanager.read_text())

@@ -16,7 +16,8 @@ HEARTBEAT_STALE_S = 10.0
 
 
 def _healthy(settings: Settings) -> bool:
-    """The dispatcher rewrites its heartbeat every second while every route runs."""
+    """The dispatcher rewrites its heartbeat every second; ``failed`` lists the routes that
+    fail right now (they retry on their own, the dispatcher stays up)."""
     try:
         beat = json.loads(heartbeat_path(settings.state_dir).read_text())
     except (FileNotFoundError, ValueError):
@@ -50,7 +51,9 @@ def components(settings: Settings) -> list[ComponentSpec]:
             env={
                 "DRIFTLOOP_STATE_DIR": str(settings.state_dir),
                 "DRIFTLOOP_KAFKA_BOOTSTRAP": broker_for(settings).bootstrap,
+                "DRIFTLOOP_DISPATCHER_METRICS_PORT": str(settings.dispatcher_metrics_port),
             },
+            ports=(settings.dispatcher_metrics_port,) if settings.dispatcher_metrics_port else (),
             start_timeout_s=30,
             prepare=clear_heartbeat,
             extra={
