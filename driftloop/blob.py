@@ -234,7 +234,8 @@ def open_store(url: str, settings: Settings) -> BlobStore:
             parsed.path,
             endpoint_url=settings.s3_endpoint_url,
             access_key_id=settings.s3_access_key_id,
-            secret_access_key=settings.s3_secret_access_key,
+            secret_access_key=(settings.s3_secret_access_key.get_secret_value()
+                               if settings.s3_secret_access_key else None),
             region=settings.s3_region,
         )
     raise ValueError(f"blob url {url!r}: scheme must be file:// or s3://")

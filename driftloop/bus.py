@@ -30,14 +30,75 @@ def _servers(settings: Settings) -> list[str]:
     return [s.strip() for s in settings.kafka_bootstrap.split(",") if s.strip()]
 
 
+SASL_LOGIN_MODULES = {
+    "PLAIN": "org.apache.kafka.common.security.plain.PlainLoginModule",
+    "SCRAM-SHA-256": "org.apache.kafka.common.security.scram.ScramLoginModule",
+    "SCRAM-SHA-512": "org.apache.kafka.common.security.scram.ScramLoginModule",
+}
+
+
+def _check_security(settings: Settings) -> str:
+    protocol = settings.kafka_security_protocol
+    if protocol.startswith("SASL_") and not settings.kafka_username:
+        raise ValueError(f"DRIFTLOOP_KAFKA_USERNAME is required with {protocol}")
+    return protocol
+
+
+def security_config(settings: Settings) -> dict[str, Any]:
+    """kafka-python's security options from the settings (protocol, CA, SASL user)."""
+    protocol = _check_security(settings)
+    config: dict[str, Any] = {"security_protocol": protocol}
+    if protocol in ("SSL", "SASL_SSL"):
+        config["ssl_check_hostname"] = True
+        if settings.kafka_ca_file:
+            config["ssl_cafile"] = str(settings.kafka_ca_file)
+    if protocol.startswith("SASL_"):
+        config["sasl_mechanism"] = settings.kafka_sasl_mechanism
+        config["sasl_plain_username"] = settings.kafka_username
+        config["sasl_plain_password"] = settings.kafka_password.get_secret_value()
+    return config
+
+
+def client_config(settings: Settings, name: str) -> dict[str, Any]:
+    """What every Kafka client of driftloop is built from: the bootstrap servers, a client
+    id, and the security options. Every KafkaProducer/KafkaConsumer/KafkaAdminClient in
+    driftloop takes these, so a secured cluster secures all of them."""
+    return {"bootstrap_servers": _servers(settings),
+            "client_id": f"{settings.kafka_client_id}-{name}",
+            **security_config(settings)}
+
+
+def java_properties(settings: Settings, *, shaded_prefix: str = "") -> dict[str, str]:
+    """The same security options as Java client properties (the Flink Kafka connector).
+
+    ``shaded_prefix`` is prepended to the JAAS login module's class name for connectors
+    that relocate the Kafka client (``flink-sql-connector-kafka``)."""
+    protocol = _check_security(settings)
+    props = {"security.protocol": protocol}
+    if protocol in ("SSL", "SASL_SSL") and settings.kafka_ca_file:
+        props["ssl.truststore.type"] = "PEM"
+        props["ssl.truststore.location"] = str(settings.kafka_ca_file)
+    if protocol.startswith("SASL_"):
+        module = shaded_prefix + SASL_LOGIN_MODULES[settings.kafka_sasl_mechanism]
+
+        def quoted(v: str) -> str:
+            return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+        props["sasl.mechanism"] = settings.kafka_sasl_mechanism
+        props["sasl.jaas.config"] = (
+            f"{module} required username={quoted(settings.kafka_username)} "
+            f"password={quoted(settings.kafka_password.get_secret_value())};"
+        )
+    return props
+
+
 def make_producer(settings: Settings, **overrides: Any) -> KafkaProducer:
     """A producer whose acknowledged records are durable (acks=all, idempotent, retried)."""
     from kafka import KafkaProducer
     from kafka.errors import KafkaError
 
     config: dict[str, Any] = {
-        "bootstrap_servers": _servers(settings),
-        "client_id": f"{settings.kafka_client_id}-producer",
+        **client_config(settings, "producer"),
         "acks": "all",
         "retries": 2_147_483_647,
         "enable_idempotence": True,
@@ -102,8 +163,7 @@ def make_consumer(
     from kafka import KafkaConsumer
 
     config: dict[str, Any] = {
-        "bootstrap_servers": _servers(settings),
-        "client_id": f"{settings.kafka_client_id}-{group_id}",
+        **client_config(settings, group_id),
         "group_id": group_id,
         "enable_auto_commit": False,
         "auto_offset_reset": "earliest",
@@ -128,11 +188,7 @@ def ensure_topics(
     from kafka.errors import TopicAlreadyExistsError
 
     wanted = list(topics) if topics is not None else topic_names.all_topics()
-    admin = KafkaAdminClient(
-        bootstrap_servers=_servers(settings),
-        client_id=f"{settings.kafka_client_id}-admin",
-        request_timeout_ms=15_000,
-    )
+    admin = KafkaAdminClient(**client_config(settings, "admin"), request_timeout_ms=15_000)
     try:
         existing = set(admin.list_topics())
         missing = [t for t in wanted if t not in existing]

@@ -47,7 +47,9 @@ def count_topic(settings: Settings, topic: str, predicate: Callable[[Any], bool]
     """Records in ``topic`` (all partitions, from the start) that match ``predicate``."""
     from kafka import KafkaConsumer, TopicPartition
 
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None,
+    from driftloop.bus import client_config
+
+    consumer = KafkaConsumer(**client_config(settings, "demo-count"), group_id=None,
                              enable_auto_commit=False)
     try:
         parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
@@ -138,7 +140,9 @@ def step_labeled(ctx: DemoContext) -> None:
         return
     from kafka import KafkaConsumer
 
-    consumer = KafkaConsumer(topics.LABELED, bootstrap_servers=ctx.endpoints["kafka"],
+    from driftloop.bus import client_config
+
+    consumer = KafkaConsumer(topics.LABELED, **client_config(ctx.kafka_settings, "demo-labeled"),
                              group_id=None, auto_offset_reset="earliest",
                              isolation_level="read_committed", enable_auto_commit=False)
     found: dict[str, Any] = {}

@@ -25,12 +25,17 @@ DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
 class FunctionHost:
     """One lazily built service per process behind a functions-framework HTTP handler."""
 
-    def __init__(self, factory: str, *, start: str | None = None) -> None:
+    def __init__(self, factory: str, *, start: str | None = None, auth: bool = False) -> None:
         """``factory`` is ``"package.module:Name"``, called with the process's Settings;
-        ``start`` names a method to call once it is built (e.g. to resume work)."""
+        ``start`` names a method to call once it is built (e.g. to resume work); ``auth``
+        makes every request but the health probes show a control-plane credential
+        (``driftloop.auth``: function tokens or Knative's OIDC token)."""
         self.factory = factory
         self.start = start
+        self.auth = auth
         self._service: Any = None
+        self._checker: Any = None
+        self._checker_built = False
         self._lock = threading.Lock()
 
     def service(self) -> Any:
@@ -48,14 +53,53 @@ class FunctionHost:
             return self._service
 
     def bind(self, service: Any) -> None:
-        """Use ``service`` instead of building one (in-process tests)."""
+        """Use ``service`` instead of building one (in-process tests); the credential check
+        follows the service's settings."""
         with self._lock:
             self._service = service
+            self._checker_built = False
+            if self.auth and getattr(service, "settings", None) is not None:
+                self._build_checker(service.settings)
+
+    def _build_checker(self, settings: Any) -> None:
+        from driftloop.auth import FunctionAuth
+
+        self._checker = FunctionAuth.from_settings(settings)
+        self._checker_built = True
+
+    def checker(self) -> Any:
+        """The credential check (None: open), built before the service: a caller without
+        a credential costs no service start."""
+        if not self.auth:
+            return None
+        with self._lock:
+            if not self._checker_built:
+                from driftloop.settings import Settings
+
+                self._build_checker(Settings())
+            return self._checker
+
+    def _refused(self, request: flask.Request) -> flask.Response | None:
+        checker = self.checker()
+        if checker is None:
+            return None
+        from driftloop.errors import DriftloopError
+        from driftloop.http import error_response
+
+        try:
+            checker.check(dict(request.headers))
+        except DriftloopError as e:
+            r = error_response(e)
+            return flask.Response(r.body, status=r.status, headers=dict(r.headers))
+        return None
 
     def __call__(self, request: flask.Request) -> flask.Response:
         if request.method == "GET" and request.path in HEALTH_PATHS:
             return flask.Response(b'{"status": "ok"}', status=200,
                                   content_type="application/json")
+        refused = self._refused(request)
+        if refused is not None:
+            return refused
         svc = self.service()
         limit = int(getattr(svc, "max_body_bytes", DEFAULT_MAX_BODY_BYTES))
         if request.content_length is not None and request.content_length > limit:

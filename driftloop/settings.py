@@ -8,11 +8,14 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_serializer, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+REVEAL_SECRETS = {"reveal_secrets": True}
+"""``model_dump(context=...)`` that writes secrets in the clear (``Settings.reveal``)."""
 
 
 class Settings(BaseSettings):
@@ -41,15 +44,14 @@ class Settings(BaseSettings):
         None, description="S3-compatible endpoint (for non-AWS servers)."
     )
     s3_access_key_id: str | None = Field(None, description="S3 access key id.")
-    s3_secret_access_key: str | None = Field(
-        None, description="S3 secret key.", repr=False
+    s3_secret_access_key: SecretStr | None = Field(
+        None, description="S3 secret key (a secret: never logged or shown)."
     )
     s3_region: str = Field("us-east-1", description="S3 region name.")
-    intake_tokens: str = Field(
-        "",
+    intake_tokens: SecretStr = Field(
+        SecretStr(""),
         description="Comma-separated bearer tokens accepted by feedback-intake; "
         "empty disables auth.",
-        repr=False,
     )
     intake_max_body_bytes: int = Field(
         1024 * 1024, gt=0, description="Largest request body feedback-intake accepts."
@@ -293,6 +295,67 @@ class Settings(BaseSettings):
         "driftloop-train", description="Pipeline name the kubeflow backend runs."
     )
 
+    # --- security (Kafka clients, control-plane auth) ---
+    kafka_security_protocol: str = Field(
+        "PLAINTEXT", pattern="^(PLAINTEXT|SSL|SASL_PLAINTEXT|SASL_SSL)$",
+        description="How every Kafka client connects: PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL.",
+    )
+    kafka_sasl_mechanism: str = Field(
+        "SCRAM-SHA-512", pattern="^(PLAIN|SCRAM-SHA-256|SCRAM-SHA-512)$",
+        description="SASL mechanism of the SASL_* protocols (Strimzi's KafkaUser: SCRAM-SHA-512).",
+    )
+    kafka_username: str = Field("", description="SASL user name of the Kafka clients.")
+    kafka_password: SecretStr = Field(
+        SecretStr(""), description="SASL password of the Kafka clients (a secret)."
+    )
+    kafka_ca_file: Path | None = Field(
+        None, description="PEM file of the CA that signed the brokers' certificates "
+        "(SSL/SASL_SSL); empty uses the system's trust store.",
+    )
+    function_tokens: SecretStr = Field(
+        SecretStr(""),
+        description="Comma-separated bearer tokens drift-check, retrain-trigger and promote "
+        "accept (the first is the one the local dispatcher and Alertmanager send); empty with "
+        "no OIDC issuer leaves them open.",
+    )
+    function_oidc_issuer: str = Field(
+        "", description="Issuer (iss) of the OIDC tokens Knative Eventing delivers with, e.g. "
+        "https://kubernetes.default.svc.cluster.local; empty disables OIDC.",
+    )
+    function_oidc_jwks_url: str = Field(
+        "", description="Where the issuer's signing keys (JWKS) are read, e.g. "
+        "https://kubernetes.default.svc/openid/v1/jwks; empty means <issuer>/openid/v1/jwks.",
+    )
+    function_oidc_audience: str = Field(
+        "", description="Audience (aud) a delivery's token must name: the sink's audience."
+    )
+    function_oidc_ca_file: Path | None = Field(
+        None, description="PEM CA bundle that verifies the JWKS endpoint (in a pod: "
+        "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt); empty uses the system's.",
+    )
+    function_oidc_token_file: Path | None = Field(
+        None, description="Bearer token file sent when reading the JWKS (in a pod: the service "
+        "account token); empty sends none.",
+    )
+    function_oidc_leeway_s: float = Field(
+        30.0, ge=0, description="Clock skew allowed when checking a token's expiry."
+    )
+
+    @field_serializer("s3_secret_access_key", "intake_tokens", "kafka_password",
+                      "function_tokens")
+    def _secret(self, v: SecretStr | None, info: Any) -> Any:
+        """Secrets dump masked, except with ``context=REVEAL_SECRETS`` (child processes)."""
+        if v is None:
+            return None
+        if info.context and info.context.get("reveal_secrets"):
+            return v.get_secret_value()
+        return str(v) if info.mode == "json" else v
+
+    def reveal(self, *, mode: str = "python") -> dict[str, Any]:
+        """Every field with secrets in the clear, for a child process or a Flink UDF to
+        rebuild the same settings. Never log it."""
+        return self.model_dump(mode=mode, context=REVEAL_SECRETS)
+
     @field_validator("state_dir")
     @classmethod
     def _absolute_state_dir(cls, v: Path) -> Path:
@@ -305,6 +368,8 @@ class Settings(BaseSettings):
         out: dict[str, str] = {}
         for name in self.model_fields_set:
             value = getattr(self, name)
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
             if value is not None:
                 out[f"DRIFTLOOP_{name.upper()}"] = str(value)
         return out
@@ -324,7 +389,17 @@ class Settings(BaseSettings):
 
     @property
     def intake_token_set(self) -> frozenset[str]:
-        return frozenset(t.strip() for t in self.intake_tokens.split(",") if t.strip())
+        return _csv_set(self.intake_tokens.get_secret_value())
+
+    @property
+    def function_token_list(self) -> list[str]:
+        """The control-plane tokens in their order (the first is the one clients send)."""
+        return [t.strip() for t in self.function_tokens.get_secret_value().split(",")
+                if t.strip()]
+
+
+def _csv_set(value: str) -> frozenset[str]:
+    return frozenset(t.strip() for t in value.split(",") if t.strip())
 
 
 @lru_cache(maxsize=1)

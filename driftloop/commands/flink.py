@@ -96,7 +96,7 @@ def send_samples(
     producer.close()
     typer.echo(f"sent {audio} audio clips and {images} images to the raw topics")
     consumer = KafkaConsumer(*(topics.preprocessed(m) for m in topics.MODALITIES),
-                             bootstrap_servers=settings.kafka_bootstrap, group_id=None,
+                             **bus.client_config(settings, "cli-preprocess"), group_id=None,
                              auto_offset_reset="earliest", isolation_level="read_committed",
                              enable_auto_commit=False)
     deadline = time.monotonic() + wait_s

@@ -60,11 +60,12 @@ def read_topic(
     from kafka import KafkaConsumer, TopicPartition
     from kafka.errors import KafkaError
 
+    from driftloop.bus import client_config
+
     out = TopicWindow()
     try:
         consumer = KafkaConsumer(
-            bootstrap_servers=[s.strip() for s in settings.kafka_bootstrap.split(",") if s.strip()],
-            client_id=f"{settings.kafka_client_id}-drift-window",
+            **client_config(settings, "drift-window"),
             group_id=None,
             enable_auto_commit=False,
             request_timeout_ms=int(timeout_s * 1000) + 1000,

@@ -56,7 +56,7 @@ def job_argv(request: TrainingRequest) -> list[str]:
 def job_env(settings: Settings) -> dict[str, str]:
     """``DRIFTLOOP_*`` variables for the job (secrets included: passed, never logged)."""
     env: dict[str, str] = {}
-    for name, value in settings.model_dump().items():
+    for name, value in settings.reveal().items():
         if value is not None and value != "":
             env[f"DRIFTLOOP_{name.upper()}"] = str(value)
     env["DRIFTLOOP_BLOB_URL"] = settings.resolved_blob_url

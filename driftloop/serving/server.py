@@ -58,7 +58,7 @@ def mlserver_settings(settings: Settings) -> dict[str, object]:
 def settings_env(settings: Settings) -> dict[str, str]:
     """``settings`` as ``DRIFTLOOP_*`` variables for a child process."""
     env: dict[str, str] = {}
-    for name, value in settings.model_dump().items():
+    for name, value in settings.reveal().items():
         if value is not None:
             env[f"DRIFTLOOP_{name.upper()}"] = str(value)
     env["DRIFTLOOP_BLOB_URL"] = settings.resolved_blob_url

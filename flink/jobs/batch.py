@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
 
     t0 = time.monotonic()
     env, _ = create_env(settings, "batch", streaming=False)
-    settings_json = settings.model_dump(mode="json")
+    settings_json = settings.reveal(mode="json")
     model = args.model
     statuses = (
         env.from_collection(rels, type_info=Types.STRING())

@@ -130,7 +130,7 @@ def s3_config(settings: Settings) -> dict[str, str]:
     if settings.s3_access_key_id:
         conf["s3.access-key"] = settings.s3_access_key_id
     if settings.s3_secret_access_key:
-        conf["s3.secret-key"] = settings.s3_secret_access_key
+        conf["s3.secret-key"] = settings.s3_secret_access_key.get_secret_value()
     conf["s3.endpoint.region"] = settings.s3_region
     # Keep directory markers: S3-compatible servers backed by folders refuse to delete them.
     conf["s3.directory.marker.retention"] = "keep"
@@ -194,6 +194,18 @@ def with_clause(options: dict[str, Any]) -> str:
     return "WITH (" + ", ".join(f"{_quote(k)}={_quote(str(v))}" for k, v in options.items()) + ")"
 
 
+KAFKA_SHADED_PREFIX = "org.apache.flink.kafka.shaded."
+"""flink-sql-connector-kafka relocates the Kafka client: JAAS login modules carry this prefix."""
+
+
+def kafka_security_options(settings: Settings) -> dict[str, str]:
+    """The Kafka clients' security settings as connector options (``properties.*``)."""
+    from driftloop.bus import java_properties
+
+    props = java_properties(settings, shaded_prefix=KAFKA_SHADED_PREFIX)
+    return {f"properties.{k}": v for k, v in props.items()}
+
+
 def kafka_source_ddl(name: str, topic: str, settings: Settings, group: str) -> str:
     """A Kafka source table: key, value, CloudEvents headers, record time, processing time."""
     options = {
@@ -209,6 +221,7 @@ def kafka_source_ddl(name: str, topic: str, settings: Settings, group: str) -> s
         "value.format": "raw",
         "value.raw.charset": VALUE_CHARSET,
         "value.fields-include": "EXCEPT_KEY",
+        **kafka_security_options(settings),
     }
     return (
         f"CREATE TEMPORARY TABLE `{name}` (k BYTES, v STRING, "
@@ -233,6 +246,7 @@ def kafka_sink_ddl(name: str, topics: list[str], settings: Settings, txn_prefix:
         "value.format": "raw",
         "value.raw.charset": VALUE_CHARSET,
         "value.fields-include": "EXCEPT_KEY",
+        **kafka_security_options(settings),
     }
     return (
         f"CREATE TEMPORARY TABLE `{name}` (k BYTES, v STRING, "

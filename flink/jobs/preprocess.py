@@ -62,7 +62,7 @@ def make_udtf(settings: Settings) -> Any:
     from pyflink.table import DataTypes
     from pyflink.table.udf import TableFunction, udtf
 
-    settings_json = settings.model_dump(mode="json")
+    settings_json = settings.reveal(mode="json")
 
     class Preprocess(TableFunction):
         def open(self, function_context: Any) -> None:

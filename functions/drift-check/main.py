@@ -10,7 +10,7 @@ import functions_framework
 
 from driftloop.function_host import FunctionHost
 
-host = FunctionHost("driftloop.monitoring.check:DriftCheckService")
+host = FunctionHost("driftloop.monitoring.check:DriftCheckService", auth=True)
 
 
 @functions_framework.http

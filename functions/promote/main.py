@@ -10,7 +10,8 @@ import functions_framework
 
 from driftloop.function_host import FunctionHost
 
-host = FunctionHost("driftloop.promotion.service:PromotionService", start="resume")
+host = FunctionHost("driftloop.promotion.service:PromotionService", start="resume",
+                    auth=True)
 
 
 @functions_framework.http

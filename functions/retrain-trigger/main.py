@@ -9,7 +9,7 @@ import functions_framework
 
 from driftloop.function_host import FunctionHost
 
-host = FunctionHost("driftloop.retrain.trigger:RetrainTrigger")
+host = FunctionHost("driftloop.retrain.trigger:RetrainTrigger", auth=True)
 
 
 @functions_framework.http

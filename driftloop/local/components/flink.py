@@ -18,7 +18,7 @@ from driftloop.settings import PROJECT_ROOT, Settings
 def settings_env(settings: Settings) -> dict[str, str]:
     """``DRIFTLOOP_*`` variables that rebuild ``settings`` in a child process."""
     env: dict[str, str] = {}
-    for name, value in settings.model_dump(mode="json").items():
+    for name, value in settings.reveal(mode="json").items():
         if value is None:
             continue
         env[f"DRIFTLOOP_{name.upper()}"] = (
