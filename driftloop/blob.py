@@ -3,12 +3,23 @@
 Keys are ``/``-separated and relative to the store's root. Every ``put`` is atomic:
 a reader sees the old object or the whole new one, never a partial write (a rename on
 ``file://``; S3 PUTs are atomic by nature).
+
+``put_if_absent`` is the one conditional write, what replicas coordinate with (registry
+version numbers, retraining starts, counted labels): exactly one of several concurrent
+callers creates the object, the others learn it exists. ``file://`` links a complete
+temporary file into place (``link(2)`` fails on an existing name); S3 sends
+``If-None-Match: *`` and checks once per store that the server honours it (a server that
+ignores the header would let two writers both "win", so conditional writes then fail
+with 503 instead). Callers write unique content (a run id, a nonce), so a write whose
+answer was lost and that was retried still recognises itself.
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
+import time
+import uuid
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
@@ -29,6 +40,10 @@ class BlobStore(Protocol):
     def url(self) -> str: ...
 
     def put(self, key: str, data: bytes) -> None: ...
+
+    def put_if_absent(self, key: str, data: bytes) -> bool:
+        """Create ``key`` only if it does not exist; True when this call created it."""
+        ...
 
     def get(self, key: str) -> bytes: ...
 
@@ -79,8 +94,8 @@ class FileStore:
     def _path(self, key: str) -> Path:
         return self.root / check_key(key)
 
-    def put(self, key: str, data: bytes) -> None:
-        path = self._path(key)
+    def _staged(self, path: Path, data: bytes) -> str:
+        """A complete, synced temporary file beside ``path`` (never listed)."""
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
         try:
@@ -88,10 +103,32 @@ class FileStore:
                 f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return tmp
+
+    def put(self, key: str, data: bytes) -> None:
+        path = self._path(key)
+        tmp = self._staged(path, data)
+        try:
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+
+    def put_if_absent(self, key: str, data: bytes) -> bool:
+        """``link(2)`` of a complete temporary file: atomic, and it fails on an existing
+        name, so readers never see a partial object and only one writer wins."""
+        path = self._path(key)
+        tmp = self._staged(path, data)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return False
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+        return True
 
     def get(self, key: str) -> bytes:
         try:
@@ -141,6 +178,7 @@ class S3Store:
 
         self.bucket = bucket
         self.prefix = prefix.strip("/")
+        self._conditional_ok = False
         self._client = boto3.client(
             "s3",
             endpoint_url=endpoint_url,
@@ -175,6 +213,65 @@ class S3Store:
 
     def put(self, key: str, data: bytes) -> None:
         self._call("put_object", Bucket=self.bucket, Key=self._key(key), Body=data)
+
+    def put_if_absent(self, key: str, data: bytes) -> bool:
+        """``PUT`` with ``If-None-Match: *``: 412 means another writer created the key."""
+        from botocore.exceptions import ClientError
+
+        full = self._key(key)
+        self._check_conditional_writes()
+        for attempt in range(CONFLICT_RETRIES):
+            try:
+                self._call("put_object", Bucket=self.bucket, Key=full, Body=data,
+                           IfNoneMatch="*")
+                return True
+            except ClientError as e:
+                code, status = _error(e)
+                if code == "PreconditionFailed" or status == 412:
+                    # A retried PUT whose first attempt landed also gets 412: our own
+                    # (unique) content at the key means this call created it.
+                    try:
+                        return self.get(key) == data
+                    except KeyError:
+                        continue
+                if code == "ConditionalRequestConflict" or status == 409:
+                    time.sleep(0.05 * 2**attempt)  # a concurrent conditional write in flight
+                    continue
+                if code == "NotImplemented" or status == 501:
+                    raise Unavailable(f"blob store {self.url}: the S3 server does not support "
+                                      "conditional writes (If-None-Match)") from e
+                raise
+        raise Unavailable(f"blob store {self.url}: conditional write of {key!r} kept "
+                          "conflicting with concurrent writers")
+
+    def _check_conditional_writes(self) -> None:
+        """Once per store: a second ``If-None-Match: *`` PUT of one key must be refused.
+
+        A server that ignores the header answers 200 twice; every caller would then believe
+        it won, so conditional writes are refused (503) rather than silently unsafe.
+        """
+        if self._conditional_ok:
+            return
+        from botocore.exceptions import ClientError
+
+        probe = self._key(f"_driftloop/conditional-probe/{uuid.uuid4().hex}")
+        try:
+            self._call("put_object", Bucket=self.bucket, Key=probe, Body=b"1", IfNoneMatch="*")
+            self._call("put_object", Bucket=self.bucket, Key=probe, Body=b"2", IfNoneMatch="*")
+        except ClientError as e:
+            code, status = _error(e)
+            if code != "PreconditionFailed" and status != 412:
+                raise Unavailable(f"blob store {self.url}: the S3 server refused a "
+                                  f"conditional write ({code or status})") from e
+            self._conditional_ok = True
+        finally:
+            try:
+                self._call("delete_object", Bucket=self.bucket, Key=probe)
+            except (ClientError, Unavailable):
+                pass
+        if not self._conditional_ok:
+            raise Unavailable(f"blob store {self.url}: the S3 server ignores If-None-Match, "
+                              "so replicas cannot coordinate through it")
 
     def get(self, key: str) -> bytes:
         from botocore.exceptions import ClientError
@@ -217,6 +314,16 @@ class S3Store:
 
     def delete(self, key: str) -> None:
         self._call("delete_object", Bucket=self.bucket, Key=self._key(key))
+
+
+CONFLICT_RETRIES = 8
+
+
+def _error(e: Exception) -> tuple[str, int]:
+    """(S3 error code, HTTP status) of a botocore ``ClientError``."""
+    resp = getattr(e, "response", {}) or {}
+    return (str(resp.get("Error", {}).get("Code", "")),
+            int(resp.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0))
 
 
 def open_store(url: str, settings: Settings) -> BlobStore:

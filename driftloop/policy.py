@@ -81,7 +81,11 @@ class Triggers(_Strict):
 
 class Limits(_Strict):
     cooldown_s: float = Field(600.0, ge=0)
-    """No new run within this long after the last one started."""
+    """No new run within this long after the last one started (failed runs included)."""
+    failure_backoff_s: float = Field(300.0, ge=0)
+    """After k failed runs in a row the cooldown is at least this times 2^(k-1)..."""
+    max_failure_backoff_s: float = Field(6 * 3600.0, ge=0)
+    """...but never longer than this."""
     dedup_window_s: float = Field(3600.0, ge=0)
     """The same triggering event (source, id) seen again within this long is ignored."""
     max_concurrent: int = Field(1, ge=1)
@@ -209,8 +213,13 @@ class RunHistory:
     """The run-state store's view of a model's runs (see ``driftloop.retrain.state``)."""
 
     last_started: datetime | None = None
+    """Start of the newest run, whatever its outcome (a failed run starts the cooldown)."""
     active: int = 0
     seen_events: frozenset[str] = frozenset()
+    consecutive_failures: int = 0
+    """Failed runs since the last one that did not fail (they lengthen the cooldown)."""
+    generation: int = 0
+    """Runs started so far through the shared start sequence (the next start claims +1)."""
 
 
 @dataclass(frozen=True)
@@ -346,10 +355,22 @@ def decide(policy: Policy, s: Signals, history: RunHistory) -> Decision:
                         detail=f"{history.active} run(s) active, cap "
                         f"{policy.limits.max_concurrent}", **base)
     if history.last_started is not None and not s.manual:
-        ends = history.last_started + timedelta(seconds=policy.limits.cooldown_s)
+        cooldown = cooldown_s(policy, history.consecutive_failures)
+        ends = history.last_started + timedelta(seconds=cooldown)
         if s.now < ends:
             left = (ends - s.now).total_seconds()
+            failed = (f" after {history.consecutive_failures} failed run(s) in a row"
+                      if history.consecutive_failures else "")
             return Decision(retrain=False, blocked_by="cooldown",
                             detail=f"last run started {history.last_started.isoformat()}, "
-                            f"cooldown {policy.limits.cooldown_s:.0f}s ({left:.0f}s left)", **base)
+                            f"cooldown {cooldown:.0f}s{failed} ({left:.0f}s left)", **base)
     return Decision(retrain=True, **base)
+
+
+def cooldown_s(policy: Policy, consecutive_failures: int) -> float:
+    """The cooldown after the last run: longer, doubling, while runs keep failing."""
+    limits = policy.limits
+    if consecutive_failures <= 0:
+        return limits.cooldown_s
+    backoff = limits.failure_backoff_s * 2 ** min(consecutive_failures - 1, 30)
+    return max(limits.cooldown_s, min(backoff, limits.max_failure_backoff_s))

@@ -2,6 +2,7 @@
 
 Layout (keys relative to the blob store's root)::
 
+    models/<model>/<version>/claim.json         the number's claim (create-if-absent)
     models/<model>/<version>/manifest.json      metrics, lineage, parent, created, files
     models/<model>/<version>/artifact/<file>    what the runtime loads
     models/<model>/<version>/artifact/model-settings.json   for Seldon Core v2 / KServe
@@ -9,7 +10,9 @@ Layout (keys relative to the blob store's root)::
     models/<model>/aliases/<alias>/history/<ts>-<n>.json   every change, append-only
     models/<model>/traffic.json                 the challenger's share of the traffic (canary)
 
-Versions are positive integers as strings (``"1"``, ``"2"``, …), increasing per model.
+Versions are positive integers as strings (``"1"``, ``"2"``, …), increasing per model;
+a number is taken by a create-if-absent claim (``BlobStore.put_if_absent``), so replicas
+registering at once get distinct versions and never overwrite each other's files.
 An alias is moved by one atomic ``put`` of its pointer object, so a reader sees the old
 or the new version, never a mix; each move also writes its own history object, so
 concurrent moves never lose history.
@@ -25,11 +28,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from driftloop.blob import BlobStore
-from driftloop.errors import BadRequest, NotFound
+from driftloop.errors import BadRequest, Conflict, NotFound
 from driftloop.naming import safe_segment
 from driftloop.quality import MODELS
 
 DEPLOY_SETTINGS = "model-settings.json"
+CLAIM = "claim.json"
+"""Created (if absent) before a version's files: who took the number."""
 ALIASES: tuple[str, ...] = ("champion", "challenger")
 PREFIX = "models"
 
@@ -147,11 +152,7 @@ class Registry:
         safe_segment(model, field="model")
         if not artifact:
             raise BadRequest("artifact: at least one file is required")
-        existing = self.versions(model)
-        version = str(int(existing[-1]) + 1) if existing else "1"
-        # Another writer may have taken the number since the listing; move past it.
-        while self.store.exists(f"{self.version_prefix(model, version)}/manifest.json"):
-            version = str(int(version) + 1)
+        version = self._claim_version(model)
         for name, data in artifact.items():
             self.store.put(self.artifact_key(model, version, name), data)
         runtime = MODELS[model].runtime if model in MODELS else None
@@ -171,9 +172,28 @@ class Registry:
             lineage=dict(lineage or {}),
             parent=parent,
         )
-        self.store.put(f"{self.version_prefix(model, version)}/manifest.json",
-                       json.dumps(mv.to_dict(), indent=1).encode())
+        if not self.store.put_if_absent(f"{self.version_prefix(model, version)}/manifest.json",
+                                        json.dumps(mv.to_dict(), indent=1).encode()):
+            raise Conflict(f"model {model!r} version {version} was registered by another "
+                           "writer despite the claim")
         return mv
+
+    def _claim_version(self, model: str) -> str:
+        """The next free version number, taken with a create-if-absent claim object.
+
+        Concurrent registrations (other processes, other replicas) each win a different
+        number: a lost claim moves on to the next one, so nothing is ever overwritten.
+        A claim whose upload crashed leaves a gap in the numbers, never a visible version.
+        """
+        prefix = f"{PREFIX}/{safe_segment(model, field='model')}/"
+        taken = [int(p[0]) for k in self.store.list(prefix)
+                 if len(p := k[len(prefix):].split("/")) >= 2 and p[0].isdigit()]
+        version = max(taken, default=0) + 1
+        nonce = json.dumps({"claimed": _now(), "nonce": uuid.uuid4().hex}).encode()
+        while not self.store.put_if_absent(
+                f"{self.version_prefix(model, str(version))}/{CLAIM}", nonce):
+            version += 1
+        return str(version)
 
     def get(self, model: str, version: str) -> ModelVersion:
         """The manifest of one version (``NotFound`` when it does not exist)."""

@@ -265,8 +265,9 @@ class Settings(BaseSettings):
 
     # --- retraining (policy, training, promotion) ---
     policy_dir: Path = Field(
-        PROJECT_ROOT / "policies",
-        description="Folder of per-model retrain/promotion policies (<model>.yaml).",
+        Path(__file__).resolve().parent / "policies",
+        description="Folder of per-model retrain/promotion policies (<model>.yaml). The "
+        "default is the copy shipped inside the driftloop package (policies/ in a checkout).",
     )
     retrain_backend: str = Field(
         "",

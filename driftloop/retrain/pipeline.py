@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,9 +23,9 @@ from driftloop import topics
 from driftloop.blob import BlobStore, open_store
 from driftloop.policy import Policy
 from driftloop.registry import ModelVersion, Registry
-from driftloop.retrain.data import read_labeled, split_by_time
+from driftloop.retrain.data import LabeledRecord, read_labeled, split_by_time
 from driftloop.retrain.state import iso, now_utc
-from driftloop.retrain.trainers import Trainer, trainer_for
+from driftloop.retrain.trainers import RowSkipped, Trainer, trainer_for
 from driftloop.settings import Settings
 
 log = logging.getLogger("driftloop.retrain")
@@ -61,6 +62,20 @@ def load_eval_set(store: BlobStore, trainer: Trainer, key: str | None) -> Any:
         return trainer.dataset([])
 
 
+def training_rows(trainer: Trainer, records: list[LabeledRecord], store: BlobStore,
+                  skipped: Counter[str]) -> list[tuple[Any, Any]]:
+    """The records that make training rows; the others are counted in ``skipped`` by
+    reason (never fatal: one unreadable input must not fail every later run)."""
+    rows = []
+    for rec in records:
+        try:
+            rows.append(trainer.row(rec.data, store))
+        except RowSkipped as e:
+            skipped[e.reason] += 1
+            log.warning("labeled record %r skipped: %s", rec.key[:200], e)
+    return rows
+
+
 def _finite(metrics: Mapping[str, float]) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items() if isinstance(v, int | float)
             and math.isfinite(v)}
@@ -89,8 +104,9 @@ def train_model(
     base_train, holdout = trainer.base()
     labeled = read_labeled(store, model, until=started)
     older, recent = split_by_time(labeled, policy.training.recent_share)
-    train_rows = [r for rec in older if (r := trainer.row(rec.data, store)) is not None]
-    recent_rows = [r for rec in recent if (r := trainer.row(rec.data, store)) is not None]
+    skipped: Counter[str] = Counter()
+    train_rows = training_rows(trainer, older, store, skipped)
+    recent_rows = training_rows(trainer, recent, store, skipped)
     feedback_train = trainer.dataset(train_rows)
     recent_set = trainer.dataset(recent_rows)
     data = trainer.concat(base_train, feedback_train) if train_rows else base_train
@@ -107,6 +123,8 @@ def train_model(
         "n_feedback_train": float(len(train_rows)),
         "n_holdout": float(trainer.size(holdout)),
         "n_recent": float(len(recent_rows)),
+        "n_skipped": float(sum(skipped.values())),
+        **{f"n_skipped_{reason}": float(n) for reason, n in sorted(skipped.items())},
     }
     if recent_rows:
         metrics[f"recent_{trainer.metric}"] = trainer.score(artifact, recent_set)
@@ -127,6 +145,7 @@ def train_model(
         "feedback_records": len(labeled),
         "feedback_train_rows": len(train_rows),
         "feedback_recent_rows": len(recent_rows),
+        "feedback_skipped": dict(sorted(skipped.items())),
         "feedback_until": started,
         "feedback_from": labeled[0].time if labeled else None,
         "recent_from": recent[0].time if recent else None,

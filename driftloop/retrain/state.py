@@ -2,13 +2,24 @@
 
 Keys (relative to the store's root)::
 
-    runs/<model>/<run_id>.json          one run: status, reasons, times, version or error
-    runs/<model>/seen/<sha>.json        a handled triggering event (de-duplication)
-    runs/<model>/feedback.json          feedback events counted since the last training
+    runs/<model>/<run_id>.json              one run: status, reasons, times, version or error
+    runs/<model>/starts/<generation>.json   the start of a run (created if absent; see below)
+    runs/<model>/labels/g<generation>/<sha>.json   a usable label counted for the volume rule
+    runs/<model>/labels/seen/<sha>.json     a label (source, id) already counted once
 
-Run ids start with a UTC timestamp, so the listing is in start order. Everything lives in
-the store, so a restarted function (or another replica) sees the same history. Updates of
-one run are whole-object puts (atomic in both store backends).
+Replicas share this state and coordinate through ``BlobStore.put_if_absent``: a run starts
+only by creating ``starts/<n+1>`` after deciding on a history whose newest start was
+``n``. Two replicas deciding at once both try the same ``n+1``; one wins, the other reads
+the history again (now in cooldown, at the concurrency cap or a duplicate) and decides
+again. The start object names the run and its triggering event, so the newest start,
+de-duplication and active runs are known even before the run record is written.
+
+Labels for the feedback-volume rule are counted once per (source, id): one marker object
+per label under the current generation, so the count is exact, survives restarts, and
+restarts from zero when a run starts (its generation moves on).
+
+Run ids start with a UTC timestamp, so the listing is in start order. Updates of one run
+are whole-object puts (atomic in both store backends).
 """
 
 from __future__ import annotations
@@ -80,8 +91,29 @@ class Run:
         return now - parse_iso(self.requested_at) < timedelta(seconds=timeout_s)
 
 
+@dataclass(frozen=True)
+class Start:
+    """The claim that started one run: created if absent at ``starts/<generation>``."""
+
+    model: str
+    generation: int
+    run_id: str
+    requested_at: str
+    trigger: str = ""
+    event_key: str | None = None
+    """(source, id) of the triggering event (de-duplication of redeliveries)."""
+    manual: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Start:
+        return cls(**d)
+
+
 class RunStore:
-    """Runs, handled events and feedback counts of every model, in one blob store."""
+    """Runs, their starts and counted labels of every model, in one blob store."""
 
     def __init__(self, store: BlobStore) -> None:
         self.store = store
@@ -111,7 +143,7 @@ class RunStore:
         out = []
         for key in self.store.list(prefix):
             rest = key[len(prefix):]
-            if "/" in rest or not rest.endswith(".json") or rest == "feedback.json":
+            if "/" in rest or not rest.endswith(".json"):
                 continue
             try:
                 out.append(Run.from_dict(json.loads(self.store.get(key))))
@@ -119,50 +151,90 @@ class RunStore:
                 continue
         return out
 
+    # ------------------------------------------------------------------ starts
+
+    def _starts_prefix(self, model: str) -> str:
+        return f"{PREFIX}/{safe_segment(model, field='model')}/starts/"
+
+    def starts(self, model: str) -> list[Start]:
+        """Every start of ``model``, oldest first."""
+        prefix = self._starts_prefix(model)
+        out = []
+        for key in self.store.list(prefix):
+            rest = key[len(prefix):]
+            if "/" in rest or not rest.endswith(".json") or not rest[:-5].isdigit():
+                continue
+            try:
+                out.append(Start.from_dict(json.loads(self.store.get(key))))
+            except (KeyError, ValueError, TypeError):
+                continue
+        return sorted(out, key=lambda s: s.generation)
+
+    def claim_start(self, start: Start) -> bool:
+        """Create ``starts/<generation>``; False when another replica took it first."""
+        key = f"{self._starts_prefix(start.model)}{start.generation:010d}.json"
+        return self.store.put_if_absent(key, json.dumps(start.to_dict()).encode())
+
     def history(self, model: str, *, now: datetime, timeout_s: float,
                 dedup_window_s: float) -> RunHistory:
-        """What the policy needs: last start, active runs, recently handled events.
+        """What the policy needs: last start, active runs, recent triggering events, the
+        failures in a row (they lengthen the cooldown) and the start generation.
 
-        A failed run does not start the cooldown: the next trigger may retry at once.
+        A start whose run record is not written yet counts as an active run.
         """
-        runs = self.runs(model)
-        last = max((parse_iso(r.requested_at) for r in runs if r.status != "failed"),
-                   default=None)
-        active = sum(1 for r in runs if r.is_active(now, timeout_s))
-        return RunHistory(last_started=last, active=active,
-                          seen_events=self.seen(model, now=now, window_s=dedup_window_s))
+        starts = self.starts(model)
+        runs = {r.run_id: r for r in self.runs(model)}
+        entries: dict[str, tuple[datetime, str]] = {
+            r.run_id: (parse_iso(r.requested_at), r.status) for r in runs.values()}
+        for st in starts:
+            entries.setdefault(st.run_id, (parse_iso(st.requested_at), "requested"))
+        ordered = sorted(entries.values(), key=lambda e: e[0])
+        active = sum(1 for at, status in ordered
+                     if status in ACTIVE and now - at < timedelta(seconds=timeout_s))
+        failures = 0
+        for _, status in reversed(ordered):
+            if status != "failed":
+                break
+            failures += 1
+        window = timedelta(seconds=dedup_window_s)
+        seen = frozenset(st.event_key for st in starts if st.event_key
+                         and now - parse_iso(st.requested_at) <= window)
+        return RunHistory(last_started=ordered[-1][0] if ordered else None, active=active,
+                          seen_events=seen, consecutive_failures=failures,
+                          generation=starts[-1].generation if starts else 0)
 
-    # ------------------------------------------------------------------ de-duplication
+    def generation(self, model: str) -> int:
+        """The newest start's generation (0 before the first run)."""
+        prefix = self._starts_prefix(model)
+        gens = [int(r[:-5]) for k in self.store.list(prefix)
+                if (r := k[len(prefix):]).endswith(".json") and r[:-5].isdigit()]
+        return max(gens, default=0)
+
+    # ------------------------------------------------------------------ counted labels
 
     @staticmethod
-    def _digest(event_key: str) -> str:
-        return hashlib.sha256(event_key.encode()).hexdigest()[:32]
+    def _digest(key: str) -> str:
+        return hashlib.sha256(key.encode()).hexdigest()[:40]
 
-    def mark_seen(self, model: str, event_key: str, at: datetime) -> None:
-        key = f"{PREFIX}/{safe_segment(model, field='model')}/seen/{self._digest(event_key)}.json"
-        self.store.put(key, json.dumps({"event": event_key, "at": iso(at)}).encode())
+    def _labels_prefix(self, model: str) -> str:
+        return f"{PREFIX}/{safe_segment(model, field='model')}/labels/"
 
-    def seen(self, model: str, *, now: datetime, window_s: float) -> frozenset[str]:
-        prefix = f"{PREFIX}/{safe_segment(model, field='model')}/seen/"
-        out = set()
-        for key in self.store.list(prefix):
-            try:
-                d = json.loads(self.store.get(key))
-            except (KeyError, ValueError):
-                continue
-            if now - parse_iso(d["at"]) <= timedelta(seconds=window_s):
-                out.add(d["event"])
-        return frozenset(out)
+    def count_label(self, model: str, label_key: str, generation: int) -> bool:
+        """Count one usable label once: True when (source, id) was not counted before.
 
-    # ------------------------------------------------------------------ feedback counter
+        The generation marker is created if absent first, the global marker after it: a
+        crash in between leaves a redelivery that finds the generation marker taken.
+        """
+        digest = self._digest(label_key)
+        prefix = self._labels_prefix(model)
+        if self.store.exists(f"{prefix}seen/{digest}.json"):
+            return False
+        body = json.dumps({"label": label_key, "at": iso(now_utc()),
+                           "generation": generation}).encode()
+        created = self.store.put_if_absent(f"{prefix}g{generation:010d}/{digest}.json", body)
+        self.store.put_if_absent(f"{prefix}seen/{digest}.json", body)
+        return created
 
-    def feedback_count(self, model: str) -> int:
-        try:
-            raw = self.store.get(f"{PREFIX}/{safe_segment(model, field='model')}/feedback.json")
-        except KeyError:
-            return 0
-        return int(json.loads(raw).get("count", 0))
-
-    def set_feedback_count(self, model: str, count: int) -> None:
-        self.store.put(f"{PREFIX}/{safe_segment(model, field='model')}/feedback.json",
-                       json.dumps({"count": count, "at": iso(now_utc())}).encode())
+    def label_count(self, model: str, generation: int) -> int:
+        """Labels counted since the start of ``generation`` (exact: one object each)."""
+        return sum(1 for _ in self.store.list(f"{self._labels_prefix(model)}g{generation:010d}/"))

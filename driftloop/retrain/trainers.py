@@ -3,6 +3,10 @@
 A trainer knows its base dataset and holdout, how a labeled feedback record becomes a
 training row, how to fit and evaluate an artifact, and which outputs describe its
 predictions for the reference drift profile. Only ``digits`` is retrainable today.
+
+A labeled record that cannot become a row raises ``RowSkipped`` with a short reason: the
+pipeline skips it and counts it per reason in the run's metrics, so one bad record (an
+unreadable input, an input reference outside the model's inputs) never fails a run.
 """
 
 from __future__ import annotations
@@ -10,8 +14,45 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
-from driftloop.blob import BlobStore
+from driftloop.blob import BlobStore, check_key
 from driftloop.errors import BadRequest
+from driftloop.naming import safe_segment
+
+INPUTS_KIND = "preprocessed"
+"""Inputs a prediction can reference are what the preprocess job stored for its model."""
+
+
+def inputs_prefix(model: str) -> str:
+    """``preprocessed/model=<m>/``: the only place a training row's input may come from."""
+    return f"{INPUTS_KIND}/model={safe_segment(model, field='model')}/"
+
+
+class RowSkipped(Exception):
+    """One labeled record that cannot become a training row, and why (a metric suffix)."""
+
+    REASONS = ("no_label", "bad_features", "no_input", "input_outside_inputs",
+               "input_missing", "input_unreadable")
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+
+
+def read_input(store: BlobStore, model: str, ref: object) -> bytes:
+    """The stored input a labeled record references, confined to the model's inputs."""
+    if not isinstance(ref, str) or not ref:
+        raise RowSkipped("no_input")
+    try:
+        check_key(ref)
+    except ValueError as e:
+        raise RowSkipped("input_outside_inputs", str(e)[:200]) from e
+    if not ref.startswith(inputs_prefix(model)):
+        raise RowSkipped("input_outside_inputs", f"{ref[:200]!r} is not under "
+                         f"{inputs_prefix(model)}")
+    try:
+        return store.get(ref)
+    except (KeyError, ValueError) as e:
+        raise RowSkipped("input_missing", ref[:200]) from e
 
 
 class Trainer(Protocol):
@@ -22,8 +63,8 @@ class Trainer(Protocol):
         """(train, holdout) of the base data, the same on every call."""
         ...
 
-    def row(self, record: Mapping[str, Any], store: BlobStore) -> tuple[Any, Any] | None:
-        """(features, label) of one labeled record, or None when it carries no input."""
+    def row(self, record: Mapping[str, Any], store: BlobStore) -> tuple[Any, Any]:
+        """(features, label) of one labeled record; ``RowSkipped`` when it cannot train."""
         ...
 
     def dataset(self, rows: Sequence[tuple[Any, Any]]) -> Any: ...
@@ -56,33 +97,42 @@ class DigitsTrainer:
 
         return digits.split(digits.load_dataset())
 
-    def row(self, record: Mapping[str, Any], store: BlobStore) -> tuple[Any, Any] | None:
+    def row(self, record: Mapping[str, Any], store: BlobStore) -> tuple[Any, Any]:
         import numpy as np
 
         from driftloop.serving.models import digits
 
         truth = record.get("truth")
         label = truth.get("label") if isinstance(truth, Mapping) else truth
+        if isinstance(label, float) and label.is_integer():
+            label = int(label)
+        if isinstance(label, bool) or not isinstance(label, int | str):
+            raise RowSkipped("no_label", f"truth {str(label)[:50]!r} is not a digit")
         try:
             y = int(label)
-        except (TypeError, ValueError):
-            return None
+        except ValueError as e:
+            raise RowSkipped("no_label", f"truth {label[:50]!r} is not a digit") from e
+        if not 0 <= y <= 9:
+            raise RowSkipped("no_label", f"truth {y} is not a digit 0..9")
         pixels = truth.get("pixels") if isinstance(truth, Mapping) else None
         if pixels is None:
             pixels = record.get("features")
         if pixels is not None:
-            x = np.asarray(pixels, dtype=np.float64).reshape(-1)
-            return (x, y) if x.size == digits.N_FEATURES and np.all(np.isfinite(x)) else None
-        ref = record.get("input_ref")
-        if isinstance(ref, str) and ref:
             try:
-                media = store.get(ref)
-            except (KeyError, ValueError):
-                return None
-            from driftloop.serving import inputs
+                x = np.asarray(pixels, dtype=np.float64).reshape(-1)
+            except (TypeError, ValueError) as e:
+                raise RowSkipped("bad_features", "pixels are not numbers") from e
+            if x.size != digits.N_FEATURES or not np.all(np.isfinite(x)):
+                raise RowSkipped("bad_features", f"{x.size} values, {digits.N_FEATURES} "
+                                 "finite ones needed")
+            return x, y
+        media = read_input(store, self.model, record.get("input_ref"))
+        from driftloop.serving import inputs
 
+        try:
             return digits.image_to_features(inputs.decode_image(media, mode="L"))[0], y
-        return None
+        except Exception as e:  # untrusted bytes: whatever the decoder raises skips the row
+            raise RowSkipped("input_unreadable", f"{type(e).__name__}: {str(e)[:200]}") from e
 
     def dataset(self, rows: Sequence[tuple[Any, Any]]) -> Any:
         import numpy as np

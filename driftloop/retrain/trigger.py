@@ -1,18 +1,23 @@
 """The retrain-trigger service: events in, policy decisions out, training runs started.
 
-Accepts, over HTTP: CloudEvents (``drift.detected``, PingSource ticks, feedback events
-from the KafkaSource on ``driftloop.feedback``), a feedback counter
-(``{"model": M, "feedback_count": N}``), a manual request (``{"model": M}``), and
-Alertmanager webhook JSON. Each is turned into ``Signals``, decided by
-``driftloop.policy.decide`` against the run store, and a positive decision records a run,
-starts it on the policy's backend and emits ``io.driftloop.retrain.requested.v1`` with the
-fired rules as reasons. Decisions for one model are serialised by a lock, so a burst of
-events within the cooldown starts one run.
+Accepts, over HTTP: CloudEvents (``drift.detected``, PingSource ticks, labeled records
+from the KafkaSource on ``driftloop.labeled``), a manual request
+(``{"model": M, "params": {...}}``), and Alertmanager webhook JSON. Each is turned into
+``Signals``, decided by ``driftloop.policy.decide`` against the run store, and a positive
+decision claims the next start in the store (create-if-absent), records a run, starts it
+on the policy's backend and emits ``io.driftloop.retrain.requested.v1`` with the fired
+rules as reasons. Every replica decides on the same stored history and only one claim of
+a start succeeds, so a burst of events within the cooldown starts one run however many
+replicas receive it.
+
+The feedback-volume rule counts usable labels: labeled records (feedback matched to a
+prediction) that carry a truth, once per feedback (source, id), each counted label stored
+as its own object (exact across restarts and replicas). Raw feedback events are not
+counted: they may be repeated, reward-only or match no prediction.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from collections.abc import Mapping
@@ -22,18 +27,26 @@ from typing import Any
 from driftloop import events as ev
 from driftloop import topics
 from driftloop.blob import BlobStore, open_store
-from driftloop.errors import BadRequest, DriftloopError, FieldError, NotFound, Unavailable
+from driftloop.errors import (
+    BadRequest,
+    DriftloopError,
+    FieldError,
+    NotFound,
+    Unavailable,
+    ValidationFailed,
+)
 from driftloop.http import Response, error_response
-from driftloop.naming import is_safe_segment
+from driftloop.naming import SAFE_NAME_RULE, is_safe_segment
 from driftloop.policy import Decision, Policy, Signals, decide, load_policy, policy_models
 from driftloop.retrain.backends import Backend, TrainingRequest, backend_for
-from driftloop.retrain.state import Run, RunStore, iso, new_run_id, now_utc
+from driftloop.retrain.state import Run, RunStore, Start, iso, new_run_id, now_utc
 from driftloop.settings import Settings
 
 log = logging.getLogger("driftloop.retrain")
 SOURCE = "driftloop/retrain-trigger"
-FEEDBACK_CHECKPOINT = 50
-"""Feedback counts are written to the run store every this many events (and on a run)."""
+START_ATTEMPTS = 5
+"""How often a decision is retaken after another replica claimed the same start."""
+MANUAL_FIELDS = frozenset({"model", "params"})
 
 
 def _model_of(data: Any, event: ev.Event | None = None) -> str:
@@ -55,7 +68,6 @@ class RetrainTrigger:
         self.runs = RunStore(self.store)
         self._lock = threading.Lock()
         self._model_locks: dict[str, threading.Lock] = {}
-        self._feedback: dict[str, int] = {}
         self._backends: dict[str, Backend] = {}
         self._producer: Any = None
         self._policies: dict[str, tuple[int, Policy]] = {}
@@ -82,32 +94,20 @@ class RetrainTrigger:
             lower = {k.lower(): v for k, v in headers.items()}
             ctype = lower.get("content-type", "").split(";", 1)[0].strip().lower()
             if "ce-specversion" in lower or ctype in (ev.STRUCTURED, ev.BATCH):
-                results = [self.on_event(e) for e in ev.from_http(headers, body)]
+                results = [self.on_event(e) for e in ev.from_http(
+                    headers, body, max_depth=self.settings.max_json_depth)]
                 status = max(r[0] for r in results)
                 bodies = [r[1] for r in results]
                 return Response.json(status, bodies[0] if len(bodies) == 1 else bodies)
-            try:
-                doc = json.loads(body or b"{}")
-            except (UnicodeDecodeError, json.JSONDecodeError) as e:
-                raise BadRequest(f"body: not valid JSON ({e})",
-                                 fields=[FieldError("body", "json", str(e))]) from e
+            doc = ev.load_json(body or b"{}", max_depth=self.settings.max_json_depth)
             if not isinstance(doc, dict):
                 raise BadRequest("body must be a JSON object",
                                  fields=[FieldError("body", "object", "must be a JSON object")])
             if "alerts" in doc:
                 return Response.json(200, self.on_alerts(doc))
-            if "feedback_count" in doc:
-                model = _model_of(doc)
-                n = doc["feedback_count"]
-                if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-                    raise BadRequest("feedback_count must be a non-negative integer",
-                                     fields=[FieldError("feedback_count", "integer >= 0",
-                                                        f"got {n!r}")])
-                return self._result(self.on_feedback(model, n, absolute=True))
-            model = _model_of(doc)
+            model, params = _manual_request(doc)
             return self._result(self.evaluate(Signals(
-                model=model, now=now_utc(), trigger="manual", manual=True),
-                params=doc.get("params") if isinstance(doc.get("params"), dict) else None))
+                model=model, now=now_utc(), trigger="manual", manual=True), params=params))
         except DriftloopError as e:
             return error_response(e)
 
@@ -126,9 +126,13 @@ class RetrainTrigger:
                 drift_detected=bool(data.get("dataset_drift", True)), drift_share=share))
         elif event.type == ev.PING:
             out = self.on_schedule(data, key)
+        elif event.type == ev.LABELED:
+            out = self.on_label(event)
         elif event.type == ev.FEEDBACK:
             fb = ev.FeedbackData.parse(data)
-            out = self.on_feedback(fb.model, 1)
+            out = {"model": fb.model, "counted": False,
+                   "reason": "raw feedback is not counted (it may repeat, carry only a reward "
+                   "or match no prediction); the volume rule counts labeled records"}
         else:
             raise BadRequest(f"event type {event.type!r} does not trigger retraining",
                              fields=[FieldError("type", "supported", "unsupported event type")])
@@ -150,25 +154,25 @@ class RetrainTrigger:
         self._policies[model] = (stamp, policy)
         return policy
 
-    def on_feedback(self, model: str, n: int, *, absolute: bool = False) -> dict[str, Any]:
-        """Count feedback; evaluate the policy once the volume rule could fire."""
+    def on_label(self, event: ev.Event) -> dict[str, Any]:
+        """Count one labeled record once per feedback (source, id) when it is usable;
+        evaluate the policy once the volume rule could fire."""
+        label = usable_label(event)
+        if isinstance(label, str):
+            return {"counted": False, "reason": label}
+        model, label_key = label
         try:
             policy = self.policy(model)
         except NotFound:
-            return {"model": model, "counted": n, "policy": None}
-        with self._lock_for(model):
-            if model not in self._feedback:
-                self._feedback[model] = self.runs.feedback_count(model)
-            count = n if absolute else self._feedback[model] + n
-            self._feedback[model] = count
-            rule = policy.triggers.feedback_volume
-            if absolute or count % FEEDBACK_CHECKPOINT == 0:
-                self.runs.set_feedback_count(model, count)
-            if rule is None or count < rule.min_events:
-                return {"model": model, "feedback_since_training": count,
-                        "threshold": rule.min_events if rule else None}
-        return self.evaluate(Signals(model=model, now=now_utc(), trigger="feedback",
-                                     feedback_since_training=count))
+            return {"model": model, "counted": False, "reason": "the model has no policy"}
+        rule = policy.triggers.feedback_volume
+        generation = self.runs.generation(model)
+        counted = self.runs.count_label(model, label_key, generation)
+        count = self.runs.label_count(model, generation)
+        if not counted or rule is None or count < rule.min_events:
+            return {"model": model, "counted": counted, "feedback_since_training": count,
+                    "threshold": rule.min_events if rule else None}
+        return self.evaluate(Signals(model=model, now=now_utc(), trigger="feedback"))
 
     def on_schedule(self, data: Mapping[str, Any], key: str) -> dict[str, Any]:
         wanted = data.get("models")
@@ -186,23 +190,17 @@ class RetrainTrigger:
                 else None}
 
     def on_alerts(self, doc: Mapping[str, Any]) -> dict[str, Any]:
-        """Alertmanager's webhook: firing alerts grouped per model, one decision each."""
-        alerts = doc.get("alerts")
-        if not isinstance(alerts, list):
-            raise BadRequest("alerts must be a list",
-                             fields=[FieldError("alerts", "array", "must be a JSON array")])
+        """Alertmanager's webhook: firing alerts grouped per model, one decision each.
+
+        A malformed webhook is refused whole (400, every broken field named); a firing
+        alert without a ``model`` label is about no model and is listed as ignored.
+        """
+        firing, ignored = parse_alerts(doc)
         per_model: dict[str, set[str]] = {}
         keys: dict[str, str] = {}
-        for a in alerts:
-            if not isinstance(a, Mapping) or a.get("status", "firing") != "firing":
-                continue
-            labels = a.get("labels") or {}
-            model = labels.get("model")
-            if not is_safe_segment(model):
-                continue
-            per_model.setdefault(model, set()).add(str(labels.get("trigger")
-                                                       or labels.get("alertname", "")))
-            keys[model] = f"alert\x1f{a.get('fingerprint', '')}\x1f{a.get('startsAt', '')}"
+        for model, trigger, key in firing:
+            per_model.setdefault(model, set()).add(trigger)
+            keys[model] = key
         results = []
         for model, triggers in sorted(per_model.items()):
             try:
@@ -211,7 +209,7 @@ class RetrainTrigger:
                     event_key=keys[model], alerts=frozenset(triggers)))))
             except DriftloopError as e:
                 results.append({"model": model, "status": e.status, **e.to_dict()})
-        return {"trigger": "alertmanager", "results": results}
+        return {"trigger": "alertmanager", "results": results, "ignored": ignored}
 
     def _observed(self, s: Signals) -> Signals:
         """Signals with quality and p99 latency from Prometheus, when it answers."""
@@ -255,28 +253,41 @@ class RetrainTrigger:
     # ------------------------------------------------------------ decide and start
 
     def evaluate(self, s: Signals, *, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        """Decide for one model and act on it; returns the decision (and run id)."""
+        """Decide for one model and act on it; returns the decision (and run id).
+
+        The decision is taken on the stored history; acting on it means creating the next
+        start object. When another replica created it first, the history is read again
+        and the decision retaken (it is then usually held back by the cooldown).
+        """
         policy = self.policy(s.model)
-        with self._lock_for(s.model):
-            if s.feedback_since_training is None and policy.triggers.feedback_volume:
-                count = self._feedback.get(s.model, self.runs.feedback_count(s.model))
-                s = replace(s, feedback_since_training=count)
-            history = self.runs.history(s.model, now=s.now,
-                                        timeout_s=policy.training.timeout_s,
-                                        dedup_window_s=policy.limits.dedup_window_s)
-            decision = decide(policy, s, history)
-            if not decision.retrain:
-                log.info("%s", decision.explain())
-                return {"decision": decision.to_dict(), "run_id": None}
-            run = self.runs.put(Run(
-                model=s.model, run_id=new_run_id(s.now), status="requested",
-                requested_at=iso(s.now), trigger=s.trigger, reasons=tuple(decision.reasons()),
-                backend=self.settings.retrain_backend or policy.training.backend))
-            if s.event_key is not None:
-                # A redelivery of the event that started this run must not start another.
-                self.runs.mark_seen(s.model, s.event_key, s.now)
-            self._feedback[s.model] = 0
-            self.runs.set_feedback_count(s.model, 0)
+        with self._lock_for(s.model):  # one claim per model at a time in this process
+            for _ in range(START_ATTEMPTS):
+                history = self.runs.history(s.model, now=s.now,
+                                            timeout_s=policy.training.timeout_s,
+                                            dedup_window_s=policy.limits.dedup_window_s)
+                if policy.triggers.feedback_volume is not None:
+                    s = replace(s, feedback_since_training=self.runs.label_count(
+                        s.model, history.generation))
+                decision = decide(policy, s, history)
+                if not decision.retrain:
+                    log.info("%s", decision.explain())
+                    return {"decision": decision.to_dict(), "run_id": None}
+                run = Run(
+                    model=s.model, run_id=new_run_id(s.now), status="requested",
+                    requested_at=iso(s.now), trigger=s.trigger,
+                    reasons=tuple(decision.reasons()),
+                    backend=self.settings.retrain_backend or policy.training.backend)
+                if self.runs.claim_start(Start(
+                        model=s.model, generation=history.generation + 1, run_id=run.run_id,
+                        requested_at=run.requested_at, trigger=s.trigger,
+                        event_key=s.event_key, manual=s.manual)):
+                    break
+                log.info("another replica started run %d of %s first; deciding again",
+                         history.generation + 1, s.model)
+            else:
+                raise Unavailable(f"could not claim a training start of {s.model!r}: other "
+                                  "replicas kept starting runs")
+            self.runs.put(run)
         log.info("%s (run %s)", decision.explain(), run.run_id)
         return self.start(policy, run, decision, params=params)
 
@@ -317,3 +328,94 @@ class RetrainTrigger:
         publish(producer, topics.EVENTS, [event], key=run.model)
         return event
 
+
+
+def _manual_request(doc: Mapping[str, Any]) -> tuple[str, dict[str, Any] | None]:
+    """``{"model": M, "params": {...}}``; any other field is refused (it is not a counter)."""
+    errors = [FieldError(str(k)[:64], "unknown-field",
+                         f"a manual retrain request takes only {', '.join(sorted(MANUAL_FIELDS))}")
+              for k in doc if k not in MANUAL_FIELDS]
+    params = doc.get("params")
+    if params is not None and not isinstance(params, dict):
+        errors.append(FieldError("params", "object", "params must be a JSON object"))
+    if not is_safe_segment(doc.get("model")):
+        errors.append(FieldError("model", "safe-name", f"a valid model name is required: "
+                                 f"{SAFE_NAME_RULE}"))
+    if errors:
+        raise ValidationFailed(errors)
+    return str(doc["model"]), params
+
+
+def usable_label(event: ev.Event) -> tuple[str, str] | str:
+    """(model, label identity) of a labeled record that can train, else why it cannot.
+
+    Usable: matched to a prediction, carries a truth (not only a reward), names a valid
+    model. The identity is the feedback's own (source, id), so repeated deliveries of one
+    feedback count once and equal ids from different sources count apart.
+    """
+    data = event.data if isinstance(event.data, Mapping) else None
+    if data is None:
+        raise BadRequest("data: a labeled record must carry a JSON object",
+                         fields=[FieldError("data", "object", "must be a JSON object")])
+    model = data.get("model")
+    if not is_safe_segment(model):
+        raise BadRequest(f"data.model: a valid model name is required (got {model!r})",
+                         fields=[FieldError("data.model", "safe-name", SAFE_NAME_RULE)])
+    if not data.get("prediction_id"):
+        return "not matched to a prediction"
+    if data.get("truth") is None:
+        return "no truth (reward-only feedback)"
+    fb_source, fb_id = data.get("feedback_source"), data.get("feedback_id")
+    if not (isinstance(fb_source, str) and isinstance(fb_id, str) and fb_source and fb_id):
+        return "no feedback (source, id)"
+    return str(model), f"{fb_source}\x1f{fb_id}"
+
+
+def parse_alerts(doc: Mapping[str, Any]) -> tuple[list[tuple[str, str, str]], list[dict[str, Any]]]:
+    """Firing alerts as (model, trigger, de-duplication key), and the ignored ones.
+
+    Every structural error of the webhook is collected and refused at once (400).
+    """
+    alerts = doc.get("alerts")
+    if not isinstance(alerts, list):
+        raise ValidationFailed([FieldError("alerts", "array", "alerts must be a JSON array")])
+    errors: list[FieldError] = []
+    firing: list[tuple[str, str, str]] = []
+    ignored: list[dict[str, Any]] = []
+    for i, a in enumerate(alerts):
+        where = f"alerts[{i}]"
+        if not isinstance(a, Mapping):
+            errors.append(FieldError(where, "object", "an alert must be a JSON object"))
+            continue
+        status = a.get("status", "firing")
+        if status not in ("firing", "resolved"):
+            errors.append(FieldError(f"{where}.status", "enum",
+                                     "status must be 'firing' or 'resolved'"))
+        labels = a.get("labels", {})
+        if not isinstance(labels, Mapping):
+            errors.append(FieldError(f"{where}.labels", "object",
+                                     "labels must be an object of string values"))
+            continue
+        for k, v in labels.items():
+            if not isinstance(v, str):
+                errors.append(FieldError(f"{where}.labels.{str(k)[:64]}", "string",
+                                         "label values must be strings"))
+        for name in ("fingerprint", "startsAt"):
+            if name in a and not isinstance(a[name], str):
+                errors.append(FieldError(f"{where}.{name}", "string", f"{name} must be a string"))
+        if status != "firing":
+            continue
+        model = labels.get("model")
+        if model is None:
+            ignored.append({"alert": i, "alertname": str(labels.get("alertname", ""))[:200],
+                            "reason": "no model label"})
+            continue
+        if not is_safe_segment(model):
+            errors.append(FieldError(f"{where}.labels.model", "safe-name", SAFE_NAME_RULE))
+            continue
+        trigger = labels.get("trigger") or labels.get("alertname") or ""
+        firing.append((str(model), str(trigger),
+                       f"alert\x1f{a.get('fingerprint', '')}\x1f{a.get('startsAt', '')}"))
+    if errors:
+        raise ValidationFailed(errors)
+    return firing, ignored

@@ -178,8 +178,8 @@ class DriftloopRuntime(MLModel):
             "latency_ms": round(latency * 1000.0, 3),
             "modality": spec.modality if spec else None,
         }
-        if headers.get("x-driftloop-input-ref"):
-            data["input_ref"] = headers["x-driftloop-input-ref"]
+        # No input reference from request headers: a client could point training at any
+        # blob. Only the stream predictor sets input_ref (from the preprocess job's key).
         event = events.new_event(events.PREDICTION, f"driftloop/serving/{self.family}", data,
                                  id=pid, model=self.family)
         self._emitter.offer(event, key=self.family)

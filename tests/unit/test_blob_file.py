@@ -62,3 +62,24 @@ def test_open_store_rejects_unknown_scheme(tmp_path):
         with pytest.raises(ValueError):
             open_store(url, s)
     assert isinstance(open_store(tmp_path.as_uri(), s), FileStore)
+
+
+def test_put_if_absent_lets_exactly_one_concurrent_writer_win(store, tmp_path):
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    barrier = threading.Barrier(16)
+
+    def claim(i: int) -> bool:
+        barrier.wait()
+        return store.put_if_absent("claims/k.json", f"writer {i}".encode())
+
+    with ThreadPoolExecutor(16) as pool:
+        won = list(pool.map(claim, range(16)))
+    assert won.count(True) == 1
+    assert store.get("claims/k.json") == f"writer {won.index(True)}".encode()
+    assert store.put_if_absent("claims/k.json", b"later") is False
+    assert store.get("claims/k.json") == f"writer {won.index(True)}".encode()
+    assert store.put_if_absent("claims/other.json", b"x") is True
+    leftovers = [p for p in (tmp_path / "b").rglob("*") if p.name.startswith(".tmp-")]
+    assert leftovers == []

@@ -129,6 +129,29 @@ def test_limits_cooldown_duplicate_concurrency() -> None:
     assert manual.retrain and manual.fired[0].rule == "manual"
 
 
+def test_a_failed_run_starts_the_cooldown_and_failures_back_off() -> None:
+    p = parse_policy({"model": "digits", "triggers": {"drift": {}},
+                      "limits": {"cooldown_s": 600, "failure_backoff_s": 300,
+                                 "max_failure_backoff_s": 3600}})
+    s = Signals("digits", NOW, "drift", drift_detected=True)
+    # One failure: the ordinary cooldown (it is longer than the first backoff).
+    once = decide(p, s, RunHistory(last_started=NOW - timedelta(seconds=300),
+                                   consecutive_failures=1))
+    assert once.blocked_by == "cooldown" and "after 1 failed run(s)" in once.detail
+    assert decide(p, s, RunHistory(last_started=NOW - timedelta(seconds=601),
+                                   consecutive_failures=1)).retrain
+    # Three failures in a row: 300 * 2^2 = 1200 s.
+    three = RunHistory(last_started=NOW - timedelta(seconds=1100), consecutive_failures=3)
+    d = decide(p, s, three)
+    assert d.blocked_by == "cooldown" and "cooldown 1200s" in d.detail
+    assert decide(p, s, RunHistory(last_started=NOW - timedelta(seconds=1201),
+                                   consecutive_failures=3)).retrain
+    # Capped, and manual runs are still allowed.
+    many = RunHistory(last_started=NOW - timedelta(seconds=3500), consecutive_failures=40)
+    assert "cooldown 3600s" in decide(p, s, many).detail
+    assert decide(p, Signals("digits", NOW, "manual", manual=True), many).retrain
+
+
 def test_decision_is_frozen_and_serialisable() -> None:
     d = decide(policy(drift={}), Signals("digits", NOW, "drift", drift_detected=True),
                RunHistory())

@@ -35,7 +35,11 @@ def test_versions_increase_and_carry_their_manifest(registry):
 def test_a_version_without_manifest_is_invisible(registry):
     registry.store.put("models/ocr/1/artifact/config.json", b"{}")
     assert registry.versions("ocr") == []
-    assert registry.register("ocr", {"config.json": b"{}"}).version == "1"
+    # Files without a manifest may be another writer's upload in progress: that number is
+    # never reused, so nothing of it is overwritten.
+    assert registry.register("ocr", {"config.json": b"{\"n\": 2}"}).version == "2"
+    assert registry.store.get("models/ocr/1/artifact/config.json") == b"{}"
+    assert registry.versions("ocr") == ["2"]
 
 
 def test_aliases_move_atomically_and_keep_history(registry):
