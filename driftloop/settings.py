@@ -285,6 +285,12 @@ class Settings(BaseSettings):
     promote_bake_s: float | None = Field(
         None, ge=0, description="Overrides every policy's canary bake period (seconds)."
     )
+    promote_evidence_grace_s: float = Field(
+        60.0, ge=0,
+        description="After the bake period, how long the canary waits for missing evidence "
+        "(request/error/latency metrics, labeled samples) before rolling back with "
+        "'no evidence: ...'.",
+    )
     k8s_namespace: str = Field("driftloop", description="Namespace of Kubernetes training Jobs.")
     k8s_training_image: str = Field(
         "ghcr.io/driftloop/driftloop:latest", description="Image of Kubernetes training Jobs."

@@ -3,13 +3,15 @@
 ``observe`` reads per-version figures: requests, errors and p99 latency from Prometheus
 (MLServer's driftloop_model_* series), quality from Prometheus (``driftloop_quality``,
 pushed by drift-check) or, where that has no per-version figure yet, from the labeled
-records on ``driftloop.labeled`` since the canary started. ``judge`` is pure.
+records on ``driftloop.labeled`` since the canary started. ``judge`` is pure and fails
+closed: a figure that cannot be read is missing evidence, never a pass.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -38,65 +40,128 @@ class VersionStats:
 
 @dataclass(frozen=True)
 class Check:
+    """One guard check. ``judged`` False: not enough evidence to decide it yet."""
+
     name: str
     ok: bool
     value: Any
     limit: Any
     detail: str
+    judged: bool = True
 
 
 @dataclass(frozen=True)
 class GuardVerdict:
     verdict: Literal["ok", "rollback", "wait"]
     checks: tuple[Check, ...]
+    reason: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"verdict": self.verdict, "checks": [asdict(c) for c in self.checks]}
+        return {"verdict": self.verdict, "reason": self.reason,
+                "checks": [asdict(c) for c in self.checks]}
 
     def explain(self) -> str:
         return "; ".join(f"{c.name}: {c.detail}" for c in self.checks)
 
 
+def _missing(name: str, value: Any, limit: Any, detail: str) -> Check:
+    return Check(name, False, value, limit, detail, judged=False)
+
+
+def _with(detail: str, why: str | None) -> str:
+    return f"{detail} ({why})" if why else detail
+
+
 def judge(policy: Policy, champion: VersionStats, challenger: VersionStats, *,
-          final: bool) -> GuardVerdict:
-    """'rollback' as soon as a check fails; 'ok' at the end when quality was judged;
-    'wait' while there is not enough evidence yet."""
+          final: bool, expired: bool = False,
+          unavailable: Mapping[str, str] | None = None) -> GuardVerdict:
+    """Fail closed: no evidence, no pass.
+
+    'rollback' as soon as a judged check fails, or when evidence is still missing at
+    ``expired`` (the end of the bake plus its grace period): reason "no evidence: ...";
+    'ok' at the end of the bake (``final``) when every check was judged and passed;
+    'wait' otherwise, with the reason. ``unavailable`` says why a source gave nothing
+    (``metrics``: Prometheus, ``labeled``: the labeled records).
+    """
     p = policy.promotion
+    why = dict(unavailable or {})
+    v = challenger.version
     checks: list[Check] = []
+    need = max(p.min_canary_samples, 1)
     er = challenger.error_rate
-    judged_errors = er is not None and (challenger.requests or 0) >= p.min_canary_samples
-    checks.append(Check("error_rate", not judged_errors or er <= p.max_error_rate,  # type: ignore[operator]
-                        er, p.max_error_rate,
-                        "no requests counted" if er is None else
-                        f"challenger {er:.3%} (limit {p.max_error_rate:.1%})"))
-    if challenger.p99_s and champion.p99_s and (challenger.requests or 0) >= \
-            p.min_latency_requests:
-        ratio = challenger.p99_s / champion.p99_s
+    if challenger.requests is None:
+        checks.append(_missing("error_rate", None, p.max_error_rate, _with(
+            f"no request metrics for v{v}", why.get("metrics") or
+            "Prometheus has no driftloop_model_requests_total series for it: none served, "
+            "or the model server is not scraped")))
+    elif challenger.requests < need or er is None:
+        checks.append(_missing("error_rate", challenger.requests, need,
+                               f"{challenger.requests:.0f} challenger requests counted, "
+                               f"needs {need}"))
+    else:
+        checks.append(Check("error_rate", er <= p.max_error_rate, er, p.max_error_rate,
+                            f"challenger {er:.3%} of {challenger.requests:.0f} requests "
+                            f"(limit {p.max_error_rate:.1%})"))
+    if challenger.requests is None or challenger.requests < p.min_latency_requests:
+        n = "no" if challenger.requests is None else f"{challenger.requests:.0f}"
+        checks.append(_missing("latency", challenger.requests, p.min_latency_requests, _with(
+            f"{n} challenger requests, needs {p.min_latency_requests} to judge p99",
+            why.get("metrics"))))
+    elif challenger.p99_s is None or champion.p99_s is None:
+        which = " and ".join(f"v{s.version}" for s in (challenger, champion) if s.p99_s is None)
+        checks.append(_missing("latency", None, p.max_latency_ratio, _with(
+            f"no p99 latency for {which}", why.get("metrics"))))
+    else:
+        ratio = challenger.p99_s / champion.p99_s if champion.p99_s > 0 else math.inf
         slower = challenger.p99_s - champion.p99_s
         ok = ratio <= p.max_latency_ratio or slower <= p.latency_slack_s
         checks.append(Check("latency", ok, ratio, p.max_latency_ratio,
                             f"p99 {challenger.p99_s * 1000:.1f} ms vs {champion.p99_s * 1000:.1f}"
                             f" ms (ratio {ratio:.2f}, limit {p.max_latency_ratio})"))
-    enough = challenger.samples >= p.min_canary_samples and challenger.quality is not None
-    if enough and champion.quality is not None:
-        sign = 1.0 if policy.higher_is_better else -1.0
-        drop = sign * (champion.quality - challenger.quality)  # type: ignore[operator]
-        checks.append(Check("quality", drop <= p.max_quality_drop, drop, p.max_quality_drop,
-                            f"{policy.metric} challenger {challenger.quality:.4f} "
-                            f"({challenger.samples} samples) vs champion "
-                            f"{champion.quality:.4f} ({champion.samples})"))
-    elif enough:
+    if p.min_canary_samples == 0:
         checks.append(Check("quality", True, challenger.quality, None,
-                            f"challenger {challenger.quality:.4f}; champion has no quality"))
+                            "not required (min_canary_samples is 0)"))
     else:
-        checks.append(Check("quality", not final or p.min_canary_samples == 0, challenger.samples,
-                            p.min_canary_samples,
-                            f"{challenger.samples} labeled challenger samples, needs "
-                            f"{p.min_canary_samples}"))
-    if any(not c.ok for c in checks):
-        return GuardVerdict("rollback", tuple(checks))
-    judged = enough or p.min_canary_samples == 0
-    return GuardVerdict("ok" if final and judged else "wait", tuple(checks))
+        short = [s for s in (challenger, champion)
+                 if s.quality is None or s.samples < p.min_canary_samples]
+        if short:
+            detail = "; ".join(f"{s.samples} labeled v{s.version} samples, needs "
+                               f"{p.min_canary_samples}" for s in short)
+            checks.append(_missing("quality", challenger.samples, p.min_canary_samples,
+                                   _with(detail, why.get("labeled"))))
+        else:
+            sign = 1.0 if policy.higher_is_better else -1.0
+            drop = sign * (champion.quality - challenger.quality)  # type: ignore[operator]
+            checks.append(Check("quality", drop <= p.max_quality_drop, drop,
+                                p.max_quality_drop,
+                                f"{policy.metric} challenger {challenger.quality:.4f} "
+                                f"({challenger.samples} samples) vs champion "
+                                f"{champion.quality:.4f} ({champion.samples})"))
+    failed = [c for c in checks if c.judged and not c.ok]
+    missing = [c for c in checks if not c.judged]
+    if failed:
+        return GuardVerdict("rollback", tuple(checks), "canary failed: " + "; ".join(
+            f"{c.name}: {c.detail}" for c in failed))
+    if missing:
+        what = "; ".join(f"{c.name}: {c.detail}" for c in missing)
+        if expired:
+            return GuardVerdict("rollback", tuple(checks), f"no evidence: {what}")
+        return GuardVerdict("wait", tuple(checks), f"waiting for evidence: {what}")
+    if final:
+        return GuardVerdict("ok", tuple(checks), f"canary passed: {_explain(checks)}")
+    return GuardVerdict("wait", tuple(checks), "baking: every check passes so far")
+
+
+def _explain(checks: list[Check]) -> str:
+    return "; ".join(f"{c.name}: {c.detail}" for c in checks)
+
+
+@dataclass(frozen=True)
+class Observation:
+    """Per-version figures, and why a source gave nothing (``metrics``, ``labeled``)."""
+
+    stats: dict[str, VersionStats]
+    unavailable: dict[str, str]
 
 
 class Observer:
@@ -105,18 +170,22 @@ class Observer:
     def __init__(self, settings: Settings, model: str, metric: str, since_ms: int) -> None:
         self.settings, self.model, self.metric, self.since_ms = settings, model, metric, since_ms
 
-    def observe(self, versions: list[str]) -> dict[str, VersionStats]:
-        prom = self._prometheus(versions)
-        labeled = self._labeled(versions)
+    def observe(self, versions: list[str]) -> Observation:
+        unavailable: dict[str, str] = {}
+        prom = self._prometheus(versions, unavailable)
+        labeled = self._labeled(versions, unavailable)
         out = {}
         for v in versions:
             p, lab = prom.get(v, {}), labeled.get(v)
             quality, samples = (lab if lab else (p.get("quality"), int(p.get("samples") or 0)))
             out[v] = VersionStats(v, p.get("requests"), p.get("errors"), p.get("p99"),
                                   quality, samples)
-        return out
+        return Observation(out, unavailable)
 
-    def _prometheus(self, versions: list[str]) -> dict[str, dict[str, float]]:
+    def _prometheus(self, versions: list[str],
+                    unavailable: dict[str, str]) -> dict[str, dict[str, float]]:
+        """Requests, errors and p99 per version since the canary started. A series that
+        is absent stays absent (None), never zero: the guard then waits for evidence."""
         from driftloop.monitoring.prom import PrometheusClient
 
         m = self.model
@@ -137,12 +206,14 @@ class Observer:
                     if math.isfinite(s.value):
                         out.setdefault(s.labels.get("version", ""), {})[name] = s.value
         except DriftloopError as e:
-            log.debug("Prometheus not available for the bake of %s: %s", m, e)
+            log.warning("Prometheus not available for the bake of %s: %s", m, e)
+            unavailable["metrics"] = str(e)[:300]
         finally:
             client.close()
         return out
 
-    def _labeled(self, versions: list[str]) -> dict[str, tuple[float, int]]:
+    def _labeled(self, versions: list[str],
+                 unavailable: dict[str, str]) -> dict[str, tuple[float, int]]:
         from driftloop import topics
         from driftloop.monitoring.quality import aggregate
         from driftloop.monitoring.window import read_topic
@@ -153,6 +224,7 @@ class Observer:
                            max_records=self.settings.drift_window_max_records, model=self.model)
         except Exception as e:  # Kafka unavailable: the bake waits (and times out) instead
             log.warning("labeled records of %s unavailable: %s", self.model, e)
+            unavailable["labeled"] = f"labeled records unavailable: {e}"[:300]
             return {}
         stats = aggregate([r.data for r in w.records], model=self.model)
         return {s.version: (s.mean, s.count) for s in stats

@@ -213,7 +213,11 @@ def test_promote_and_rollback_by_hand(loop_env, kafka):
     assert r.exit_code == 0, r.output
     assert loop_env.registry.alias("digits", "champion") == "1"
     reasons = [c.reason for c in loop_env.registry.history("digits", "champion")]
-    assert reasons[-2:] == ["promoted by hand", "rolled back by hand"]
+    assert reasons[-2:] == ["promoted by hand", f"rolled back by hand (undoes v{v2.version})"]
+    # v1 replaced no champion: a second rollback refuses instead of going back to v2.
+    r = runner.invoke(app, ["rollback", "--model", "digits"], env=env)
+    assert r.exit_code == 1 and "replaced no earlier champion" in r.output
+    assert loop_env.registry.alias("digits", "champion") == "1"
     r = runner.invoke(app, ["promote", "--model", "digits", "--version", "99"], env=env)
     assert r.exit_code == 1 and "no version '99'" in r.output
     types = [e.type for e in kafka.read_events(topics.EVENTS)

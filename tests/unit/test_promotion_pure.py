@@ -14,7 +14,8 @@ from driftloop.promotion.guard import judge as guard
 
 POLICY = parse_policy({"model": "digits", "promotion": {
     "margin": 0.01, "max_holdout_drop": 0.05, "min_canary_samples": 20,
-    "max_error_rate": 0.05, "max_latency_ratio": 2.0, "max_quality_drop": 0.02}})
+    "max_error_rate": 0.05, "max_latency_ratio": 2.0, "max_quality_drop": 0.02,
+    "min_latency_requests": 25}})
 
 
 def scores(ch_r: float, cp_r: float, ch_h: float, cp_h: float) -> dict[str, float]:
@@ -56,13 +57,94 @@ def test_guard_waits_then_passes_or_rolls_back() -> None:
     slow = guard(POLICY, champ, VersionStats("2", 60, 0, 0.25, 0.95, 25), final=False)
     assert slow.verdict == "rollback" and any(c.name == "latency" and not c.ok
                                               for c in slow.checks)
-    # A few ms slower, or a p99 of a handful of requests, is no reason to roll back.
+    # A few ms slower is no reason to roll back; a p99 of a handful of requests is no
+    # evidence either way: the guard waits for more.
     assert guard(POLICY, champ, VersionStats("2", 60, 0, 0.04, 0.95, 25), final=True
                  ).verdict == "ok"
-    assert guard(POLICY, champ, VersionStats("2", 30, 0, 0.9, 0.95, 25), final=True
-                 ).verdict == "ok"
+    few = guard(POLICY, champ, VersionStats("2", 20, 0, 0.9, 0.95, 25), final=True)
+    assert few.verdict == "wait" and "needs 25 to judge p99" in few.reason
     starved = guard(POLICY, champ, VersionStats("2", 30, 0, 0.012, 0.99, 3), final=True)
-    assert starved.verdict == "rollback" and "needs 20" in starved.explain()
+    assert starved.verdict == "wait" and "needs 20" in starved.reason
+    starved = guard(POLICY, champ, VersionStats("2", 30, 0, 0.012, 0.99, 3), final=True,
+                    expired=True)
+    assert starved.verdict == "rollback"
+    assert starved.reason.startswith("no evidence: quality: 3 labeled v2 samples, needs 20")
+
+
+def test_guard_without_metrics_waits_then_rolls_back_for_lack_of_evidence() -> None:
+    """Prometheus unreachable (or the model server not scraped): quality alone never
+    promotes; the bake waits, then rolls back naming what was missing."""
+    champ = VersionStats("1", None, None, None, quality=0.5, samples=80)
+    blind = VersionStats("2", None, None, None, quality=0.99, samples=60)
+    why = {"metrics": "Prometheus at http://127.0.0.1:9 unavailable: connection refused"}
+    v = guard(POLICY, champ, blind, final=True, unavailable=why)
+    assert v.verdict == "wait"
+    assert v.reason.startswith("waiting for evidence: error_rate: no request metrics for v2")
+    assert "connection refused" in v.reason and "latency" in v.reason
+    assert {c.name: c.judged for c in v.checks} == {"error_rate": False, "latency": False,
+                                                    "quality": True}
+    end = guard(POLICY, champ, blind, final=True, expired=True, unavailable=why)
+    assert end.verdict == "rollback" and end.reason.startswith("no evidence: error_rate")
+    # Not scraped: Prometheus answers, without series of the model.
+    unscraped = guard(POLICY, champ, blind, final=True, expired=True)
+    assert "no request metrics for v2" in unscraped.reason and "not scraped" in unscraped.reason
+
+
+def test_guard_needs_enough_requests_latency_and_samples_of_both_versions() -> None:
+    champ = VersionStats("1", 100, 0, 0.01, quality=0.5, samples=80)
+    few = guard(POLICY, champ, VersionStats("2", 5, 0, 0.01, 0.99, 60), final=True,
+                expired=True)
+    assert few.verdict == "rollback" and "5 challenger requests counted, needs 20" in few.reason
+    no_p99 = guard(POLICY, VersionStats("1", 100, 0, None, 0.5, 80),
+                   VersionStats("2", 60, 0, 0.01, 0.99, 60), final=True)
+    assert no_p99.verdict == "wait" and "no p99 latency for v1" in no_p99.reason
+    no_champion_quality = guard(POLICY, VersionStats("1", 100, 0, 0.01, None, 0),
+                                VersionStats("2", 60, 0, 0.01, 0.99, 60), final=True)
+    assert no_champion_quality.verdict == "wait"
+    assert "0 labeled v1 samples, needs 20" in no_champion_quality.reason
+    # A failing check with evidence rolls back at once, before the bake ends.
+    bad = guard(POLICY, champ, VersionStats("2", 40, 10, None, None, 0), final=False)
+    assert bad.verdict == "rollback" and bad.reason.startswith("canary failed: error_rate")
+
+
+def test_gate_judges_the_challenger_alone_when_the_champion_is_broken() -> None:
+    from driftloop.promotion.gate import judge_alone, run_gate
+
+    policy = parse_policy({"model": "digits", "triggers": {"quality": {"threshold": 0.85}}})
+    good = {"challenger_recent": math.nan, "challenger_holdout": 0.97}
+    r = judge_alone(policy, good, 0, "champion v1's artifact is missing")
+    assert r.passed and r.champion is None and "judged alone" in r.detail
+    assert r.to_dict()["champion_holdout"] is None
+    weak = judge_alone(policy, {"challenger_recent": 0.95, "challenger_holdout": 0.5}, 50, "x")
+    assert not weak.passed and "holdout 0.5000" in weak.detail
+    no_bar = judge_alone(POLICY, good, 0, "champion gone")
+    assert not no_bar.passed and "no quality threshold" in no_bar.detail
+
+    class Trainer:
+        def size(self, data):
+            return 0
+
+        def score(self, artifact, data):
+            if b"broken" in artifact["m"]:
+                raise ValueError("unpickling failed")
+            return 0.97
+
+    out = run_gate(policy, {"m": b"ok"}, {"m": b"broken"}, None, None, Trainer())
+    assert out.passed and "champion cannot be scored (ValueError: unpickling failed)" in \
+        out.champion_problem
+    rejected = run_gate(policy, {"m": b"broken"}, {"m": b"ok"}, None, None, Trainer())
+    assert not rejected.passed and "challenger cannot be scored" in rejected.detail
+
+
+def test_versions_must_be_registry_versions() -> None:
+    from driftloop.errors import ValidationFailed
+    from driftloop.promotion.service import check_version
+
+    assert check_version("12") == "12"
+    for bad in ("../1", "", "0", "01", "1" * 19, "x" * 100_000, 3, None, "1\n"):
+        with pytest.raises(ValidationFailed) as e:
+            check_version(bad)
+        assert e.value.fields[0].field == "version" and e.value.fields[0].rule == "version"
 
 
 def test_routing_split_is_sticky_and_weighted() -> None:

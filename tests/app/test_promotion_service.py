@@ -1,0 +1,276 @@
+"""promote on the real Kafka broker, S3 server and Prometheus: the guard fails closed, one
+promotion per model at a time, rollbacks walk back through promotions, a broken champion
+is a stated gate outcome, and hostile model.trained events are 4xx."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from typer.testing import CliRunner
+
+from driftloop import events as ev
+from driftloop import topics
+from driftloop.policy import load_policy
+from driftloop.promotion import routing
+from driftloop.promotion.service import Promotion, PromotionService
+from driftloop.retrain.pipeline import train_model
+from driftloop.retrain.state import iso, now_utc
+from driftloop.serving.server import settings_env
+from tests.fixtures.loop import LoopEnv, function_client, post_event, write_policy
+from tests.fixtures.monitoring import start_monitoring
+
+OPEN_GATE = {"margin": -1.0, "max_holdout_drop": 1.0}
+
+
+def trained(model: str, version: str, **extra) -> ev.Event:
+    return ev.new_event(ev.MODEL_TRAINED, "driftloop/retrain",
+                        {"model": model, "version": version, **extra}, datacontenttype=ev.JSON)
+
+
+def new_version(env: LoopEnv, run_id: str, **params) -> str:
+    policy = load_policy(env.settings.policy_dir, "digits")
+    return train_model(env.settings, policy, run_id=run_id, params=params or None,
+                       store=env.store, emit=False).version
+
+
+def promoter(env: LoopEnv, **settings) -> PromotionService:
+    return PromotionService(env.settings.model_copy(update=settings), store=env.store)
+
+
+def publish_labeled(env: LoopEnv, versions: dict[str, int]) -> None:
+    """Correct labeled digits records per version, as Flink's join writes them."""
+    from driftloop.bus import make_producer, publish
+    from driftloop.retrain.demo import labeled_record
+
+    records = []
+    for version, n in versions.items():
+        for i in range(n):
+            label = i % 10
+            pred = ev.new_event(ev.PREDICTION, "driftloop/serving/digits",
+                                {"model": "digits", "version": version,
+                                 "output": {"label": label}}, datacontenttype=ev.JSON)
+            records.append(labeled_record(pred, {"label": label}, "guard-test-app"))
+    producer = make_producer(env.settings)
+    try:
+        publish(producer, topics.LABELED, records, key="digits")
+    finally:
+        producer.close(timeout=5)
+
+
+def wait_for(fn, timeout_s: float, what: str):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        got = fn()
+        if got:
+            return got
+        time.sleep(0.2)
+    raise TimeoutError(what)
+
+
+# ---------------------------------------------------------------- the guard fails closed
+
+
+def test_unscraped_model_server_never_promotes_on_quality_alone(loop_env, monitoring):
+    """Prometheus answers but holds no series of the model server: labeled quality of both
+    versions is there and good, yet the canary waits for request, error and latency
+    evidence and, without it at the end of the bake and its grace, rolls back."""
+    write_policy(loop_env.settings.policy_dir, promotion=OPEN_GATE)
+    v2 = new_version(loop_env, "unscraped")
+    svc = promoter(loop_env, prometheus_url=monitoring.prometheus_url, promote_bake_s=4.0,
+                   promote_evidence_grace_s=3.0)
+    r = post_event(function_client("promote", "promote", svc), trained("digits", v2))
+    assert r.status_code == 202 and r.json()["phase"] == "canary", r.text
+    publish_labeled(loop_env, {"1": 20, v2: 20})
+    final = svc.wait("digits", v2, timeout_s=120)
+    assert final is not None and final.phase == "rolledback", final
+    assert final.reason.startswith("no evidence: error_rate: no request metrics for v2"), \
+        final.reason
+    assert "not scraped" in final.reason and "latency" in final.reason
+    waits = [v for v in final.verdicts if v["verdict"] == "wait"]
+    assert waits and all(v["reason"].startswith("waiting for evidence:") for v in waits)
+    last = {c["name"]: c for c in final.verdicts[-1]["checks"]}
+    assert last["quality"]["judged"] and last["quality"]["ok"]  # quality alone is not enough
+    assert loop_env.registry.alias("digits", "champion") == "1"
+    assert loop_env.registry.alias("digits", "challenger") is None
+    assert routing.load(loop_env.store, "digits").weights == {}
+    svc.close()
+
+
+def test_prometheus_stopped_during_the_bake_rolls_back_for_lack_of_evidence(loop_env,
+                                                                           tmp_path):
+    prom = start_monitoring(tmp_path / "monitoring")
+    try:
+        write_policy(loop_env.settings.policy_dir, promotion=OPEN_GATE)
+        v2 = new_version(loop_env, "prom-stopped")
+        svc = promoter(loop_env, prometheus_url=prom.prometheus_url, promote_bake_s=6.0,
+                       promote_evidence_grace_s=20.0)
+        assert svc.start("digits", v2)["phase"] == "canary"
+        publish_labeled(loop_env, {"1": 20, v2: 20})
+        first = wait_for(lambda: svc.verdicts("digits", v2), 60, "a first verdict")
+        assert first[0]["verdict"] == "wait" and "unavailable" not in first[0]["reason"]
+    finally:
+        prom.stop()
+    final = svc.wait("digits", v2, timeout_s=120)
+    assert final is not None and final.phase == "rolledback", final
+    assert final.reason.startswith("no evidence: error_rate: no request metrics for v2")
+    assert f"Prometheus at {prom.prometheus_url} unavailable" in final.reason, final.reason
+    assert any("unavailable" in v["reason"] and v["verdict"] == "wait" for v in final.verdicts)
+    assert loop_env.registry.alias("digits", "champion") == "1"
+    svc.close()
+
+
+# ---------------------------------------------------------------- one promotion at a time
+
+
+def test_one_promotion_per_model_at_a_time(loop_env, kafka):
+    write_policy(loop_env.settings.policy_dir, promotion=OPEN_GATE)
+    v2, v3 = new_version(loop_env, "first"), new_version(loop_env, "second")
+    svc = promoter(loop_env, promote_bake_s=600.0)  # v2's canary outlives this test's steps
+    client = function_client("promote", "promote", svc)
+    r = post_event(client, trained("digits", v2))
+    assert r.status_code == 202 and r.json()["phase"] == "canary", r.text
+    before = routing.load(loop_env.store, "digits")
+
+    second = post_event(client, trained("digits", v3))
+    assert second.status_code == 409, second.text
+    assert f"v{v2}'s promotion is in progress" in second.json()["message"]
+    assert svc.state("digits", v3) is None  # nothing of v3 was started or recorded
+    assert loop_env.registry.alias("digits", "challenger") == v2
+    assert routing.load(loop_env.store, "digits").weights == before.weights
+    assert svc.state("digits", v2).phase == "canary"
+
+    env = {**settings_env(loop_env.settings),
+           "DRIFTLOOP_POLICY_DIR": str(loop_env.settings.policy_dir)}
+    from driftloop.cli import app
+
+    runner = CliRunner()
+    hand = runner.invoke(app, ["promote", "--model", "digits", "--version", v3], env=env)
+    assert hand.exit_code == 1 and "in progress" in hand.output
+    assert loop_env.registry.alias("digits", "champion") == "1"
+
+    # The rollback names the version it undoes: v2's canary, the champion stays v1.
+    out = svc.rollback("digits", reason="ops stop the canary")
+    assert (out["version"], out["restored_version"]) == (v2, "1")
+    assert svc.lease("digits") is None
+    assert loop_env.registry.alias("digits", "champion") == "1"
+    rolled = [e for e in kafka.read_events(topics.EVENTS) if e.type == ev.MODEL_ROLLEDBACK
+              and e.data.get("version") == v2]
+    assert rolled[-1].data["restored_version"] == "1"
+    # Now v3 may go.
+    r = post_event(client, trained("digits", v3))
+    assert r.status_code == 202 and r.json()["phase"] == "canary", r.text
+    svc.rollback("digits", version=v3)
+    assert svc.state("digits", v2).reason == "ops stop the canary"  # v2's record is its own
+    svc.close()
+
+
+def test_rollbacks_walk_back_through_promotions(loop_env, kafka):
+    v2, v3 = new_version(loop_env, "walk-a"), new_version(loop_env, "walk-b")
+    svc = promoter(loop_env)
+    history_of = lambda: [c.to_dict() for c in loop_env.registry.history("digits", "champion")]  # noqa: E731
+    assert svc.promote("digits", v2)["previous_version"] == "1"
+    assert svc.promote("digits", v3)["previous_version"] == v2
+    seen = history_of()
+
+    first = svc.rollback("digits")
+    assert (first["version"], first["restored_version"]) == (v3, v2)
+    second = svc.rollback("digits")
+    assert (second["version"], second["restored_version"]) == (v2, "1")
+    assert loop_env.registry.alias("digits", "champion") == "1"
+    with pytest.raises(Exception, match="replaced no earlier champion"):
+        svc.rollback("digits")  # v1 replaced nothing: never back up to v2
+    assert loop_env.registry.alias("digits", "champion") == "1"
+    with pytest.raises(Exception, match="neither in canary nor the champion"):
+        svc.rollback("digits", version=v3)
+
+    after = history_of()
+    assert after[:len(seen)] == seen and len(after) == len(seen) + 2  # append-only
+    assert [h["version"] for h in after[-2:]] == [v2, "1"]
+    phases = [(h["version"], h["phase"]) for h in svc.history("digits")]
+    assert phases == [(v2, "promoted"), (v3, "promoted"), (v3, "rolledback"),
+                      (v2, "rolledback")]
+    assert svc.state("digits", v2).champion == "1" and svc.state("digits", v3).champion == v2
+    svc.close()
+
+
+def test_resume_never_moves_the_champion(loop_env):
+    """A record left in 'canary' whose canary is gone (here: the version became champion
+    and no lease is held) is abandoned on resume; aliases and traffic stay."""
+    v2 = new_version(loop_env, "stale-canary")
+    loop_env.registry.set_alias("digits", "champion", v2, reason="promoted elsewhere")
+    svc = promoter(loop_env)
+    svc.save(Promotion("digits", v2, "1", "canary", iso(now_utc()),
+                       canary_started_ms=int((time.time() - 60) * 1000)))
+    assert svc.resume() == []
+    assert svc.state("digits", v2).phase == "abandoned"
+    assert loop_env.registry.alias("digits", "champion") == v2
+    time.sleep(1)  # an (old) bake thread would have rolled back by now
+    assert loop_env.registry.alias("digits", "champion") == v2
+    svc.close()
+
+
+# ---------------------------------------------------------------- gate outcomes, no-ops, 4xx
+
+
+def test_missing_or_unreadable_champion_is_a_stated_gate_outcome(loop_env):
+    # Trained first: training scores the champion too.
+    bad, good, third = (new_version(loop_env, "weak", C=0.01), new_version(loop_env, "good"),
+                        new_version(loop_env, "third"))
+    for name in loop_env.registry.get("digits", "1").files:
+        loop_env.store.delete(loop_env.registry.artifact_key("digits", "1", name))
+    svc = promoter(loop_env)
+    client = function_client("promote", "promote", svc)
+    r = post_event(client, trained("digits", bad))
+    assert r.status_code == 202, r.text
+    body = r.json()
+    assert body["phase"] == "rejected" and "v1's artifact is missing" in \
+        body["gate"]["champion_problem"]
+    assert "judged alone" in body["gate"]["detail"] and body["gate"]["champion"] is None
+    assert svc.lease("digits") is None
+    assert loop_env.registry.alias("digits", "champion") == "1"
+
+    r = post_event(client, trained("digits", good))
+    assert r.status_code == 202 and r.json()["phase"] == "promoted", r.text
+    assert "artifact is missing" in r.json()["reason"]
+    assert loop_env.registry.alias("digits", "champion") == good
+
+    # Unreadable: the champion's bytes are garbage.
+    for name in loop_env.registry.get("digits", good).files:
+        loop_env.store.put(loop_env.registry.artifact_key("digits", good, name), b"\x00garbage")
+    r = post_event(client, trained("digits", third))
+    assert r.status_code == 202 and r.json()["phase"] == "promoted", r.text
+    assert "cannot be scored" in r.json()["gate"]["champion_problem"]
+    svc.close()
+
+
+def test_trained_for_the_current_champion_is_a_noop(loop_env):
+    svc = promoter(loop_env)
+    client = function_client("promote", "promote", svc)
+    before = loop_env.registry.history("digits", "champion")
+    r = post_event(client, trained("digits", "1"))
+    assert r.status_code == 200, r.text
+    assert r.json()["noop"] is True and r.json()["phase"] == "champion"
+    assert loop_env.registry.history("digits", "champion") == before  # no v1 -> v1 entry
+    assert svc.state("digits", "1") is None and svc.history("digits") == []
+    assert svc.promote("digits", "1")["noop"] is True
+    assert loop_env.registry.history("digits", "champion") == before
+    svc.close()
+
+
+@pytest.mark.parametrize("version", ["../1", "", "0", "x" * 100_000, "1/../../etc"])
+def test_trained_with_a_hostile_version_is_400(loop_env, version):
+    svc = promoter(loop_env)
+    client = function_client("promote", "promote", svc)
+    r = post_event(client, trained("digits", version))
+    assert r.status_code == 400, r.text[:300]
+    assert r.json()["fields"] == [{"field": "data.version", "rule": "version",
+                                   "message": r.json()["fields"][0]["message"]}]
+    assert "positive integer" in r.json()["fields"][0]["message"]
+    assert len(r.content) < 2000  # the value is not echoed back
+    both = post_event(client, trained("../x", version, parent_version="../2"))
+    assert both.status_code == 400
+    assert [f["field"] for f in both.json()["fields"]] == ["data.model", "data.version",
+                                                           "data.parent_version"]
+    assert list(loop_env.store.list("promotions/")) == []
+    svc.close()
