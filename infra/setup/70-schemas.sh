@@ -20,6 +20,8 @@ KEDA_VERSION=v2.16.1                 # github.com/kedacore/keda/v2: config/crd/b
 PROMETHEUS_OPERATOR_VERSION=v0.85.0  # prometheus-operator: example/prometheus-operator-crd
 FLINK_OPERATOR_VERSION=1.10.0        # org.apache.flink:flink-kubernetes-operator-api (Maven)
 KSERVE_VERSION=v0.16.0               # github.com/kserve/kserve: config/crd/full (the KServe alternative)
+STRIMZI_VERSION=0.46.1               # io.strimzi:api sources (Maven): annotation and label keys
+SELF="$ROOT/infra/setup/70-schemas.sh"
 
 SCHEMAS="$CACHE/schemas"
 PINS="$CACHE/schemas.pins"
@@ -38,7 +40,8 @@ flink-operator $FLINK_OPERATOR_VERSION
 kserve $KSERVE_VERSION
 EOF
 if stamp_ok schemas-index "$PINS" driftloop/manifests.py && [[ -x "$CACHE/bin/kustomize" ]] \
-  && [[ -f "$SCHEMAS/index/index.json" ]]; then exit 0; fi
+  && [[ -f "$SCHEMAS/index/index.json" ]] && stamp_ok schemas-annotations "$PINS" "$SELF" \
+  && [[ -f "$SCHEMAS/annotations/areas.json" ]]; then exit 0; fi
 
 command -v go >/dev/null 2>&1 || apt_install golang-go
 command -v mvn >/dev/null 2>&1 || apt_install maven
@@ -94,6 +97,84 @@ for jar in out.glob("*.jar"):
 EOF
 chmod -R u+w "$src"
 stamp_set schemas-src "$PINS"
+fi
+
+# Annotation and label keys are free strings to the schemas: the packages that declare the keys
+# (and the values with a fixed vocabulary) the controllers read are kept, at the same pins, for
+# driftloop.annotations (.cache/schemas/annotations/<area>/<package dir>/*.go|*.java).
+ANN="$SCHEMAS/annotations"
+if ! stamp_ok schemas-annotations "$PINS" "$SELF" || [[ ! -f "$ANN/areas.json" ]]; then
+rm -rf "$ANN"
+mkdir -p "$ANN"
+log "keeping the upstream sources that declare annotation and label keys"
+areas="$ANN/areas.txt"
+: > "$areas"
+# keep_go AREA MODULE@VERSION PATH... : the non-test .go files of each package dir (or file).
+keep_go() {
+  local area=$1 modver=$2 d p; shift 2
+  d=$(mod_dir "$modver")
+  for p in "$@"; do
+    if [[ -f "$d/$p" ]]; then
+      mkdir -p "$ANN/$area/$(dirname "$p")" && cp "$d/$p" "$ANN/$area/$p"
+    else
+      mkdir -p "$ANN/$area/$p"
+      find "$d/$p" -maxdepth 1 -name '*.go' ! -name '*_test.go' -exec cp {} "$ANN/$area/$p/" \;
+    fi
+  done
+  echo "$area go ${modver%@*} ${modver#*@}" >> "$areas"
+}
+# keep_java AREA GROUP:ARTIFACT:VERSION CLASS_PATH... : classes of the artifact's sources jar.
+keep_java() {
+  local area=$1 gav=$2 tmp; shift 2
+  tmp=$(mktemp -d)
+  mvn -q -B org.apache.maven.plugins:maven-dependency-plugin:3.8.1:copy \
+    -Dartifact="$gav:jar:sources" -DoutputDirectory="$tmp"
+  "$PYTHON" - "$tmp" "$ANN/$area" "$@" <<'EOF'
+import pathlib, sys, zipfile
+jar = next(pathlib.Path(sys.argv[1]).glob("*-sources.jar"))
+out = pathlib.Path(sys.argv[2])
+with zipfile.ZipFile(jar) as z:
+    for name in sys.argv[3:]:
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        (out / name).write_bytes(z.read(name))
+EOF
+  rm -rf "$tmp"
+  echo "$area java $gav" >> "$areas"
+}
+d=$(mod_dir "knative.dev/serving@$KNATIVE_SERVING_VERSION")
+NETWORKING_VERSION=$(awk '$1 == "knative.dev/networking" {print $2}' "$d/go.mod")
+keep_go serving "knative.dev/serving@$KNATIVE_SERVING_VERSION" pkg/apis/autoscaling pkg/apis/serving
+keep_go networking "knative.dev/networking@$NETWORKING_VERSION" pkg/apis/networking
+keep_go eventing "knative.dev/eventing@$KNATIVE_EVENTING_VERSION" pkg/apis/eventing \
+  pkg/apis/eventing/v1 pkg/apis/duck/v1 pkg/apis/feature pkg/apis/sources pkg/apis/messaging
+keep_go kafka-broker "knative.dev/eventing-kafka-broker@$KAFKA_BROKER_VERSION" \
+  control-plane/pkg/autoscaler control-plane/pkg/autoscaler/keda control-plane/pkg/apis/config \
+  control-plane/pkg/apis/internalskafkaeventing control-plane/pkg/apis/sources/v1 \
+  control-plane/pkg/apis/eventing control-plane/pkg/kafka control-plane/pkg/reconciler/trigger/v2
+keep_go keda "github.com/kedacore/keda/v2@$KEDA_VERSION" apis/keda/v1alpha1
+keep_go prometheus-operator \
+  "github.com/prometheus-operator/prometheus-operator@$PROMETHEUS_OPERATOR_VERSION" pkg/operator
+keep_go kserve "github.com/kserve/kserve@$KSERVE_VERSION" pkg/constants
+# k8s.io/api is the module k8s.io/kubernetes $K8S_VERSION stages as v0.<minor>.<patch>.
+keep_go k8s "k8s.io/api@v0${K8S_VERSION#v1}" core/v1/well_known_labels.go \
+  core/v1/annotation_key_constants.go core/v1/well_known_taints.go
+keep_java strimzi "io.strimzi:api:$STRIMZI_VERSION" io/strimzi/api/ResourceAnnotations.java \
+  io/strimzi/api/ResourceLabels.java
+keep_java flink-operator "org.apache.flink:flink-kubernetes-operator-api:$FLINK_OPERATOR_VERSION" \
+  org/apache/flink/kubernetes/operator/api/CrdConstants.java
+"$PYTHON" - "$areas" "$ANN/areas.json" <<'EOF'
+import json, sys
+areas = {}
+for line in open(sys.argv[1]):
+    area, lang, *ref = line.split()
+    if lang == "go":
+        areas[area] = {"lang": "go", "module": ref[0], "version": ref[1]}
+    else:
+        areas[area] = {"lang": "java", "artifact": ref[0]}
+json.dump(areas, open(sys.argv[2], "w"), indent=1, sort_keys=True)
+EOF
+chmod -R u+w "$ANN"
+stamp_set schemas-annotations "$PINS" "$SELF"
 fi
 
 log "indexing schemas"

@@ -89,9 +89,10 @@ def test_kafka_sources_scale_from_zero_with_keda_and_dead_letter(manifest_tools)
     assert sources
     for s in sources:
         ann = s["metadata"]["annotations"]
-        assert ann["autoscaling.knative.dev/class"] == "keda.autoscaling.knative.dev"
-        assert ann["autoscaling.knative.dev/min-scale"] == "0"
-        assert int(ann["keda.autoscaling.knative.dev/kafkaLagThreshold"]) > 0
+        # the keys eventing-kafka-broker's KEDA autoscaler reads (test_packaging_annotations)
+        assert ann["autoscaling.eventing.knative.dev/class"] == "keda.autoscaling.knative.dev"
+        assert ann["autoscaling.eventing.knative.dev/min-scale"] == "0"
+        assert int(ann["autoscaling.eventing.knative.dev/lag-threshold"]) > 0
         d = s["spec"]["delivery"]
         assert d["backoffPolicy"] == "exponential" and d["retry"] > 0
         assert d["deadLetterSink"]["ref"] == {
