@@ -79,6 +79,14 @@ def register(app: typer.Typer) -> None:
                 for e in errors:
                     typer.echo(str(e), err=True)
                 failed |= bool(errors)
+            from driftloop.annotations import Catalogue, check_files, default_files
+
+            catalogue = Catalogue.load(cache / "schemas" / "annotations")
+            key_errors = check_files(default_files(), catalogue)
+            for ke in key_errors:
+                typer.echo(str(ke), err=True)
+            typer.echo(f"annotation and label keys: {len(key_errors)} errors")
+            failed |= bool(key_errors)
         raise typer.Exit(1 if failed else 0)
 
     @app.command("package-function")
