@@ -99,7 +99,7 @@ def _strip_go_comment(line: str) -> str:
                 i += 1
             elif c == quote:
                 quote = ""
-        elif c in "\"`":
+        elif c in '"`':
             quote = c
             out.append(c)
         elif line.startswith("//", i):
@@ -167,7 +167,7 @@ def _split_plus(expr: str) -> list[str] | None:
             buf += c
             if c == quote and not buf.endswith("\\" + quote):
                 quote = ""
-        elif c in "\"`":
+        elif c in '"`':
             quote = c
             buf += c
         elif c == "+":
@@ -428,9 +428,7 @@ and functions scale through Serving)."""
 class Catalogue:
     """The keys and constants of the pinned upstream sources."""
 
-    def __init__(
-        self, constants: Iterable[Constant], config_keys: Mapping[str, set[str]]
-    ) -> None:
+    def __init__(self, constants: Iterable[Constant], config_keys: Mapping[str, set[str]]) -> None:
         self.constants = list(constants)
         self.config_keys = {k: set(v) for k, v in config_keys.items()}
         """ConfigMap name → data keys its controller reads."""

@@ -30,6 +30,7 @@ import yaml
 
 from driftloop import topics as topic_names
 from driftloop.events import PING, SPECVERSION, format_time
+from driftloop.local.scaling import Scaler, Scaling, ScalingError, measure_lag, parse_scaling
 
 if TYPE_CHECKING:
     from kafka import KafkaConsumer, KafkaProducer
@@ -122,6 +123,8 @@ class Route:
     dead_letters_invalid: bool = True
     """Whether this route dead-letters records that are not CloudEvents. Of the Triggers
     on one broker topic only one does, so such a record is dead-lettered once."""
+    scaling: Scaling = field(default_factory=Scaling)
+    """Its consumer count, from the source's or trigger's autoscaling annotations."""
 
 
 @dataclass(frozen=True)
@@ -164,6 +167,13 @@ def load_documents(directory: Path) -> list[tuple[Path, dict[str, Any]]]:
             if isinstance(doc, dict):
                 docs.append((path, doc))
     return docs
+
+
+def _scaling(doc: Mapping[str, Any], where: str) -> Scaling:
+    try:
+        return parse_scaling((doc.get("metadata") or {}).get("annotations"), where)
+    except ScalingError as e:
+        raise EventingError(str(e)) from e
 
 
 def build_eventing(
@@ -211,6 +221,7 @@ def build_eventing(
                         broker=sink,
                         reply_topic=topics[0],
                         initial_offset=initial,
+                        scaling=_scaling(t, f"Trigger/{tname}"),
                     )
                 )
         else:
@@ -222,6 +233,7 @@ def build_eventing(
                     sink=sink,
                     delivery=delivery,
                     initial_offset=initial,
+                    scaling=_scaling(d, where),
                 )
             )
     for r in routes:
@@ -491,8 +503,11 @@ class RouteWorker(threading.Thread):
         dead_letter_topics: Mapping[str, str],
         stop: threading.Event,
         metrics: DispatcherMetrics | None = None,
+        share: tuple[int, int] = (0, 1),
     ) -> None:
-        super().__init__(name=f"route-{route.name}", daemon=True)
+        super().__init__(name=f"route-{route.name}-{share[0]}", daemon=True)
+        self.share = share
+        """(index, count): this consumer's part of the route's partitions."""
         self.route, self.url, self.settings = route, url, settings
         self.producer, self.dead_letter_topics, self.stop = producer, dead_letter_topics, stop
         self.metrics = metrics or DispatcherMetrics()
@@ -594,7 +609,8 @@ class RouteWorker(threading.Thread):
         while True:
             found = {t: consumer.partitions_for_topic(t) for t in self.route.topics}
             if all(found.values()):
-                return [TopicPartition(t, p) for t, ps in found.items() for p in sorted(ps or ())]
+                every = [TopicPartition(t, p) for t, ps in found.items() for p in sorted(ps or ())]
+                return every[self.share[0] :: self.share[1]]
             missing = [t for t, ps in found.items() if not ps]
             log.info("route %s: waiting for topics %s", self.route.name, missing)
             if self.stop.wait(1.0):
@@ -804,6 +820,11 @@ class Dispatcher:
         self.skipped: list[str] = []
         self.metrics = DispatcherMetrics()
         self._producer: KafkaProducer | None = None
+        self._generations: dict[str, threading.Event] = {}
+        """Route name → the stop event of its current set of consumers."""
+        self._scale_lock = threading.Lock()
+        self.scaler: Scaler | None = None
+        self._probes: list[Any] = []
 
     def plan(self) -> dict[str, Any]:
         """What will be dispatched where (and what has no local endpoint)."""
@@ -816,6 +837,7 @@ class Dispatcher:
                     "sink": r.sink,
                     "url": self.endpoints.get(r.sink),
                     "filter": dict(r.filter),
+                    "consumers": self.consumers(r.name),
                 }
                 for r in self.eventing.routes
             ],
@@ -844,18 +866,17 @@ class Dispatcher:
                 continue
             routes.append(r)
         owners = invalid_record_owners(routes)
+        routes = [replace(r, dead_letters_invalid=r.name in owners) for r in routes]
         for r in routes:
-            w = RouteWorker(
-                replace(r, dead_letters_invalid=r.name in owners),
-                self.endpoints[r.sink],
-                self.settings,
-                self._producer,
-                self.eventing.dead_letter_topics,
+            self._run_consumers(r, 1)
+        scaled = [r for r in routes if r.scaling.enabled]
+        if scaled:
+            self.scaler = Scaler(
+                [(r.name, r.scaling, self._lag_probe(r), self._rescaler(r)) for r in scaled],
                 self.stop_event,
-                self.metrics,
+                self.consumers,
             )
-            w.start()
-            self.routes.append(w)
+            self.scaler.start()
         pings = [
             (p, self.endpoints[p.sink]) for p in self.eventing.pings if p.sink in self.endpoints
         ]
@@ -864,8 +885,75 @@ class Dispatcher:
             self.pings = PingWorker(pings, self.stop_event, self.settings)
             self.pings.start()
 
+    def consumers(self, route: str) -> int:
+        return sum(1 for w in self.routes if w.route.name == route and not w.stop.is_set())
+
+    def _run_consumers(self, r: Route, count: int) -> None:
+        """Replace the route's consumers by ``count`` new ones, each with its share of the
+        partitions. The old ones stop first (a record in flight is not committed and is
+        delivered again by its new owner: at least once, order per partition kept)."""
+        with self._scale_lock:
+            if self.stop_event.is_set():
+                return
+            old_stop = self._generations.get(r.name)
+            old = [w for w in self.routes if w.route.name == r.name]
+            if old_stop is not None:
+                old_stop.set()
+                for w in old:
+                    w.join(30)
+            stop = threading.Event()
+            self._generations[r.name] = stop
+            fresh = [
+                RouteWorker(
+                    r,
+                    self.endpoints[r.sink],
+                    self.settings,
+                    self._producer,  # type: ignore[arg-type]
+                    self.eventing.dead_letter_topics,
+                    stop,
+                    self.metrics,
+                    share=(i, count),
+                )
+                for i in range(count)
+            ]
+            for w in fresh:
+                w.start()
+            self.routes = [w for w in self.routes if w.route.name != r.name] + fresh
+
+    def _rescaler(self, r: Route) -> Callable[[int], None]:
+        return lambda count: self._run_consumers(r, count)
+
+    def _lag_probe(self, r: Route) -> Callable[[], tuple[int, int]]:
+        """(records the route's group is behind, partitions of its topics)."""
+        from kafka.structs import TopicPartition
+
+        from driftloop import bus
+
+        probe: list[Any] = []
+
+        def measure() -> tuple[int, int]:
+            if not probe:
+                probe.append(bus.make_consumer(self.settings, [], r.group))
+                self._probes.append(probe[0])
+            consumer = probe[0]
+            tps = [
+                TopicPartition(t, p)
+                for t in r.topics
+                for p in sorted(consumer.partitions_for_topic(t) or ())
+            ]
+            return (measure_lag(consumer, tps, r.initial_offset) if tps else 0), len(tps)
+
+        return measure
+
     def stop(self, timeout_s: float = 15.0) -> None:
         self.stop_event.set()
+        with self._scale_lock:
+            for ev in self._generations.values():
+                ev.set()
+        if self.scaler is not None:
+            self.scaler.join(timeout_s)
+        for probe in self._probes:
+            probe.close(autocommit=False)
         for w in [*self.routes, *([self.pings] if self.pings else [])]:
             w.join(timeout_s)
         if self._producer is not None:
@@ -878,11 +966,22 @@ class Dispatcher:
         return [
             f"{w.route.name}: {w.last_error or w.error or 'worker ended'}"
             for w in self.routes
-            if w.failing or (not w.is_alive() and not self.stop_event.is_set())
+            if w.failing or (not w.is_alive() and not w.stop.is_set())
         ]
 
     def states(self) -> list[dict[str, Any]]:
-        return [w.state() for w in self.routes]
+        """One entry per route, summed over its consumers."""
+        out: dict[str, dict[str, Any]] = {}
+        for w in list(self.routes):
+            st = w.state()
+            agg = out.setdefault(st["name"], {**st, "consumers": 0})
+            if agg is not st and agg["consumers"]:
+                for k in ("delivered", "dead_lettered", "dead_letters_truncated", "errors"):
+                    agg[k] += st[k]
+                agg["failing"] = agg["failing"] or st["failing"]
+                agg["last_error"] = agg["last_error"] or st["last_error"]
+            agg["consumers"] += 1
+        return list(out.values())
 
 
 def heartbeat_path(state_dir: Path) -> Path:

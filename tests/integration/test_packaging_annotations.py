@@ -82,8 +82,9 @@ def test_the_pinned_kafka_autoscaler_declares_the_keys_the_sources_use(annotatio
 
 def test_sources_and_triggers_scale_from_zero_with_the_kafka_autoscaler(annotation_catalogue):
     keda_class = next(
-        c.value for c in annotation_catalogue.constants if c.name == "AutoscalerClass"
-        and c.package == "control-plane/pkg/autoscaler/keda"
+        c.value
+        for c in annotation_catalogue.constants
+        if c.name == "AutoscalerClass" and c.package == "control-plane/pkg/autoscaler/keda"
     )
     docs = [
         d
@@ -109,9 +110,7 @@ def test_sources_and_triggers_scale_from_zero_with_the_kafka_autoscaler(annotati
 def test_overlays_enable_the_kafka_autoscaler_in_knative_eventing(manifest_tools):
     for overlay in ("dev", "prod"):
         rendered = kustomize_build(ROOT / "infra/k8s/overlays" / overlay, manifest_tools.kustomize)
-        docs = {
-            (d["kind"], d["metadata"]["name"]): d for d in yaml.safe_load_all(rendered) if d
-        }
+        docs = {(d["kind"], d["metadata"]["name"]): d for d in yaml.safe_load_all(rendered) if d}
         features = docs[("ConfigMap", "config-kafka-features")]
         assert features["metadata"]["namespace"] == "knative-eventing"
         assert features["data"]["controller-autoscaler-keda"] == "enabled"
