@@ -16,12 +16,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from driftloop import bus, events
 from driftloop import topics as topic_names
 from driftloop.local.components.dispatcher import components
 from driftloop.local.dispatcher import Dispatcher, load_eventing
+from driftloop.local.process import free_port
 from driftloop.settings import Settings
 from tests.fixtures.packaging import kafka_source, unique, write_eventing
 
@@ -333,7 +335,9 @@ def test_killed_dispatcher_restarts_without_loss(
 def test_stack_component_starts_on_repo_manifests_and_reports_health(kafka, receiver, tmp_path):
     """What `driftloop up` runs: the real eventing/ files, endpoints from stack.json."""
     port = int(kafka.bootstrap.rsplit(":", 1)[1])
-    settings = Settings(state_dir=tmp_path / "state", kafka_port=port)
+    settings = Settings(
+        state_dir=tmp_path / "state", kafka_port=port, dispatcher_metrics_port=free_port()
+    )
     settings.state_dir.mkdir(parents=True)
     (settings.state_dir / "stack.json").write_text(
         json.dumps(
@@ -361,6 +365,185 @@ def test_stack_component_starts_on_repo_manifests_and_reports_health(kafka, rece
         routed = {r["name"]: r["url"] for r in beat["routes"]}
         assert routed["drift-check"] == receiver.url
         assert "promote-on-trained" in "".join(beat["skipped"])  # no local promote yet
+        running = {name for name, url in routed.items() if url}
+        assert beat["failed"] == [] and {r["name"] for r in beat["route_states"]} == running
+        metrics = httpx.get(f"http://127.0.0.1:{settings.dispatcher_metrics_port}/metrics")
+        assert 'driftloop_dispatcher_route_up{route="drift-check"} 1.0' in metrics.text
     finally:
         proc.terminate()
         proc.wait(20)
+
+
+def _dead_letter_records(settings: Settings, ce_id: str) -> list[Any]:
+    """Every dead letter with ``ce_id`` now on the dead-letter topic (callers wait until the
+    route is past the record: a route writes its dead letter before its next delivery)."""
+    return [
+        r
+        for r in _records(settings, topic_names.DEADLETTER)
+        if dict(r.headers).get("ce_id") == ce_id.encode()
+    ]
+
+
+def test_record_too_large_to_dead_letter_is_cut_and_the_route_goes_on(
+    settings, receiver, tmp_path
+):
+    """A 1.2 MB record (the broker takes 16 MiB) refused by its subscriber: the dead letter
+    carries the value's head, its size and sha256 and the record's place; the route
+    delivers the next record and reports no failure."""
+    import hashlib
+
+    topic = _topic(settings, partitions=1)
+    ev_dir = write_eventing(
+        tmp_path / "ev",
+        [kafka_source("src", [topic], unique("g"), "Service", "fn", retry=0)],
+    )
+    big = events.new_event(
+        events.FEEDBACK, "/test", {"model": "m", "truth": "x" * 1_200_000}, id=unique("big")
+    )
+    after = events.new_event(events.FEEDBACK, "/test", {"model": "m"}, id=unique("after"))
+    receiver.control(fail_prefix={big.id: 400})
+    large = bus.make_producer(settings, max_request_size=4 * 1024 * 1024)
+    try:
+        _send(large, topic, [big, after], key="m")
+    finally:
+        large.close(timeout=5)
+    (value,) = [r for r in _records(settings, topic) if dict(r.headers)["ce_id"] == big.id.encode()]
+    assert len(value.value) > 1_200_000
+    d = _dispatch(settings, ev_dir, {"fn": receiver.url})
+    try:
+        receiver.wait_for(lambda ds: any(x["headers"]["ce-id"] == after.id for x in ds))
+        (dl,) = _dead_letter_records(settings, big.id)
+        assert d.failed() == []
+        (state,) = d.states()
+    finally:
+        d.stop()
+    h = {k: v.decode() for k, v in dl.headers}
+    assert len(dl.value) == settings.dead_letter_max_value_bytes
+    assert dl.value == value.value[: settings.dead_letter_max_value_bytes]
+    assert h[bus.DL_VALUE_BYTES] == str(len(value.value))
+    assert h[bus.DL_VALUE_SHA256] == hashlib.sha256(value.value).hexdigest()
+    assert h["dl_source_topic"] == topic and h["dl_source_offset"] == str(value.offset)
+    assert "HTTP 400" in h["dl_reason"]
+    assert h["dl_sink"] == "fn"  # the dispatcher's header survives bus.dead_letter
+    assert h["ce_type"] == events.FEEDBACK
+    assert state["dead_letters_truncated"] == 1 and state["delivered"] == 1
+    truncated = d.metrics.registry.get_sample_value(
+        "driftloop_dispatcher_dead_letters_truncated_total", {"route": "src"}
+    )
+    assert truncated == 1
+
+
+def _records(settings: Settings, topic: str) -> list[Any]:
+    from tests.fixtures.kafka import read_topic
+
+    return read_topic(settings.kafka_bootstrap, topic)
+
+
+def test_a_route_that_cannot_dead_letter_stays_up_reports_it_and_recovers(
+    settings, producer, receiver, tmp_path
+):
+    """The dead-letter topic is missing (no auto-creation): the route keeps the record,
+    says it fails (heartbeat list, metric) and dead-letters it once the topic exists."""
+    topic = _topic(settings, partitions=1)
+    lost = unique("test.lost-dl")
+    source = kafka_source("src", [topic], unique("g"), "Service", "fn", retry=0)
+    source["spec"]["delivery"]["deadLetterSink"]["ref"]["name"] = "lost"
+    sink = {
+        "apiVersion": "eventing.knative.dev/v1alpha1",
+        "kind": "KafkaSink",
+        "metadata": {"name": "lost"},
+        "spec": {"topic": lost, "bootstrapServers": ["x:9092"]},
+    }
+    ev_dir = write_eventing(tmp_path / "ev", [sink, source])
+    poison = events.new_event(events.FEEDBACK, "/test", {"n": 0}, id=unique("poison"))
+    after = events.new_event(events.FEEDBACK, "/test", {"n": 1}, id=unique("after"))
+    receiver.control(fail_prefix={poison.id: 400})
+    _send(producer, topic, [poison, after], key="m")
+    d = _dispatch(settings, ev_dir, {"fn": receiver.url})
+    try:
+        deadline = time.monotonic() + 60
+        while not d.failed():
+            assert time.monotonic() < deadline, "the failing route was never reported"
+            time.sleep(0.2)
+        assert "src" in d.failed()[0]
+        route_up = d.metrics.registry.get_sample_value(
+            "driftloop_dispatcher_route_up", {"route": "src"}
+        )
+        assert route_up == 0
+        assert d.metrics.registry.get_sample_value(
+            "driftloop_dispatcher_errors_total", {"route": "src"}
+        ) >= 1
+        assert all(w.is_alive() for w in d.routes)  # the route waits, it does not die
+        assert not any(x["headers"]["ce-id"] == after.id for x in receiver.deliveries())
+        bus.ensure_topics(settings, [lost], partitions=1)
+        receiver.wait_for(lambda ds: any(x["headers"]["ce-id"] == after.id for x in ds), 90)
+        assert d.failed() == []
+        assert d.metrics.registry.get_sample_value(
+            "driftloop_dispatcher_route_up", {"route": "src"}
+        ) == 1
+    finally:
+        d.stop()
+    parked = [r for r in _records(settings, lost) if dict(r.headers)["ce_id"] == poison.id.encode()]
+    assert len(parked) == 1
+    assert b"HTTP 400" in dict(parked[0].headers)["dl_reason"]
+
+
+def test_a_non_cloudevent_on_a_broker_topic_is_dead_lettered_once(
+    settings, producer, receiver, tmp_path
+):
+    """Every Trigger of a broker reads its topic; only one dead-letters a record that is
+    not a CloudEvent (on a cluster the broker's ingress refuses it once)."""
+    topic = _topic(settings, partitions=1)
+    broker = {
+        "apiVersion": "eventing.knative.dev/v1",
+        "kind": "Broker",
+        "metadata": {"name": "b"},
+        "spec": {
+            "delivery": {
+                "retry": 0,
+                "deadLetterSink": {"ref": {"kind": "KafkaSink", "name": "deadletter"}},
+            }
+        },
+    }
+
+    def trigger(name: str, type_: str, sub: str) -> dict:
+        return {
+            "apiVersion": "eventing.knative.dev/v1",
+            "kind": "Trigger",
+            "metadata": {"name": name},
+            "spec": {
+                "broker": "b",
+                "filter": {"attributes": {"type": type_}},
+                "subscriber": {"ref": {"kind": "Service", "name": sub}},
+            },
+        }
+
+    ev_dir = write_eventing(
+        tmp_path / "ev",
+        [
+            broker,
+            kafka_source("bridge", [topic], unique("g"), "Broker", "b"),
+            trigger("t1", events.DRIFT_DETECTED, "retrain-trigger"),
+            trigger("t2", events.MODEL_TRAINED, "promote"),
+            trigger("t3", events.MODEL_PROMOTED, "drift-check"),
+        ],
+    )
+    bad_id = unique("not-a-ce")
+    producer.send(topic, key=b"m", value=b"{}", headers=[("ce_id", bad_id.encode())]).get(10)
+    evs = [
+        events.new_event(t, "/test", {"model": "m"})
+        for t in (events.DRIFT_DETECTED, events.MODEL_TRAINED, events.MODEL_PROMOTED)
+    ]
+    _send(producer, topic, evs, key="m")
+    d = _dispatch(
+        settings,
+        ev_dir,
+        {s: f"{receiver.url}/{s}" for s in ("retrain-trigger", "promote", "drift-check")},
+    )
+    try:
+        receiver.wait_for(lambda ds: len(ds) >= 3)  # every route is past the bad record
+        parked = _dead_letter_records(settings, bad_id)
+    finally:
+        d.stop()
+    assert len(parked) == 1
+    assert b"not a CloudEvent" in dict(parked[0].headers)["dl_reason"]

@@ -15,6 +15,7 @@ from driftloop.local.dispatcher import (
     EventingError,
     build_eventing,
     endpoints_from_stack,
+    invalid_record_owners,
     load_eventing,
     matches,
     next_fire,
@@ -242,3 +243,69 @@ def test_initial_offset_defaults_to_latest_like_knative():
     with pytest.raises(EventingError, match="initialOffset"):
         build_eventing([(Path("x.yaml"), src(initialOffset="middle"))])
     assert all(r.initial_offset == "earliest" for r in load_eventing(EVENTING).routes)
+
+
+def test_one_trigger_per_broker_topic_dead_letters_records_that_are_not_cloudevents():
+    ev = load_eventing(EVENTING)
+    owners = invalid_record_owners(ev.routes)
+    via_broker = [r for r in ev.routes if r.broker is not None]
+    assert len(via_broker) >= 3
+    assert len([r for r in via_broker if r.name in owners]) == 1
+    assert all(r.name in owners for r in ev.routes if r.broker is None)
+    # the owner is one that has a dead-letter sink
+    (owner,) = [r for r in via_broker if r.name in owners]
+    assert owner.delivery.dead_letter == "deadletter"
+    # without the first trigger (no local endpoint), another takes over
+    rest = [r for r in ev.routes if r.name != owner.name]
+    again = invalid_record_owners(rest)
+    assert len([r for r in rest if r.broker is not None and r.name in again]) == 1
+
+
+class _Producer:
+    """Captures what is sent (bus.dead_letter is pure apart from ``send``)."""
+
+    def __init__(self) -> None:
+        self.sent: list[dict] = []
+
+    def send(self, topic, *, key=None, value=None, headers=None):
+        self.sent.append({"topic": topic, "key": key, "value": value, "headers": headers})
+        return None
+
+
+def test_dead_letter_cuts_what_cannot_fit_and_keeps_foreign_headers():
+    import hashlib
+
+    from driftloop import bus
+
+    p = _Producer()
+    value = b"v" * 2_000_000
+    bus.dead_letter(
+        p,
+        reason="r",
+        source_topic="t",
+        value=value,
+        headers=[
+            ("ce_id", b"1"),
+            ("dl_sink", b"fn"),
+            ("dl_reason", b"an older reason"),
+            ("huge", b"h" * 100_000),
+        ],
+        partition=2,
+        offset=7,
+        max_value_bytes=4096,
+    )
+    (sent,) = p.sent
+    h = dict(sent["headers"])
+    assert sent["topic"] == topic_names.DEADLETTER
+    assert sent["value"] == value[:4096]
+    assert h["dl_value_bytes"] == b"2000000"
+    assert h["dl_value_sha256"] == hashlib.sha256(value).hexdigest().encode()
+    assert h["dl_sink"] == b"fn" and h["ce_id"] == b"1"
+    assert h["dl_reason"] == b"r" and [k for k, _ in sent["headers"]].count("dl_reason") == 1
+    assert h["dl_source_partition"] == b"2" and h["dl_source_offset"] == b"7"
+    assert len(h["huge"]) == bus.DEAD_LETTER_MAX_HEADER_BYTES
+    assert h["dl_truncated_headers"] == b"huge"
+    # a small value is kept whole, with no truncation headers
+    bus.dead_letter(p, reason="r", source_topic="t", value=b"small", topic="elsewhere")
+    assert p.sent[1]["value"] == b"small" and p.sent[1]["topic"] == "elsewhere"
+    assert "dl_value_bytes" not in dict(p.sent[1]["headers"])
