@@ -8,33 +8,85 @@ from __future__ import annotations
 import importlib
 import json
 import pkgutil
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from typer.core import TyperGroup
+from typer.exceptions import TyperException
 
 from driftloop import commands
 from driftloop.errors import DriftloopError
 from driftloop.settings import Settings
+
+_MAX_LINE = 500
+
+
+class OneLineErrors(TyperGroup):
+    """Every failure of a command is one line on stderr and a non-zero exit, never a
+    traceback: 2 for bad input (options, files, a 4xx), 1 for anything else."""
+
+    def invoke(self, ctx: typer.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (typer.Exit, typer.Abort):
+            raise
+        except TyperException as e:
+            # A bad option of a subcommand: its message on one line, not a usage box.
+            message = getattr(e, "format_message", None)
+            if message is None or type(e).__name__ == "NoArgsIsHelpError":
+                raise
+            raise fail(message(), code=int(getattr(e, "exit_code", 2))) from e
+        except DriftloopError as e:
+            raise fail(e.message, code=2 if 400 <= e.status < 500 else 1) from e
+        except ValidationError as e:
+            raise fail(settings_error(e), code=2) from e
+        except OSError as e:
+            where = f"{e.filename}: " if e.filename else ""
+            raise fail(f"{where}{e.strerror or e}", code=2) from e
+        except RecursionError as e:
+            raise fail("input is nested too deeply", code=2) from e
+        except Exception as e:
+            raise fail(f"unexpected {type(e).__name__}: {e}") from e
+
 
 app = typer.Typer(
     name="driftloop",
     help="The closed loop around models in production.",
     no_args_is_help=True,
     add_completion=False,
+    cls=OneLineErrors,
+    pretty_exceptions_enable=False,
 )
 console = Console(stderr=True)
 
 
+def settings_error(e: ValidationError) -> str:
+    """A settings validation error as one line naming each variable and its rule."""
+    parts = []
+    for err in e.errors():
+        name = ".".join(str(x) for x in err.get("loc", ())) or "settings"
+        parts.append(f"DRIFTLOOP_{name.upper()}: {err.get('msg')}")
+    return "; ".join(parts)
+
+
 def load_settings(**overrides: object) -> Settings:
     """Settings from the environment with the CLI's flags on top (flags win)."""
-    return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as e:
+        raise fail(settings_error(e), code=2) from e
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
     """One clear line on stderr, then exit non-zero."""
-    console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    line = " ".join(str(message).split())
+    if len(line) > _MAX_LINE:
+        line = line[:_MAX_LINE] + "..."
+    console.print(f"[red]error:[/red] {escape(line)}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 

@@ -96,6 +96,13 @@ class Unavailable(DriftloopError):
         self.retry_after_s = retry_after_s
 
 
+class InferenceTimeout(DriftloopError):
+    """A model did not answer one input within its time limit (the input costs too much)."""
+
+    status = 504
+    reason = "timeout"
+
+
 class StackError(DriftloopError):
     """The local stack cannot start or stop a component (one clear line for the CLI)."""
 

@@ -174,6 +174,48 @@ class Settings(BaseSettings):
         "driftloop-serving-stream", description="Consumer group of the streaming predictor."
     )
 
+    serving_max_request_bytes: int = Field(
+        16 * 1024 * 1024, gt=0,
+        description="Largest request body MLServer reads (413 by Content-Length, or once the "
+        "streamed body passes it, before any JSON is parsed).",
+    )
+    serving_max_sample_rate: int = Field(
+        192_000, ge=16_000, le=768_000,
+        description="Highest WAV sample rate accepted (400 above; the lowest is 1,000 Hz).",
+    )
+    serving_max_image_pixels: int = Field(
+        40_000_000, gt=0, description="Most pixels (width x height) of one image (413 above)."
+    )
+    serving_ocr_max_pixels: int = Field(
+        4_000_000, gt=0, description="Most pixels of one OCR image (413 above; tesseract's "
+        "time grows with them)."
+    )
+    serving_inference_timeout_s: float = Field(
+        30.0, gt=0, description="Longest one inference may run (504 after it; OCR kills "
+        "tesseract then)."
+    )
+    serving_model_timeouts: str = Field(
+        "", pattern=r"^\s*([a-z0-9._-]+=\d+(\.\d+)?\s*(,\s*|$))*$",
+        description="Per-model inference timeouts overriding the default, e.g. "
+        "'ocr=20,speech=45' (seconds).",
+    )
+    serving_model_threads: int = Field(
+        2, ge=1, le=64, description="Inferences of one model that run at once (the rest wait), "
+        "so one slow model cannot take every worker thread.",
+    )
+    serving_memory_limit_mb: int = Field(
+        2048, ge=256, description="Memory the model server must stay within (the container "
+        "limit in seldon/k8s; hostile-input tests hold MLServer to it)."
+    )
+
+    def serving_timeout_for(self, model: str) -> float:
+        """The inference time limit of ``model`` (its override, else the default)."""
+        for part in self.serving_model_timeouts.split(","):
+            name, sep, value = part.strip().partition("=")
+            if sep and name.strip() == model:
+                return float(value)
+        return self.serving_inference_timeout_s
+
     @property
     def resolved_serving_url(self) -> str:
         """The V2 base URL with the local default applied."""

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from driftloop.commands.options import safe_name, safe_version
 from driftloop.errors import DriftloopError
+
+NAN_POLICIES = ("raise", "omit")
 
 
 def _load_columns(path: Path) -> dict[str, Any]:
@@ -22,19 +26,38 @@ def _load_columns(path: Path) -> dict[str, Any]:
 def _rules(specs: list[str]) -> dict[str, Any]:
     """``feature=statistic[:threshold]`` or ``feature=:threshold`` → FeatureRule per feature."""
     from driftloop.drift import FeatureRule
+    from driftloop.drift.detect import CATEGORICAL_STATISTICS, NUMERIC_STATISTICS
 
+    known = NUMERIC_STATISTICS + CATEGORICAL_STATISTICS
     out = {}
     for spec in specs:
         name, sep, rest = spec.partition("=")
         stat, _, thr = rest.partition(":")
         if not sep or not name:
             raise typer.BadParameter(f"--rule {spec!r}: use feature=statistic[:threshold]")
+        if stat and stat not in known:
+            raise typer.BadParameter(f"--rule {spec!r}: statistic {stat!r} is not one of "
+                                     f"{', '.join(known)}")
         try:
             threshold = float(thr) if thr else None
         except ValueError as e:
             raise typer.BadParameter(f"--rule {spec!r}: threshold is not a number") from e
+        if threshold is not None and not (math.isfinite(threshold) and threshold >= 0):
+            raise typer.BadParameter(f"--rule {spec!r}: threshold must be a finite number >= 0")
         out[name] = FeatureRule(statistic=stat or None, threshold=threshold)
     return out
+
+
+def _drift_share(value: float) -> float:
+    if not (math.isfinite(value) and 0.0 < value <= 1.0):
+        raise typer.BadParameter(f"{value} is not a share in (0, 1]")
+    return value
+
+
+def _nan_policy(value: str) -> str:
+    if value not in NAN_POLICIES:
+        raise typer.BadParameter(f"{value!r} is not one of {', '.join(NAN_POLICIES)}")
+    return value
 
 
 def register(app: typer.Typer) -> None:
@@ -53,9 +76,11 @@ def register(app: typer.Typer) -> None:
             ),
         ] = None,
         drift_share: Annotated[
-            float, typer.Option(help="Share of drifted features at which the dataset drifts.")
+            float, typer.Option(help="Share of drifted features at which the dataset drifts "
+                                "(0 < share <= 1).", callback=_drift_share)
         ] = 0.5,
-        nan_policy: Annotated[str, typer.Option(help="raise or omit NaN values.")] = "raise",
+        nan_policy: Annotated[str, typer.Option(help="raise or omit NaN values.",
+                                                callback=_nan_policy)] = "raise",
     ) -> None:
         """Compare two files column by column; print per-feature statistics and the verdict."""
         from driftloop.drift import DriftConfig, DriftInputError, build_profile, detect
@@ -100,9 +125,11 @@ def register(app: typer.Typer) -> None:
 
     @app.command("drift-profile")
     def drift_profile(
-        model: Annotated[str, typer.Option("--model", "-m", help="Model name.")],
+        model: Annotated[str, typer.Option("--model", "-m", help="Model name.",
+                                           callback=safe_name)],
         data: Annotated[Path, typer.Option(help="Reference CSV or Parquet file.")],
-        version: Annotated[str, typer.Option(help="Version or alias.")] = "champion",
+        version: Annotated[str, typer.Option(help="Version or alias.",
+                                             callback=safe_version)] = "champion",
     ) -> None:
         """Store a reference profile from a file beside a registered model version."""
         from driftloop.blob import open_store
@@ -122,9 +149,11 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def report(
-        model: Annotated[str, typer.Option("--model", "-m", help="Model name.")],
+        model: Annotated[str, typer.Option("--model", "-m", help="Model name.",
+                                           callback=safe_name)],
         version: Annotated[
-            str | None, typer.Option(help="Version or alias; default: the champion.")
+            str | None, typer.Option(help="Version or alias; default: the champion.",
+                                     callback=safe_version)
         ] = None,
         current: Annotated[
             Path | None,
@@ -141,6 +170,8 @@ def register(app: typer.Typer) -> None:
         from driftloop.monitoring.quality import aggregate
         from driftloop.monitoring.report import write_report
 
+        if out.exists() and not out.is_dir():
+            raise fail(f"--out {out}: exists and is not a folder", code=2)
         settings = load_settings()
         svc = DriftCheckService(settings)
         try:

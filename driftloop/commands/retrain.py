@@ -8,7 +8,10 @@ from typing import Annotated
 
 import typer
 
+from driftloop.commands.options import safe_name, safe_version
 from driftloop.errors import DriftloopError
+
+Model = Annotated[str, typer.Option("--model", "-m", help="Model name.", callback=safe_name)]
 
 
 def register(app: typer.Typer) -> None:
@@ -16,10 +19,11 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def train(
-        model: Annotated[str, typer.Option("--model", "-m", help="Model name.")],
+        model: Model,
         params: Annotated[str, typer.Option(help="JSON object merged over the policy's "
                                             "training params.")] = "{}",
-        run_id: Annotated[str | None, typer.Option(help="Run id (default: a new one).")] = None,
+        run_id: Annotated[str | None, typer.Option(help="Run id (default: a new one).",
+                                                   callback=safe_name)] = None,
     ) -> None:
         """Train a new version now (base data + labeled feedback), register it, emit
         model.trained; prints the run's result as JSON."""
@@ -30,7 +34,7 @@ def register(app: typer.Typer) -> None:
         settings = load_settings()
         try:
             extra = json.loads(params)
-        except json.JSONDecodeError as e:
+        except (json.JSONDecodeError, RecursionError) as e:
             raise fail(f"--params: not valid JSON ({e})") from e
         if not isinstance(extra, dict):
             raise fail("--params must be a JSON object")
@@ -43,8 +47,9 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def promote(
-        model: Annotated[str, typer.Option("--model", "-m", help="Model name.")],
-        version: Annotated[str, typer.Option("--version", "-v", help="Version to promote.")],
+        model: Model,
+        version: Annotated[str, typer.Option("--version", "-v", help="Version to promote.",
+                                             callback=safe_version)],
         canary: Annotated[bool, typer.Option(
             help="Run the gate, canary and bake instead of promoting at once.")] = False,
     ) -> None:
@@ -62,16 +67,19 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def rollback(
-        model: Annotated[str, typer.Option("--model", "-m", help="Model name.")],
+        model: Model,
         reason: Annotated[str, typer.Option(help="Why (recorded in the alias history).")] =
         "rolled back by hand",
+        version: Annotated[str | None, typer.Option(
+            "--version", "-v", help="The version to undo (refused unless it is the canary "
+            "or the champion); default: the canary, else the champion.")] = None,
     ) -> None:
-        """End the model's canary, or restore the previous champion."""
+        """End the model's canary, or restore the champion the current one replaced."""
         from driftloop.promotion.service import PromotionService
 
         svc = PromotionService(load_settings(), background=False)
         try:
-            out = svc.rollback(model, reason=reason)
+            out = svc.rollback(model, version=version, reason=reason)
         except DriftloopError as e:
             raise fail(e.message) from e
         finally:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from driftloop.commands.options import safe_name, safe_version
 from driftloop.errors import DriftloopError
 
 if TYPE_CHECKING:
@@ -21,17 +22,19 @@ def register(app: typer.Typer) -> None:
     def predict(
         file: Annotated[Path | None, typer.Argument(
             help="A WAV, PNG or JPEG file, or a JSON tensor.", show_default=False)] = None,
-        model: Annotated[str, typer.Option("--model", "-m", help="Model name.")] = ...,
+        model: Annotated[str, typer.Option("--model", "-m", help="Model name.",
+                                           callback=safe_name)] = ...,
         version: Annotated[str | None, typer.Option(
-            help="A version or alias (champion, challenger); default: the champion.")] = None,
+            help="A version or alias (champion, challenger); default: the champion.",
+            callback=safe_version)] = None,
         as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
         batch: Annotated[str | None, typer.Option(
             help="Blob prefix of stored inputs to predict on (batch mode).")] = None,
         out: Annotated[str | None, typer.Option(
             help="Blob prefix for batch results (with --batch).")] = None,
         concurrency: Annotated[int | None, typer.Option(
-            help="Inferences in flight in batch mode. Env: DRIFTLOOP_SERVING_BATCH_CONCURRENCY."
-        )] = None,
+            help="Inferences in flight in batch mode. Env: DRIFTLOOP_SERVING_BATCH_CONCURRENCY.",
+            min=1)] = None,
         url: Annotated[str | None, typer.Option(
             help="V2 server base URL. Env: DRIFTLOOP_SERVING_URL.")] = None,
     ) -> None:

@@ -102,14 +102,13 @@ class V2Client:
 
     def infer_file(self, model: str, path: Path, **kw: Any) -> v2.Prediction:
         """A media file, or a JSON file holding a tensor (nested lists or a V2 request)."""
-        data = path.read_bytes()
+        try:
+            data = path.read_bytes()
+        except OSError as e:
+            raise BadRequest(f"{path}: cannot read ({e.strerror or e})") from e
         if sniff(data) is not None:
             return self.infer_bytes(model, data, **kw)
-        try:
-            doc = json.loads(data)
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise UnsupportedMediaType(
-                f"{path}: not a WAV, PNG or JPEG file, nor a JSON tensor") from e
+        doc = _json_tensor(path, data)
         if isinstance(doc, dict) and "inputs" in doc:
             return self.infer_request(model, doc, **kw)
         if isinstance(doc, dict) and "data" in doc:
@@ -143,3 +142,27 @@ class V2Client:
             return self._http.get(path).status_code == 200
         except httpx.HTTPError:
             return False
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError(f"{text} is out of range")
+    return value
+
+
+def _not_a_number(text: str) -> float:
+    raise ValueError(f"{text} is not a number")
+
+
+def _json_tensor(path: Path, data: bytes) -> Any:
+    """A JSON file's document, refusing what no V2 server can take (NaN, 1e400, deep nesting)."""
+    try:
+        return json.loads(data, parse_float=_finite, parse_constant=_not_a_number)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UnsupportedMediaType(
+            f"{path}: not a WAV, PNG or JPEG file, nor a JSON tensor") from e
+    except ValueError as e:
+        raise BadRequest(f"{path}: {e} (tensor values must be finite numbers)") from e
+    except RecursionError as e:
+        raise BadRequest(f"{path}: JSON nested too deeply") from e

@@ -1,9 +1,11 @@
 """Running MLServer for driftloop: its settings file, environment and process.
 
 Used by the local stack, the test session and the benchmark, so all three start the
-server the same way: ``.venv-serving/bin/mlserver start <dir>`` with the registry-backed
-model repository, the repository root on ``PYTHONPATH`` (for ``seldon.runtimes``) and
-driftloop's settings passed as ``DRIFTLOOP_*`` variables.
+server the same way: ``python -m seldon.runtimes.server start <dir>`` (``mlserver start``
+with driftloop's request guard: body size and model names checked before MLServer
+parses anything) in ``.venv-serving``, with the registry-backed model repository, the
+repository root on ``PYTHONPATH`` (for ``seldon.runtimes``) and driftloop's settings
+passed as ``DRIFTLOOP_*`` variables.
 """
 
 from __future__ import annotations
@@ -82,7 +84,7 @@ def server_env(settings: Settings) -> dict[str, str]:
 
 
 def argv(folder: Path) -> list[str]:
-    return [str(mlserver_bin()), "start", str(folder)]
+    return [str(VENV / "bin" / "python"), "-m", "seldon.runtimes.server", "start", str(folder)]
 
 
 def ready(base_url: str, models: list[str], timeout_s: float = 2.0) -> bool:

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from driftloop.errors import BadRequest, FieldError, PayloadTooLarge
+from driftloop.naming import SAFE_ID_RULE, is_safe_id
 from driftloop.serving.inputs import bad, check_size
 
 NUMERIC = {
@@ -64,7 +66,12 @@ def tensor_request(values: Any, *, datatype: str = "FP32",
 
     if datatype not in NUMERIC:
         raise bad("datatype", "v2-datatype", f"{datatype!r} is not a numeric V2 datatype")
-    arr = np.asarray(values)
+    try:
+        arr = np.asarray(values)
+        if arr.dtype.kind not in "biuf":
+            raise ValueError(f"values are {arr.dtype}, not numbers of one nested shape")
+    except (ValueError, OverflowError, RecursionError) as e:
+        raise bad("input", "tensor", f"not a numeric tensor ({e})") from e
     return {
         "id": request_id or str(uuid.uuid4()),
         "inputs": [{"name": "input", "datatype": datatype, "shape": list(arr.shape),
@@ -73,12 +80,26 @@ def tensor_request(values: Any, *, datatype: str = "FP32",
 
 
 def request_id(headers: Mapping[str, str] | None, body_id: str | None) -> str:
-    """The prediction id: a request id header when sent, else the body's id, else new."""
+    """The prediction id: a request id header when sent, else the body's id, else new.
+
+    The id goes back in response headers and into the prediction event's Kafka headers,
+    so one that is not a safe id (``driftloop.naming``) is a 400, never echoed.
+    """
     for name in REQUEST_ID_HEADERS:
         value = (headers or {}).get(name)
-        if value and 0 < len(value) <= 256:
-            return value
-    return body_id or str(uuid.uuid4())
+        if value is not None:
+            return _safe_id(name, value)
+    if body_id is None or body_id == "":
+        return str(uuid.uuid4())
+    return _safe_id("id", body_id)
+
+
+def _safe_id(field: str, value: object) -> str:
+    if not is_safe_id(value):
+        shown = repr(value[:40]) + ("..." if len(value) > 40 else "") \
+            if isinstance(value, str) else type(value).__name__
+        raise bad(field, "id", f"{shown} {SAFE_ID_RULE}")
+    return value  # type: ignore[return-value]
 
 
 def decode_input(
@@ -121,18 +142,51 @@ def decode_input(
                   f"{datatype!r} is not BYTES or a numeric V2 datatype")
     if not shape or any(s < 0 for s in shape):
         raise bad("inputs[0].shape", "shape", f"invalid shape {shape}")
-    n = int(np.prod(shape))
+    n = math.prod(shape)
     if n * np.dtype(NUMERIC[datatype]).itemsize > max_bytes:
         raise PayloadTooLarge(f"input: tensor of {n} elements is over the limit of "
                               f"{max_bytes} bytes")
     try:
-        arr = np.asarray(data, dtype=NUMERIC[datatype])
+        arr = _in_range(np.asarray(data, dtype=np.float64), datatype)
         if arr.size != n:
             raise ValueError(f"{arr.size} values for shape {shape}")
-        return None, arr.reshape(shape)
-    except (TypeError, ValueError) as e:
+        return None, np.asarray(data, dtype=NUMERIC[datatype]).reshape(shape)
+    except (TypeError, ValueError, OverflowError) as e:
         raise BadRequest(f"inputs[0].data: does not match datatype and shape ({e})",
                          fields=[FieldError("inputs[0].data", "shape", str(e))]) from e
+
+
+def _in_range(values: Any, datatype: str) -> Any:
+    """``values`` (as float64) when every one fits ``datatype``, else ``BadRequest``.
+
+    numpy would wrap ``-1`` to ``255`` as UINT8 (or raise OverflowError, by version) and
+    round ``1e39`` to infinity as FP32: neither is the number the client sent.
+    """
+    import numpy as np
+
+    field = "inputs[0].data"
+    if not np.all(np.isfinite(values)):
+        raise bad(field, "finite", "values must be finite numbers (no NaN or infinity)")
+    dtype = np.dtype(NUMERIC[datatype])
+    if values.size == 0:
+        return values
+    lo, hi = float(values.min()), float(values.max())
+    if dtype.kind == "b":
+        if not np.all((values == 0) | (values == 1)):
+            raise bad(field, "range", "BOOL values must be true/false (or 0/1)")
+        return values
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        if lo < info.min or hi > info.max:
+            raise bad(field, "range", f"values {lo:g}..{hi:g} are outside {datatype}'s range "
+                      f"{info.min}..{info.max}")
+        if not np.all(np.floor(values) == values):
+            raise bad(field, "range", f"{datatype} values must be whole numbers")
+        return values
+    finfo = np.finfo(dtype)
+    if lo < float(finfo.min) or hi > float(finfo.max):
+        raise bad(field, "range", f"values {lo:g}..{hi:g} are outside {datatype}'s range")
+    return values
 
 
 # --------------------------------------------------------------------------- responses

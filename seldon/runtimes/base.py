@@ -8,6 +8,10 @@ from the blob store. Predict: decode the one input, run the model off the event 
 count latency, errors and outputs per model and version, answer with the prediction id
 in the body and the ``x-request-id``/``ce-id`` headers, and offer a prediction event
 to the bounded emitter (never failing the inference because of Kafka).
+
+Each loaded model runs inferences in its own few threads (``serving_model_threads``)
+under its own time limit (``serving_inference_timeout_s``/``serving_model_timeouts``):
+a model busy with costly inputs answers 504 for them, the other models are unaffected.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import atexit
 import os
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -27,12 +32,13 @@ from prometheus_client import REGISTRY, Counter, Histogram
 
 from driftloop import events
 from driftloop.blob import open_store
-from driftloop.errors import DriftloopError
+from driftloop.errors import DriftloopError, InferenceTimeout
 from driftloop.promotion.routing import canary_point
 from driftloop.quality import MODELS
 from driftloop.registry import DEPLOY_SETTINGS, Registry
 from driftloop.serving import models, v2
 from driftloop.serving.emitter import PredictionEmitter
+from driftloop.serving.inputs import InputLimits
 from driftloop.settings import Settings, get_settings
 
 LATENCY = Histogram(
@@ -92,9 +98,12 @@ class DriftloopRuntime(MLModel):
         if not self.registry_version:
             raise MLServerError(f"{self.name}: no registry_version to load", status_code=500)
         artifact = await asyncio.to_thread(self._artifact)
-        max_audio_s = self._dl_settings.serving_max_audio_s
+        self._timeout_s = self._dl_settings.serving_timeout_for(self.family)
+        limits = InputLimits.from_settings(self._dl_settings, timeout_s=self._timeout_s)
+        self._executor = ThreadPoolExecutor(self._dl_settings.serving_model_threads,
+                                            thread_name_prefix=f"driftloop-{self.family}")
         self._model = await asyncio.to_thread(models.load, self.family, artifact,
-                                              max_audio_s=max_audio_s)
+                                              limits=limits)
         self._canary: tuple[str, models.Model, float] | None = None
         challenger = extra.get("challenger_version")
         weight = int(extra.get("challenger_weight") or 0)
@@ -103,10 +112,27 @@ class DriftloopRuntime(MLModel):
             c_artifact = await asyncio.to_thread(Registry(store).artifact, self.family,
                                                  str(challenger))
             c_model = await asyncio.to_thread(models.load, self.family, c_artifact,
-                                              max_audio_s=max_audio_s)
+                                              limits=limits)
             self._canary = (str(challenger), c_model, weight / 100.0)
         self._emitter = emitter(self._dl_settings)
         return True
+
+    async def unload(self) -> bool:
+        # Running inferences finish in their threads; nothing new is queued.
+        executor = getattr(self, "_executor", None)
+        if executor is not None:
+            executor.shutdown(wait=False, cancel_futures=True)
+        return True
+
+    async def _run(self, model: models.Model, media: bytes | None, tensor: Any) -> dict[str, Any]:
+        """``model.predict`` in this model's threads, within its time limit."""
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(self._executor, model.predict, media, tensor)
+        try:
+            return await asyncio.wait_for(future, self._timeout_s)
+        except TimeoutError as e:
+            raise InferenceTimeout(f"inference took longer than the limit of "
+                                   f"{self._timeout_s:g} s") from e
 
     def _pick(self, request_id: str) -> tuple[str, models.Model]:
         """The version that answers this request: the challenger for its canary share.
@@ -130,7 +156,11 @@ class DriftloopRuntime(MLModel):
 
     async def predict(self, payload: InferenceRequest) -> InferenceResponse:
         headers = (payload.parameters.headers if payload.parameters else None) or {}
-        pid = v2.request_id(headers, payload.id)
+        try:
+            pid = v2.request_id(headers, payload.id)
+        except DriftloopError as e:
+            self._count_rejected({"model": self.family, "version": self.registry_version}, e)
+            raise MLServerError(f"{self.family}: {e.message}", status_code=e.status) from e
         payload.id = pid
         version, model = self._pick(pid)
         # Labels and events name the model family: on Seldon Core v2 the server-side name
@@ -142,10 +172,9 @@ class DriftloopRuntime(MLModel):
                 [i.model_dump() for i in payload.inputs],
                 max_bytes=self._dl_settings.serving_max_input_bytes,
             )
-            output = await asyncio.to_thread(model.predict, media, tensor)
+            output = await self._run(model, media, tensor)
         except DriftloopError as e:
-            REQUESTS.labels(**labels, outcome="rejected").inc()
-            ERRORS.labels(**labels, status=str(e.status)).inc()
+            self._count_rejected(labels, e)
             raise MLServerError(f"{self.family}: {e.message}", status_code=e.status) from e
         except Exception as e:
             REQUESTS.labels(**labels, outcome="error").inc()
@@ -169,6 +198,11 @@ class DriftloopRuntime(MLModel):
                 "x-request-id": pid, "ce-id": pid, v2.VERSION_HEADER: version,
             }),
         )
+
+    @staticmethod
+    def _count_rejected(labels: dict[str, str], e: DriftloopError) -> None:
+        REQUESTS.labels(**labels, outcome="rejected" if e.status < 500 else "error").inc()
+        ERRORS.labels(**labels, status=str(e.status)).inc()
 
     def _emit(self, pid: str, version: str, output: dict[str, Any], latency: float,
               headers: dict[str, str]) -> None:

@@ -62,3 +62,83 @@ def test_sniff_and_images():
         inputs.decode_image(b"\xff\xd8\xff\xe0broken")
     with pytest.raises(BadRequest, match="empty"):
         inputs.check_size(b"", 10)
+
+
+def wav_header(*, rate: int, channels: int = 1, width: int = 2, data_bytes: int,
+               payload: bytes = b"") -> bytes:
+    """A WAV whose header declares ``data_bytes`` of samples but carries only ``payload``."""
+    import struct
+
+    fmt = struct.pack("<HHIIHH", 1, channels, rate, rate * channels * width % 2**32,
+                      channels * width % 2**16, width * 8)
+    body = b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt
+    body += b"data" + struct.pack("<I", data_bytes) + payload
+    return b"RIFF" + struct.pack("<I", min(len(body) + data_bytes, 0xFFFFFFFF)) + body
+
+
+def test_absurd_sample_rate_is_refused_before_resampling():
+    # 3 KB declaring 4,000,037 Hz: resampling it to 16 kHz cost seconds and gigabytes.
+    wav = wav_header(rate=4_000_037, data_bytes=3000, payload=b"\x01\x00" * 1500)
+    with pytest.raises(BadRequest, match="sample rate 4000037 Hz is outside 1000-192000 Hz"):
+        inputs.decode_wav(wav, max_seconds=60)
+    with pytest.raises(BadRequest, match="sample rate"):
+        inputs.decode_wav(wav_header(rate=200, data_bytes=400, payload=b"\x00" * 400),
+                          max_seconds=60)
+    # the bound is a setting
+    with pytest.raises(BadRequest, match="outside 1000-48000 Hz"):
+        inputs.decode_wav(wav_bytes(np.zeros(96), 96_000), max_seconds=60, max_rate=48_000)
+    assert len(inputs.decode_wav(wav_bytes(np.zeros(9600), 96_000), max_seconds=60)) == 1600
+
+
+def test_wav_header_claiming_gigabytes_is_413_without_reading():
+    wav = wav_header(rate=16_000, data_bytes=0xFFFFFF00, payload=b"\x00\x00" * 100)
+    with pytest.raises(PayloadTooLarge, match="over the limit of 60 s"):
+        inputs.decode_wav(wav, max_seconds=60)
+
+
+def test_wav_with_odd_channels_or_truncated_frames_is_400():
+    with pytest.raises(BadRequest, match="channels"):
+        inputs.decode_wav(wav_header(rate=16_000, channels=30_000, data_bytes=120_000,
+                                     payload=b"\x00" * 1000), max_seconds=60)
+    with pytest.raises(BadRequest, match="less than one frame"):
+        inputs.decode_wav(wav_header(rate=16_000, channels=8, data_bytes=1600,
+                                     payload=b"\x00" * 7), max_seconds=60)
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG signature and IHDR declaring ``width`` x ``height`` 1-bit pixels, then one
+    tiny IDAT: what a decompression bomb looks like to a header check."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(
+            ">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr)
+            + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b""))
+
+
+def test_images_are_bounded_by_side_and_pixels_before_decoding():
+    with pytest.raises(PayloadTooLarge, match="32767 pixels a side"):
+        inputs.decode_image(png_header_only(40_000, 1))
+    with pytest.raises(PayloadTooLarge, match="over the limit of 40000000 pixels"):
+        inputs.decode_image(png_header_only(30_000, 30_000))
+    with pytest.raises(PayloadTooLarge, match="over the limit of 40000000 pixels"):
+        inputs.decode_image(png_header_only(8_000, 6_000))
+    with pytest.raises(PayloadTooLarge, match="over the limit of 100 pixels"):
+        inputs.decode_image(png_header_only(20, 20), max_pixels=100)
+    with pytest.raises(BadRequest, match="image"):  # truncated pixel data
+        inputs.decode_image(png_header_only(200, 200))
+
+
+def test_image_tensors_need_known_channels_and_sizes():
+    assert inputs.image_tensor(np.full((4, 5, 3), 300.0)).max() == 255
+    for shape in [(4, 5, 1), (4, 5, 5), (4,), (2, 2, 2, 3)]:
+        with pytest.raises(BadRequest, match="HxW or HxWxC"):
+            inputs.image_tensor(np.zeros(shape))
+    with pytest.raises(PayloadTooLarge, match="a side"):
+        inputs.image_tensor(np.zeros((1, 40_000), dtype=np.uint8))
+    with pytest.raises(BadRequest, match="finite"):
+        inputs.image_tensor(np.array([[np.nan, 1.0]]))

@@ -67,3 +67,30 @@ def test_parse_response_takes_the_version_header():
     pred = v2.parse_response(body, {v2.VERSION_HEADER: "2"})
     assert pred.to_dict() == {"id": "i", "model": "digits", "version": "2",
                               "output": {"label": 4}}
+
+
+@pytest.mark.parametrize(("datatype", "data", "needle"), [
+    ("UINT8", [-1], "outside UINT8's range 0..255"),
+    ("INT8", [300], "outside INT8's range -128..127"),
+    ("UINT8", [1.5], "whole numbers"),
+    ("FP16", [1e6], "outside FP16's range"),
+    ("FP32", [float("inf")], "finite"),
+    ("INT64", [10 ** 400], "too large"),
+    ("BOOL", [2], "true/false"),
+])
+def test_tensors_outside_their_datatype_range_are_400(datatype, data, needle):
+    with pytest.raises(BadRequest) as e:
+        v2.decode_input([{"datatype": datatype, "shape": [1], "data": data}], max_bytes=100)
+    assert needle in e.value.message
+
+
+@pytest.mark.parametrize("bad_id", ["a\r\nset-cookie: x", "nul\x00", "caf\u00e9", "x" * 100_000,
+                                   "has space", "\udcff"])
+def test_request_ids_that_cannot_be_echoed_are_400(bad_id):
+    with pytest.raises(BadRequest) as e:
+        v2.request_id({}, bad_id)
+    assert e.value.fields[0].field == "id" and "printable ASCII" in e.value.message
+    with pytest.raises(BadRequest) as e:
+        v2.request_id({"x-request-id": bad_id}, "fine")
+    assert e.value.fields[0].field == "x-request-id"
+    assert len(e.value.message) < 300

@@ -10,6 +10,8 @@ import threading
 from collections.abc import Mapping
 from typing import Any, Protocol
 
+from driftloop.serving.inputs import InputLimits
+
 # Loads run in worker threads; first imports of native packages (cv2 sets up its
 # submodules lazily) are not thread-safe, so loads are serialised.
 _LOAD_LOCK = threading.Lock()
@@ -25,27 +27,29 @@ class Model(Protocol):
         ...
 
 
-def load(name: str, artifact: Mapping[str, bytes], *, max_audio_s: float | None = None) -> Model:
-    """The model ``name`` loaded from its registry artifact (``max_audio_s`` caps speech)."""
+def load(name: str, artifact: Mapping[str, bytes], *,
+         limits: InputLimits | None = None) -> Model:
+    """The model ``name`` loaded from its registry artifact, checking inputs against
+    ``limits`` (the defaults of ``InputLimits`` when not given)."""
     with _LOAD_LOCK:
-        return _load(name, artifact, max_audio_s=max_audio_s)
+        return _load(name, artifact, limits=limits or InputLimits())
 
 
-def _load(name: str, artifact: Mapping[str, bytes], *, max_audio_s: float | None) -> Model:
+def _load(name: str, artifact: Mapping[str, bytes], *, limits: InputLimits) -> Model:
     if name == "speech":
         from driftloop.serving.models.speech import SpeechModel
 
-        return SpeechModel.from_artifact(artifact, max_audio_s=max_audio_s)
+        return SpeechModel.from_artifact(artifact, limits=limits)
     if name == "ocr":
         from driftloop.serving.models.ocr import OcrModel
 
-        return OcrModel.from_artifact(artifact)
+        return OcrModel.from_artifact(artifact, limits=limits)
     if name == "faces":
         from driftloop.serving.models.faces import FacesModel
 
-        return FacesModel.from_artifact(artifact)
+        return FacesModel.from_artifact(artifact, limits=limits)
     if name == "digits":
         from driftloop.serving.models.digits import DigitsModel
 
-        return DigitsModel.from_artifact(artifact)
+        return DigitsModel.from_artifact(artifact, limits=limits)
     raise KeyError(f"unknown model {name!r}")

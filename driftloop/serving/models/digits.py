@@ -11,7 +11,7 @@ import io
 import json
 import pickle
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from driftloop.serving import inputs
@@ -98,17 +98,20 @@ class DigitsModel:
 
     estimator: Any
     modality: str = "image"
+    limits: inputs.InputLimits = field(default_factory=inputs.InputLimits)
 
     @classmethod
-    def from_artifact(cls, artifact: Mapping[str, bytes]) -> DigitsModel:
+    def from_artifact(cls, artifact: Mapping[str, bytes], *,
+                      limits: inputs.InputLimits | None = None) -> DigitsModel:
         # The registry is driftloop's own store: its artifacts are trusted like code.
-        return cls(pickle.loads(artifact["model.pkl"]))
+        return cls(pickle.loads(artifact["model.pkl"]), limits=limits or inputs.InputLimits())
 
     def predict(self, media: bytes | None, tensor: Any | None) -> dict[str, Any]:
         import numpy as np
 
         if media is not None:
-            x = image_to_features(inputs.decode_image(media, mode="L"))
+            x = image_to_features(inputs.decode_image(
+                media, mode="L", max_pixels=self.limits.max_image_pixels))
         else:
             x = np.asarray(tensor, dtype=np.float64)
             if x.ndim == 1:

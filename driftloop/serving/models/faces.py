@@ -25,6 +25,7 @@ class FacesModel:
 
     config: Mapping[str, Any]
     modality: str = "image"
+    limits: inputs.InputLimits = field(default_factory=inputs.InputLimits)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def __post_init__(self) -> None:
@@ -38,26 +39,22 @@ class FacesModel:
             raise ValueError(f"OpenCV ships no cascade named {name!r}")
 
     @classmethod
-    def from_artifact(cls, artifact: Mapping[str, bytes]) -> FacesModel:
-        return cls({**DEFAULT_CONFIG, **json.loads(artifact.get("config.json", b"{}"))})
+    def from_artifact(cls, artifact: Mapping[str, bytes], *,
+                      limits: inputs.InputLimits | None = None) -> FacesModel:
+        return cls({**DEFAULT_CONFIG, **json.loads(artifact.get("config.json", b"{}"))},
+                   limits=limits or inputs.InputLimits())
 
     @staticmethod
     def artifact(**overrides: Any) -> dict[str, bytes]:
         return {"config.json": json.dumps({**DEFAULT_CONFIG, **overrides}).encode()}
 
     def predict(self, media: bytes | None, tensor: Any | None) -> dict[str, Any]:
-        import numpy as np
-
         if media is not None:
-            gray = inputs.decode_image(media, mode="L")
+            gray = inputs.decode_image(media, mode="L", max_pixels=self.limits.max_image_pixels)
         else:
-            arr = np.asarray(tensor)
-            if arr.ndim == 3 and arr.shape[2] in (3, 4):
-                arr = arr[..., :3].mean(axis=2)
-            if arr.ndim != 2 or min(arr.shape) < 8:
-                raise inputs.bad("input", "shape", f"image tensor must be HxW or HxWx3 of at "
-                                 f"least 8x8, got shape {np.asarray(tensor).shape}")
-            gray = np.clip(arr, 0, 255).astype(np.uint8)
+            arr = inputs.image_tensor(tensor, max_pixels=self.limits.max_image_pixels,
+                                      min_side=8)
+            gray = arr if arr.ndim == 2 else arr[..., :3].mean(axis=2).astype(arr.dtype)
         return self.detect(gray)
 
     def detect(self, gray: Any) -> dict[str, Any]:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from driftloop.errors import InferenceTimeout
 from driftloop.serving import inputs
 
 DEFAULT_CONFIG: dict[str, Any] = {"lang": "eng", "psm": 6, "min_confidence": 0.0}
@@ -18,36 +19,47 @@ class OcrModel:
 
     config: Mapping[str, Any]
     modality: str = "image"
+    limits: inputs.InputLimits = field(default_factory=inputs.InputLimits)
 
     @classmethod
-    def from_artifact(cls, artifact: Mapping[str, bytes]) -> OcrModel:
-        return cls({**DEFAULT_CONFIG, **json.loads(artifact.get("config.json", b"{}"))})
+    def from_artifact(cls, artifact: Mapping[str, bytes], *,
+                      limits: inputs.InputLimits | None = None) -> OcrModel:
+        return cls({**DEFAULT_CONFIG, **json.loads(artifact.get("config.json", b"{}"))},
+                   limits=limits or inputs.InputLimits())
+
+    @property
+    def max_pixels(self) -> int:
+        """Tesseract's time grows with the pixels it reads: OCR has its own, lower bound."""
+        return min(self.limits.max_image_pixels, self.limits.ocr_max_pixels)
 
     @staticmethod
     def artifact(**overrides: Any) -> dict[str, bytes]:
         return {"config.json": json.dumps({**DEFAULT_CONFIG, **overrides}).encode()}
 
     def predict(self, media: bytes | None, tensor: Any | None) -> dict[str, Any]:
-        import numpy as np
-
         if media is not None:
-            image = inputs.decode_image(media, mode="RGB")
+            image = inputs.decode_image(media, mode="RGB", max_pixels=self.max_pixels)
         else:
-            image = np.asarray(tensor)
-            if image.ndim not in (2, 3) or image.size == 0:
-                raise inputs.bad("input", "shape", f"image tensor must be HxW or HxWxC, "
-                                 f"got shape {image.shape}")
-            image = np.clip(image, 0, 255).astype(np.uint8)
+            image = inputs.image_tensor(tensor, max_pixels=self.max_pixels)
         return self.read(image)
 
     def read(self, image: Any) -> dict[str, Any]:
         import pytesseract
         from PIL import Image
 
-        data = pytesseract.image_to_data(
-            Image.fromarray(image), lang=self.config["lang"],
-            config=f"--psm {int(self.config['psm'])}", output_type=pytesseract.Output.DICT,
-        )
+        timeout = self.limits.timeout_s or 0  # pytesseract: 0 waits forever
+        try:
+            data = pytesseract.image_to_data(
+                Image.fromarray(image), lang=self.config["lang"],
+                config=f"--psm {int(self.config['psm'])}",
+                output_type=pytesseract.Output.DICT, timeout=timeout,
+            )
+        except RuntimeError as e:
+            # pytesseract kills tesseract at the timeout and raises RuntimeError.
+            if "timeout" not in str(e).lower():
+                raise
+            raise InferenceTimeout(f"input: OCR took longer than the limit of {timeout:g} s"
+                                   ) from e
         lines: dict[tuple[int, int, int], list[str]] = {}
         boxes, words, scores = [], [], []
         for i, word in enumerate(data["text"]):

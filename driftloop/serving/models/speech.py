@@ -11,6 +11,7 @@ from typing import Any
 from driftloop.serving import inputs
 
 DEFAULT_CONFIG: dict[str, Any] = {"samprate": inputs.SAMPLE_RATE, "max_seconds": 60.0}
+_NOT_DECODER_OPTIONS = ("max_seconds", "max_sample_rate")
 
 
 @dataclass
@@ -19,21 +20,23 @@ class SpeechModel:
 
     config: Mapping[str, Any]
     modality: str = "audio"
+    limits: inputs.InputLimits = field(default_factory=inputs.InputLimits)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def __post_init__(self) -> None:
         from pocketsphinx import Decoder
 
-        options = {k: v for k, v in self.config.items() if k not in ("max_seconds",)}
+        options = {k: v for k, v in self.config.items() if k not in _NOT_DECODER_OPTIONS}
         self._decoder = Decoder(**options)
 
     @classmethod
     def from_artifact(cls, artifact: Mapping[str, bytes], *,
-                      max_audio_s: float | None = None) -> SpeechModel:
+                      limits: inputs.InputLimits | None = None) -> SpeechModel:
+        """The artifact's decoder options; its ``max_seconds`` may only lower the limit."""
+        limits = limits or inputs.InputLimits()
         config = {**DEFAULT_CONFIG, **json.loads(artifact.get("config.json", b"{}"))}
-        if max_audio_s is not None:
-            config["max_seconds"] = min(float(config["max_seconds"]), max_audio_s)
-        return cls(config)
+        config["max_seconds"] = min(float(config["max_seconds"]), limits.max_audio_s)
+        return cls(config, limits=limits)
 
     @staticmethod
     def artifact(**overrides: Any) -> dict[str, bytes]:
@@ -48,7 +51,8 @@ class SpeechModel:
         if media is not None:
             if inputs.sniff(media) != inputs.WAV:
                 raise inputs.bad("input", "media-type", "speech expects a WAV file or PCM samples")
-            pcm = inputs.decode_wav(media, max_seconds=self.max_seconds)
+            pcm = inputs.decode_wav(media, max_seconds=self.max_seconds,
+                                    max_rate=self.limits.max_sample_rate)
         else:
             pcm = inputs.pcm_from_tensor(tensor, max_seconds=self.max_seconds)
         return self.transcribe(pcm.tobytes())

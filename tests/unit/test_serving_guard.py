@@ -1,0 +1,98 @@
+"""RequestGuard: oversize bodies and unknown models are refused before the app runs."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from driftloop.serving.guard import RequestGuard
+
+
+class App:
+    """An ASGI app that records the body it read."""
+
+    def __init__(self) -> None:
+        self.bodies: list[bytes] = []
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        body = b""
+        while True:
+            m = await receive()
+            body += m.get("body", b"")
+            if not m.get("more_body"):
+                break
+        self.bodies.append(body)
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+
+def call(guard: RequestGuard, chunks: list[bytes], *, path: str = "/v2/models/m/infer",
+         length: int | str | None = None) -> tuple[int, dict[str, Any] | None, int]:
+    """(status, JSON body or None, chunks the guard pulled from the client)."""
+    headers = [] if length is None else [(b"content-length", str(length).encode())]
+    scope = {"type": "http", "path": path, "method": "POST", "headers": headers}
+    pending = list(chunks)
+    pulled = 0
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        nonlocal pulled
+        pulled += 1
+        chunk = pending.pop(0) if pending else b""
+        return {"type": "http.request", "body": chunk, "more_body": bool(pending)}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    asyncio.run(guard(scope, receive, send))
+    status = sent[0]["status"]
+    body = b"".join(m.get("body", b"") for m in sent[1:])
+    return status, (json.loads(body) if status != 200 else None), pulled
+
+
+def test_declared_length_over_the_limit_is_413_without_reading():
+    app = App()
+    status, body, pulled = call(RequestGuard(app, max_body_bytes=100), [b"x" * 50],
+                                length=120_000_000)
+    assert status == 413 and pulled == 0 and app.bodies == []
+    assert "120000000 bytes is over the limit of 100 bytes" in body["error"]
+
+
+def test_streamed_body_is_cut_off_once_it_passes_the_limit():
+    app = App()
+    chunks = [b"x" * 40] * 1000  # no Content-Length: chunked upload
+    status, body, pulled = call(RequestGuard(app, max_body_bytes=100), chunks)
+    assert status == 413 and "streamed body" in body["error"]
+    assert pulled == 3 and app.bodies == []  # stopped reading at 120 bytes
+
+
+def test_a_body_within_the_limit_reaches_the_app_unchanged():
+    app = App()
+    status, _, _ = call(RequestGuard(app, max_body_bytes=100), [b"a" * 30, b"b" * 30],
+                        length=60)
+    assert status == 200 and app.bodies == [b"a" * 30 + b"b" * 30]
+
+
+def test_a_lying_content_length_is_still_bounded_by_the_stream():
+    app = App()
+    status, _, _ = call(RequestGuard(app, max_body_bytes=100), [b"x" * 80] * 3, length=10)
+    assert status == 413 and app.bodies == []
+    status, body, _ = call(RequestGuard(app, max_body_bytes=100), [b"x"], length="1e9")
+    assert status == 400 and "Content-Length" in body["error"]
+
+
+def test_unknown_models_and_versions_are_404_before_the_app():
+    async def known(name: str, version: str | None) -> bool:
+        return name == "digits" and version in (None, "1")
+
+    app = App()
+    guard = RequestGuard(app, max_body_bytes=100, known_model=known)
+    assert call(guard, [b"{}"], path="/v2/models/digits/infer")[0] == 200
+    assert call(guard, [b"{}"], path="/v2/models/digits/versions/1/infer")[0] == 200
+    status, body, _ = call(guard, [b"{}"], path="/v2/models/x\nevil\x00/infer")
+    assert status == 404 and body["error"] == "Model x\\nevil\\x00 not found"
+    status, body, _ = call(guard, [b"{}"], path="/v2/models/digits/versions/99/infer")
+    assert status == 404 and "version 99" in body["error"]
+    assert call(guard, [b"{}"], path="/v2/health/ready")[0] == 200
+    assert len(app.bodies) == 3
