@@ -112,16 +112,12 @@ class DriftCheckService:
             lower = {k.lower(): v for k, v in headers.items()}
             ctype = lower.get("content-type", "").split(";", 1)[0].strip().lower()
             if "ce-specversion" in lower or ctype in (ev.STRUCTURED, ev.BATCH):
-                results = [self.on_event(e) for e in ev.from_http(headers, body)]
+                results = [self.on_event(e) for e in ev.from_http(
+                    headers, body, max_depth=self.settings.max_json_depth)]
                 status = max(r[0] for r in results)
                 bodies = [r[1] for r in results]
                 return Response.json(status, bodies[0] if len(bodies) == 1 else bodies)
-            try:
-                request = json.loads(body or b"{}")
-            except (UnicodeDecodeError, json.JSONDecodeError) as e:
-                raise BadRequest(
-                    f"body: not valid JSON ({e})", fields=[FieldError("body", "json", str(e))]
-                ) from e
+            request = ev.load_json(body or b"{}", max_depth=self.settings.max_json_depth)
             if not isinstance(request, dict):
                 raise BadRequest(
                     "body must be a JSON object",
