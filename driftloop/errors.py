@@ -2,8 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
+
+MAX_FIELDS = 20
+"""Most field errors one answer lists (the rest are counted): an answer stays small
+whatever the request holds."""
+MAX_TEXT = 240
+"""Longest field name or message in an answer (they may quote what the client sent)."""
+
+
+def clip(text: str, limit: int = MAX_TEXT) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 @dataclass(frozen=True)
@@ -15,7 +25,8 @@ class FieldError:
     message: str
 
     def to_dict(self) -> dict[str, str]:
-        return asdict(self)
+        return {"field": clip(self.field, 120), "rule": clip(self.rule, 80),
+                "message": clip(self.message)}
 
 
 class DriftloopError(Exception):
@@ -30,9 +41,14 @@ class DriftloopError(Exception):
         self.fields: list[FieldError] = list(fields or [])
 
     def to_dict(self) -> dict[str, Any]:
-        body: dict[str, Any] = {"error": self.reason, "message": self.message}
+        """The JSON answer body, bounded: at most ``MAX_FIELDS`` fields, clipped texts."""
+        body: dict[str, Any] = {"error": self.reason, "message": clip(self.message, 1000)}
         if self.fields:
-            body["fields"] = [f.to_dict() for f in self.fields]
+            shown = [f.to_dict() for f in self.fields[:MAX_FIELDS]]
+            if len(self.fields) > MAX_FIELDS:
+                shown.append({"field": "fields", "rule": "max-errors",
+                              "message": f"{len(self.fields) - MAX_FIELDS} more errors not listed"})
+            body["fields"] = shown
         return body
 
 
@@ -59,13 +75,6 @@ class Unauthorized(DriftloopError):
 class NotFound(DriftloopError):
     status = 404
     reason = "not_found"
-
-
-class Conflict(DriftloopError):
-    """A conditional write lost to another writer (the caller re-reads and decides again)."""
-
-    status = 409
-    reason = "conflict"
 
 
 class Conflict(DriftloopError):

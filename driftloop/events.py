@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_validator, m
 from pydantic import ValidationError as PydanticValidationError
 
 from driftloop.errors import BadRequest, FieldError, UnsupportedMediaType, ValidationFailed
-from driftloop.naming import SAFE_NAME_RULE, is_safe_segment
+from driftloop.naming import SAFE_ID_RULE, SAFE_NAME_RULE, is_safe_id, is_safe_segment
 
 SPECVERSION = "1.0"
 
@@ -108,6 +108,144 @@ def new_event(
     )
 
 
+# --------------------------------------------------------------------------- JSON
+
+MAX_JSON_DEPTH = 64
+"""Default of ``Settings.max_json_depth``: the deepest nesting of arrays and objects parsed."""
+MAX_INT_DIGITS = 308
+"""Longest integer accepted: beyond it no double holds the value (reward, drift values)."""
+MAX_NUMBER_CHARS = 1000
+
+_STRING_TOKEN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.S)
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+_INNERMOST = re.compile(r"\[\]|\{\}")
+_LONG_NUMBER = re.compile(rf"\d{{{MAX_INT_DIGITS + 1}}}|[eE]\+?\d{{3}}")
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_MAX_PROBLEMS = 20
+
+
+@dataclass(frozen=True)
+class _Refused:
+    """Stands in for a number the parser refuses, so that only the event holding it is
+    rejected (a batch's other events are still judged on their own)."""
+
+    rule: str
+    message: str
+
+
+@dataclass(frozen=True)
+class RejectedItem:
+    """A batch element that broke a parsing rule (a refused number, a lone surrogate)."""
+
+    errors: tuple[FieldError, ...]
+
+
+def _parse_int(text: str) -> int | _Refused:
+    digits = len(text) - text.startswith("-")
+    if digits > MAX_INT_DIGITS:
+        return _Refused("number-range", f"an integer of {digits} digits; at most "
+                        f"{MAX_INT_DIGITS} digits (no double holds more)")
+    return int(text)
+
+
+def _parse_float(text: str) -> float | _Refused:
+    if len(text) > MAX_NUMBER_CHARS:
+        return _Refused("number-range", f"a number of {len(text)} characters; at most "
+                        f"{MAX_NUMBER_CHARS}")
+    value = float(text)
+    if math.isinf(value):
+        return _Refused("number-range", f"{text[:40]} is beyond the range of a double")
+    return value
+
+
+def _too_deep(where: str, max_depth: int) -> BadRequest:
+    rule = f"arrays and objects nest at most {max_depth} levels"
+    return BadRequest(f"{where}: nested too deep ({rule})",
+                      fields=[FieldError(where, "max-depth", rule)])
+
+
+def _depth_exceeds(text: str, max_depth: int) -> bool:
+    """Whether valid JSON ``text`` nests deeper than ``max_depth``: strings and scalars are
+    dropped, then innermost ``[]``/``{}`` pairs are removed one level per pass."""
+    if text.count("[") + text.count("{") <= max_depth:
+        return False
+    skeleton = _NOT_BRACKET.sub("", _STRING_TOKEN.sub("", text))
+    for _ in range(max_depth):
+        if not skeleton:
+            return False
+        skeleton = _INNERMOST.sub("", skeleton)
+    return bool(skeleton)
+
+
+def _parse_json(body: bytes | str, *, max_depth: int, where: str) -> tuple[Any, bool]:
+    """Parse JSON under driftloop's limits; raise ``BadRequest`` naming ``where`` for a body
+    that is not UTF-8 JSON or nests too deep. The flag says whether values may hold refused
+    numbers or lone surrogates (then ``json_problems`` finds them)."""
+    if isinstance(body, bytes | bytearray):
+        try:
+            text = bytes(body).decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise BadRequest(f"{where}: not UTF-8 ({e.reason} at byte {e.start})",
+                             fields=[FieldError(where, "utf-8", "JSON must be UTF-8 text")]) from e
+    else:
+        text = body
+    numbers = _LONG_NUMBER.search(text) is not None
+    try:
+        if numbers:
+            value = json.loads(text, parse_int=_parse_int, parse_float=_parse_float)
+        else:
+            value = json.loads(text)
+    except RecursionError as e:
+        raise _too_deep(where, max_depth) from e
+    except ValueError as e:  # JSONDecodeError, and anything int()/float() refuse
+        raise BadRequest(f"{where}: not valid JSON ({e})",
+                         fields=[FieldError(where, "json", f"not valid JSON: {e}")]) from e
+    if _depth_exceeds(text, max_depth):
+        raise _too_deep(where, max_depth)
+    return value, bool(numbers or _SURROGATE_ESCAPE.search(text) or _SURROGATE.search(text))
+
+
+def json_problems(value: Any, prefix: str = "") -> list[FieldError]:
+    """Refused numbers and strings (or keys) holding lone surrogates in a parsed value,
+    each named by its dotted path under ``prefix``."""
+    problems: list[FieldError] = []
+    stack: list[tuple[str, Any]] = [(prefix, value)]
+    while stack and len(problems) < _MAX_PROBLEMS:
+        path, v = stack.pop()
+        name = path or "body"
+        if isinstance(v, _Refused):
+            problems.append(FieldError(name, v.rule, v.message))
+        elif isinstance(v, str):
+            if _SURROGATE.search(v):
+                problems.append(FieldError(name, "unicode",
+                                           "holds a lone surrogate (not Unicode text)"))
+        elif isinstance(v, dict):
+            for k, item in v.items():
+                child = f"{path}.{k}" if path else str(k)
+                if _SURROGATE.search(k):
+                    problems.append(FieldError(path or "body", "unicode",
+                                               "a key holds a lone surrogate (not Unicode text)"))
+                    continue
+                stack.append((child, item))
+        elif isinstance(v, list):
+            stack.extend((f"{path}.{i}" if path else str(i), item) for i, item in enumerate(v))
+    return problems
+
+
+def load_json(body: bytes | str, *, max_depth: int = MAX_JSON_DEPTH, where: str = "body") -> Any:
+    """The one way driftloop parses a JSON request body or payload: UTF-8, nesting at most
+    ``max_depth``, integers within a double's range, finite numbers (NaN and Infinity
+    literals are left to the payload rules), no lone surrogates; anything else is a
+    ``BadRequest`` (400) naming the field and the rule."""
+    value, suspicious = _parse_json(body, max_depth=max_depth, where=where)
+    if suspicious:
+        problems = json_problems(value, "" if where == "body" else where)
+        if problems:
+            raise ValidationFailed(problems)
+    return value
+
+
 # --------------------------------------------------------------------------- time / data
 
 
@@ -118,9 +256,29 @@ def format_time(t: datetime) -> str:
     return t.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
+_RFC3339 = re.compile(
+    r"(?P<date>\d{4}-\d{2}-\d{2})[Tt ](?P<clock>\d{2}:\d{2}:\d{2})(?:\.(?P<frac>\d{1,9}))?"
+    r"(?P<zone>[Zz]|[+-]\d{2}:\d{2})?"
+)
+
+
 def parse_time(value: str) -> datetime:
-    t = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
-    return t if t.tzinfo else t.replace(tzinfo=UTC)
+    """An RFC 3339 time as an aware UTC datetime (no zone means UTC).
+
+    Raises ``ValueError`` for anything else, including times that leave the representable
+    range once moved to UTC (``9999-12-31T23:59:59-23:59``)."""
+    m = _RFC3339.fullmatch(value) if isinstance(value, str) else None
+    if m is None:
+        raise ValueError(f"not an RFC 3339 date-time: {value!r:.80}")
+    zone = m["zone"] or "+00:00"
+    frac = f".{m['frac'][:6]}" if m["frac"] else ""
+    t = datetime.fromisoformat(
+        f"{m['date']}T{m['clock']}{frac}{'+00:00' if zone in 'Zz' else zone}"
+    )
+    try:
+        return t.astimezone(UTC)
+    except OverflowError as e:
+        raise ValueError(f"date-time out of range once in UTC: {value!r:.80}") from e
 
 
 def _is_json_type(content_type: str | None) -> bool:
@@ -141,18 +299,16 @@ def encode_data(event: Event) -> bytes | None:
     return json.dumps(event.data, separators=(",", ":"), allow_nan=False).encode()
 
 
-def decode_data(raw: bytes | None, content_type: str | None) -> Any:
+def decode_data(
+    raw: bytes | None, content_type: str | None, *, max_depth: int = MAX_JSON_DEPTH
+) -> Any:
     """Bytes of a binary-mode body or Kafka value back to data (JSON decoded when JSON)."""
     if raw is None:
         return None
     if _is_json_type(content_type):
         if raw == b"":
             return None
-        try:
-            return json.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise BadRequest(f"data: not valid JSON ({e})",
-                             fields=[FieldError("data", "json", f"not valid JSON: {e}")]) from e
+        return load_json(raw, max_depth=max_depth, where="data")
     if content_type and content_type.split(";", 1)[0].strip().lower().startswith("text/"):
         return raw.decode("utf-8", errors="replace")
     return raw
@@ -183,25 +339,50 @@ def to_structured(event: Event) -> dict[str, Any]:
     return out
 
 
-def _from_sdk(sdk: SdkEvent) -> Event:
+# Characters the CloudEvents String type excludes: controls, surrogates, noncharacters.
+_NOT_CE_STRING = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff\ufdd0-\ufdef\ufffe\uffff]")
+_INT32 = (-(2**31), 2**31 - 1)
+
+
+def string_errors(attrs: Mapping[str, Any]) -> list[FieldError]:
+    """Attribute values the CloudEvents type system refuses: strings with control
+    characters, lone surrogates or noncharacters; integers outside 32 bits."""
+    errors = []
+    for name, value in attrs.items():
+        if name in ("data", "data_base64"):
+            continue
+        if isinstance(value, str) and _NOT_CE_STRING.search(value):
+            errors.append(FieldError(str(name), "cloudevents-string",
+                                     "must not hold control characters, lone surrogates "
+                                     "or noncharacters"))
+        elif (isinstance(value, int) and not isinstance(value, bool)
+              and not _INT32[0] <= value <= _INT32[1]):
+            errors.append(FieldError(str(name), "integer-range",
+                                     "CloudEvents integers are signed 32-bit"))
+    return errors
+
+
+def _from_sdk(sdk: SdkEvent, *, max_depth: int = MAX_JSON_DEPTH) -> Event:
     attrs = sdk.get_attributes()
     errors = [
         FieldError(name, "required", f"CloudEvents attribute '{name}' is required")
         for name in _REQUIRED
         if not isinstance(attrs.get(name), str) or not attrs.get(name)
     ]
-    if errors:
-        raise ValidationFailed(errors)
+    errors += string_errors(attrs)
     time_value = attrs.get("time")
+    t = None
     try:
         t = parse_time(time_value) if isinstance(time_value, str) and time_value else None
     except ValueError as e:
-        raise ValidationFailed([FieldError("time", "rfc3339", f"not an RFC 3339 time: {e}")]) from e
+        errors.append(FieldError("time", "rfc3339", f"not an RFC 3339 time: {e}"))
+    if errors:
+        raise ValidationFailed(errors)
     ext = {k: str(v) for k, v in attrs.items() if k not in _CORE and v is not None}
     data = sdk.get_data()
     ct = attrs.get("datacontenttype")
     if isinstance(data, bytes | bytearray) and _is_json_type(ct):
-        data = decode_data(bytes(data), ct)
+        data = decode_data(bytes(data), ct, max_depth=max_depth)
     return Event(
         id=attrs["id"],
         source=attrs["source"],
@@ -214,7 +395,7 @@ def _from_sdk(sdk: SdkEvent) -> Event:
     )
 
 
-_ATTRIBUTE_NAME = re.compile(r"^[a-z0-9]{1,20}$")
+_ATTRIBUTE_NAME = re.compile(r"[a-z0-9]{1,20}")
 _STRING_ATTRIBUTES = ("time", "datacontenttype", "subject", "dataschema")
 
 
@@ -224,8 +405,8 @@ def attribute_errors(obj: Mapping[str, Any]) -> list[FieldError]:
     for name, value in obj.items():
         if name in ("data", "data_base64"):
             continue
-        if not isinstance(name, str) or not _ATTRIBUTE_NAME.match(name):
-            errors.append(FieldError(str(name), "attribute-name",
+        if not isinstance(name, str) or not _ATTRIBUTE_NAME.fullmatch(name):
+            errors.append(FieldError(f"{name!s:.64}", "attribute-name",
                                      "attribute names are 1-20 lowercase letters or digits"))
         elif name in _STRING_ATTRIBUTES and not isinstance(value, str):
             errors.append(FieldError(name, "string", f"'{name}' must be a string"))
@@ -237,15 +418,17 @@ def attribute_errors(obj: Mapping[str, Any]) -> list[FieldError]:
     return errors
 
 
-def from_structured(obj: Mapping[str, Any]) -> Event:
+def from_structured(obj: Mapping[str, Any] | RejectedItem) -> Event:
     """A structured-mode JSON object to an ``Event``."""
+    if isinstance(obj, RejectedItem):
+        raise ValidationFailed(list(obj.errors))
     if not isinstance(obj, Mapping):
         raise BadRequest("event: a structured CloudEvent must be a JSON object",
                          fields=[FieldError("event", "object", "must be a JSON object")])
     specversion = obj.get("specversion")
     if specversion != SPECVERSION:
         raise ValidationFailed([FieldError("specversion", "equals 1.0",
-                                           f"specversion must be '1.0', got {specversion!r}")])
+                                           f"specversion must be '1.0', got {specversion!r:.40}")])
     problems = [
         FieldError(n, "required", f"CloudEvents attribute '{n}' is required (non-empty string)")
         for n in _REQUIRED
@@ -273,7 +456,9 @@ def from_structured(obj: Mapping[str, Any]) -> Event:
 # --------------------------------------------------------------------------- HTTP
 
 
-def from_http(headers: Mapping[str, str], body: bytes) -> list[Event]:
+def from_http(
+    headers: Mapping[str, str], body: bytes, *, max_depth: int = MAX_JSON_DEPTH
+) -> list[Event]:
     """Every event of one HTTP request, in binary, structured or batch mode.
 
     A batch yields one event per element; elements that are not valid CloudEvents raise
@@ -282,7 +467,7 @@ def from_http(headers: Mapping[str, str], body: bytes) -> list[Event]:
     lower = {k.lower(): v for k, v in headers.items()}
     content_type = lower.get("content-type", "").split(";", 1)[0].strip().lower()
     if content_type == BATCH:
-        return [from_structured(obj) for obj in split_batch(body)]
+        return [from_structured(obj) for obj in split_batch(body, max_depth=max_depth)]
     if "ce-specversion" not in lower and content_type != STRUCTURED:
         raise UnsupportedMediaType(
             "not a CloudEvent: send binary mode (ce-* headers), structured mode "
@@ -291,7 +476,7 @@ def from_http(headers: Mapping[str, str], body: bytes) -> list[Event]:
                                "binary, structured or batch CloudEvents mode required")],
         )
     if content_type == STRUCTURED:
-        return [from_structured(_load_json(body))]
+        return [from_structured(load_json(body, max_depth=max_depth))]
     if lower.get("ce-specversion") != SPECVERSION:
         raise ValidationFailed([FieldError("ce-specversion", "equals 1.0",
                                            "ce-specversion must be '1.0'")])
@@ -306,26 +491,25 @@ def from_http(headers: Mapping[str, str], body: bytes) -> list[Event]:
         sdk = ce_from_http(dict(headers), body, data_unmarshaller=lambda b: b)
     except (CloudEventsError, ValueError, TypeError) as e:
         raise BadRequest(f"event: not a valid CloudEvent ({e})") from e
-    return [_from_sdk(sdk)]
+    return [_from_sdk(sdk, max_depth=max_depth)]
 
 
-def _load_json(body: bytes) -> Any:
-    try:
-        return json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise BadRequest(f"body: not valid JSON ({e})",
-                         fields=[FieldError("body", "json", f"not valid JSON: {e}")]) from e
-
-
-def split_batch(body: bytes) -> list[Any]:
-    """The elements of a batch-mode body (a JSON array), not yet validated."""
-    items = _load_json(body)
+def split_batch(body: bytes, *, max_depth: int = MAX_JSON_DEPTH) -> list[Any]:
+    """The elements of a batch-mode body (a JSON array), not yet validated. An element
+    holding a refused number or a lone surrogate comes back as a ``RejectedItem``, so
+    only that element fails."""
+    items, suspicious = _parse_json(body, max_depth=max_depth, where="body")
     if not isinstance(items, list):
         raise BadRequest("body: a batch must be a JSON array of CloudEvents",
                          fields=[FieldError("body", "array", "must be a JSON array")])
     if not items:
         raise BadRequest("body: a batch must hold at least one event",
                          fields=[FieldError("body", "non-empty", "must not be empty")])
+    if suspicious:
+        for i, item in enumerate(items):
+            problems = json_problems(item)
+            if problems:
+                items[i] = RejectedItem(tuple(problems))
     return items
 
 
@@ -401,7 +585,7 @@ def from_kafka(
     content_type = h.get("content-type")
     if "ce_specversion" not in h:
         if content_type and content_type.split(";", 1)[0].strip().lower() == STRUCTURED:
-            return from_structured(_load_json(value or b""))
+            return from_structured(load_json(value or b""))
         raise BadRequest("record: not a CloudEvent (no ce_specversion header, not structured)",
                          fields=[FieldError("ce_specversion", "required", "header missing")])
     missing = [FieldError(f"ce_{n}", "required", f"header ce_{n} is required")
@@ -480,11 +664,18 @@ def pydantic_field_errors(error: PydanticValidationError, *, prefix: str) -> lis
 class FeedbackData(Payload):
     """``io.driftloop.feedback.v1``: ground truth or a reward for one prediction."""
 
-    prediction_id: StrictStr = Field(min_length=1, max_length=256)
+    prediction_id: StrictStr
     model: StrictStr
     version: StrictStr | None = None
     truth: Any = None
     reward: Any = None
+
+    @field_validator("prediction_id")
+    @classmethod
+    def _prediction_id_safe(cls, v: str) -> str:
+        if not is_safe_id(v):
+            raise ValueError(f"safe-id: {SAFE_ID_RULE}")
+        return v
 
     @field_validator("model")
     @classmethod
@@ -507,8 +698,13 @@ class FeedbackData(Payload):
             return None
         if isinstance(v, bool) or not isinstance(v, int | float):
             raise ValueError(f"number: reward must be a JSON number, got {type(v).__name__}")
-        if not math.isfinite(v):
-            raise ValueError("finite: reward must be a finite number (not NaN or Infinity)")
+        try:
+            finite = math.isfinite(v)
+        except OverflowError:
+            finite = False
+        if not finite:
+            raise ValueError("finite: reward must be a finite number (not NaN or Infinity) "
+                             "within the range of a double")
         return v
 
     @field_validator("truth")

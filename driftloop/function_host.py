@@ -101,12 +101,36 @@ class FunctionHost:
         if refused is not None:
             return refused
         svc = self.service()
-        limit = int(getattr(svc, "max_body_bytes", DEFAULT_MAX_BODY_BYTES))
-        if request.content_length is not None and request.content_length > limit:
-            body = b""  # the service refuses on the declared length, nothing is read
-        elif request.content_length is None:
+        limit = body_limit(svc)
+        declared = request.content_length
+        if declared is not None and declared > limit:
+            return _too_large(limit)  # refused on the declared length, nothing is read
+        if declared is None:
             body = request.stream.read(limit + 1)  # chunked: one byte past the limit tells
         else:
             body = request.get_data(cache=False)
+        if len(body) > limit:
+            return _too_large(limit)
         result = svc.handle(request.method, request.path, dict(request.headers), body)
         return flask.Response(result.body, status=result.status, headers=dict(result.headers))
+
+
+def body_limit(service: Any) -> int:
+    """The largest body ``service`` reads: its own ``max_body_bytes`` (intake), else the
+    ``function_max_body_bytes`` setting, else 8 MiB."""
+    own = getattr(service, "max_body_bytes", None)
+    if own is None:
+        own = getattr(getattr(service, "settings", None), "function_max_body_bytes", None)
+    return int(own) if own is not None else DEFAULT_MAX_BODY_BYTES
+
+
+def _too_large(limit: int) -> flask.Response:
+    """413 naming the limit; a body over it is never handed to the service (which would
+    otherwise see an empty or truncated body and act on it)."""
+    from driftloop.errors import FieldError, PayloadTooLarge
+    from driftloop.http import error_response
+
+    r = error_response(PayloadTooLarge(
+        f"body: larger than the limit of {limit} bytes",
+        fields=[FieldError("body", "max-size", f"at most {limit} bytes")]))
+    return flask.Response(r.body, status=r.status, headers=dict(r.headers))

@@ -10,7 +10,13 @@ Rules:
 - 202 only after Kafka acknowledged the record (acks=all, idempotent producer).
 - Kafka unavailable: 503 with ``Retry-After``; nothing is acknowledged that is not durable.
 - Batches are handled per event: valid events are written, invalid ones reported with
-  their index; the status is 202 (all accepted), 207 (mixed) or the common 4xx/503.
+  their index; the status is 202 (all accepted), 207 (mixed) or the common 4xx/503. Every
+  event is validated and encoded before any is sent, so one bad event never fails the
+  others; a batch holds at most ``intake_max_batch_events`` events (413 above).
+- Ids (CloudEvent id, source, ``prediction_id``) are printable ASCII of bounded length;
+  the ``model`` extension, when sent, must equal ``data.model``.
+- Bodies are parsed by ``events.load_json``: nesting, number size and Unicode are bounded
+  there for every surface.
 - Idempotency is downstream: the record keeps the event's (source, id), and every
   consumer that materialises feedback (archive, join) keeps the first record per
   (source, id) and drops repeats, so a retried POST never counts twice.
@@ -19,6 +25,7 @@ Rules:
 from __future__ import annotations
 
 import hmac
+import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -39,6 +46,7 @@ from driftloop.errors import (
     ValidationFailed,
 )
 from driftloop.http import Response, error_response
+from driftloop.naming import SAFE_ID_RULE, is_safe_id
 
 if TYPE_CHECKING:
     from kafka import KafkaProducer
@@ -46,6 +54,9 @@ if TYPE_CHECKING:
     from driftloop.settings import Settings
 
 OPENAPI_PATH = Path(__file__).resolve().parent / "openapi" / "feedback-intake.json"
+HEALTH_PATHS = ("/healthz", "/readyz", "/health/liveness", "/health/readiness")
+
+log = logging.getLogger("driftloop.intake")
 
 
 class IntakeMetrics:
@@ -136,17 +147,19 @@ class IntakeService:
     def handle(self, method: str, path: str, headers: Mapping[str, str], body: bytes) -> Response:
         """Answer one HTTP request (headers are matched case-insensitively)."""
         h = {k.lower(): v for k, v in headers.items()}
-        if path in ("/healthz", "/readyz", "/health/liveness", "/health/readiness"):
-            return Response.json(200, {"status": "ok"}) if method == "GET" else _not_allowed()
-        if path == "/metrics" and method == "GET":
-            return Response(200, generate_latest(self.metrics.registry),
-                            {"content-type": CONTENT_TYPE_LATEST})
-        if path == "/openapi.json" and method == "GET":
-            return Response(200, self.openapi(), {"content-type": "application/json"})
+        if path in (*HEALTH_PATHS, "/metrics", "/openapi.json"):
+            if method not in ("GET", "HEAD"):
+                return _not_allowed("GET")
+            if path == "/metrics":
+                return Response(200, generate_latest(self.metrics.registry),
+                                {"content-type": CONTENT_TYPE_LATEST})
+            if path == "/openapi.json":
+                return Response(200, self.openapi(), {"content-type": "application/json"})
+            return Response.json(200, {"status": "ok"})
         if path not in ("/", ""):
-            return Response.json(404, {"error": "not_found", "message": f"no route {path}"})
+            return Response.json(404, {"error": "not_found", "message": "no such route"})
         if method != "POST":
-            return _not_allowed()
+            return _not_allowed("POST")
         mode = _mode(h)
         started = time.perf_counter()
         response = self._post(mode, h, body)
@@ -168,11 +181,18 @@ class IntakeService:
             self._check_size(h, body)
             if mode == "batch":
                 return self._post_batch(body)
-            event = self._validate(ev.from_http(h, body)[0])
-            self._send([event])
+            (event,) = ev.from_http(h, body, max_depth=self.settings.max_json_depth)
+            event = self._validate(event)
+            refused = self._send([_record(event)])[0]
+            if refused is not None:
+                raise refused
         except DriftloopError as e:
             self.metrics.rejected.labels(e.reason).inc()
             return error_response(e)
+        except Exception:  # a defect must not cost the connection: a JSON 500, logged
+            log.exception("intake could not handle a %s request", mode)
+            self.metrics.rejected.labels("internal").inc()
+            return error_response(_internal())
         self.metrics.accepted.labels(mode).inc()
         return Response.json(202, {"id": event.id, "source": event.source, "status": "accepted"})
 
@@ -195,10 +215,14 @@ class IntakeService:
             )
 
     def _validate(self, event: ev.Event) -> ev.Event:
-        errors: list[FieldError] = []
+        errors: list[FieldError] = [
+            FieldError(name, "safe-id", f"{name} {SAFE_ID_RULE}")
+            for name, value in (("id", event.id), ("source", event.source))
+            if not is_safe_id(value)
+        ]
         if event.type != ev.FEEDBACK:
             errors.append(FieldError("type", "equals " + ev.FEEDBACK,
-                                     f"type must be {ev.FEEDBACK}, got {event.type!r}"))
+                                     f"type must be {ev.FEEDBACK}, got {event.type!r:.80}"))
         if event.datacontenttype and not _json_ct(event.datacontenttype):
             errors.append(FieldError("datacontenttype", "json",
                                      "feedback data must be application/json"))
@@ -209,27 +233,38 @@ class IntakeService:
                 ev.FeedbackData.parse(event.data)
             except ValidationFailed as e:
                 errors.extend(e.fields)
+            errors.extend(_model_extension_errors(event))
         if errors:
             raise ValidationFailed(errors)
         return event
 
-    def _send(self, events: list[ev.Event]) -> None:
-        """Write events and wait until Kafka acknowledged every one (acks=all)."""
-        from kafka.errors import KafkaError
-
-        from driftloop.bus import send_event
+    def _send(self, records: list[ev.KafkaRecord]) -> list[DriftloopError | None]:
+        """Write records and wait until Kafka acknowledged every one (acks=all). Per
+        record: None once durable, or the error that refuses that record alone (larger
+        than the producer's ``max_request_size``). Kafka unreachable: ``Unavailable``."""
+        from kafka.errors import KafkaError, MessageSizeTooLargeError
 
         producer = self.producer()
         timeout = self.settings.intake_send_timeout_s
+        outcomes: list[DriftloopError | None] = [None] * len(records)
         try:
-            futures = [send_event(producer, topics.FEEDBACK, e, key=e.data["model"])
-                       for e in events]
+            futures = []
+            for i, r in enumerate(records):
+                try:
+                    futures.append((i, producer.send(topics.FEEDBACK, key=r.key, value=r.value,
+                                                     headers=r.headers)))
+                except MessageSizeTooLargeError as e:
+                    outcomes[i] = _record_too_large(e)
             deadline = time.monotonic() + timeout
-            for f in futures:
-                f.get(timeout=max(0.1, deadline - time.monotonic()))
+            for i, f in futures:
+                try:
+                    f.get(timeout=max(0.1, deadline - time.monotonic()))
+                except MessageSizeTooLargeError as e:
+                    outcomes[i] = _record_too_large(e)
         except (KafkaError, OSError) as e:
             self._discard_producer(producer)
             raise self._unavailable(e) from e
+        return outcomes
 
     def _discard_producer(self, producer: KafkaProducer) -> None:
         """Drop a producer that failed so the next request starts from a clean one: an
@@ -243,44 +278,98 @@ class IntakeService:
         threading.Thread(target=producer.close, kwargs={"timeout": 0}, daemon=True).start()
 
     def _post_batch(self, body: bytes) -> Response:
-        items = ev.split_batch(body)
+        items = ev.split_batch(body, max_depth=self.settings.max_json_depth)
+        limit = self.settings.intake_max_batch_events
+        if len(items) > limit:
+            raise PayloadTooLarge(
+                f"body: a batch holds at most {limit} events, got {len(items)}",
+                fields=[FieldError("body", "max-items", f"at most {limit} events per batch")])
         results: list[dict[str, Any]] = [{} for _ in items]
-        valid: list[tuple[int, ev.Event]] = []
+        valid: list[tuple[int, ev.Event, ev.KafkaRecord]] = []
         for i, item in enumerate(items):
             try:
                 event = self._validate(ev.from_structured(item))
+                valid.append((i, event, _record(event)))
             except DriftloopError as e:
-                self.metrics.rejected.labels(e.reason).inc()
-                ident = item.get("id") if isinstance(item, dict) else None
-                results[i] = {"index": i, "id": ident, "status": e.status, **e.to_dict()}
-            else:
-                valid.append((i, event))
+                results[i] = self._rejected(i, item, e)
+            except Exception:  # one event's defect stays that event's answer
+                log.exception("intake could not handle batch event %d", i)
+                results[i] = self._rejected(i, item, _internal())
         accepted = 0
         if valid:
             try:
-                self._send([e for _, e in valid])
+                outcomes = self._send([r for _, _, r in valid])
             except Unavailable as e:
                 self.metrics.rejected.labels(e.reason).inc(len(valid))
-                for i, event in valid:
+                for i, event, _ in valid:
                     results[i] = {"index": i, "id": event.id, "status": 503, **e.to_dict()}
             else:
-                accepted = len(valid)
+                for (i, event, _), refused in zip(valid, outcomes, strict=True):
+                    if refused is None:
+                        accepted += 1
+                        results[i] = {"index": i, "id": event.id, "status": 202}
+                    else:
+                        results[i] = self._rejected(i, event.id, refused)
                 self.metrics.accepted.labels("batch").inc(accepted)
-                for i, event in valid:
-                    results[i] = {"index": i, "id": event.id, "status": 202}
         statuses = {r["status"] for r in results}
         if statuses == {202}:
             status = 202
         elif 202 in statuses:
             status = 207
-        elif statuses == {503}:
+        elif 503 in statuses:
             status = 503
+        elif all(400 <= s < 500 for s in statuses):
+            status = 400
         else:
-            status = 400 if all(400 <= s < 500 for s in statuses) else 503
+            status = 500
         body_obj = {"accepted": accepted, "rejected": len(items) - accepted, "results": results}
         headers = ({"retry-after": str(self.settings.intake_retry_after_s)}
                    if 503 in statuses else None)
         return Response.json(status, body_obj, headers)
+
+    def _rejected(self, index: int, item: Any, e: DriftloopError) -> dict[str, Any]:
+        """One refused batch event, compactly: its index, its id when that is a safe id,
+        the status and the broken rules (the summary message only when no field names)."""
+        self.metrics.rejected.labels(e.reason).inc()
+        ident = item.get("id") if isinstance(item, Mapping) else item
+        detail = e.to_dict()
+        if "fields" in detail:
+            del detail["message"]
+        return {"index": index, "id": ident if is_safe_id(ident) else None,
+                "status": e.status, **detail}
+
+
+def _record(event: ev.Event) -> ev.KafkaRecord:
+    """The Kafka record of a validated event, built before anything is sent so that an
+    event that cannot be encoded fails alone."""
+    try:
+        return ev.to_kafka(event, key=event.data["model"])
+    except (ValueError, TypeError) as e:  # e.g. text that is not Unicode
+        raise ValidationFailed([FieldError("event", "encodable",
+                                           f"cannot be written as a Kafka record: {e}"[:200])]
+                               ) from e
+
+
+def _model_extension_errors(event: ev.Event) -> list[FieldError]:
+    """The data's model is the one rule downstream; an extension that says otherwise would
+    split the archives, so it is refused."""
+    ext = event.extensions.get("model")
+    data_model = event.data.get("model") if isinstance(event.data, Mapping) else None
+    if ext is None or not isinstance(data_model, str) or ext == data_model:
+        return []
+    return [FieldError("model", "equals data.model",
+                       f"the model extension {ext!r:.70} contradicts data.model "
+                       f"{data_model!r:.70}")]
+
+
+def _record_too_large(e: Exception) -> PayloadTooLarge:
+    return PayloadTooLarge(
+        "event: larger than the largest Kafka record",
+        fields=[FieldError("event", "max-record-size", f"{e}"[:200])])
+
+
+def _internal() -> DriftloopError:
+    return DriftloopError("intake could not process this event; it was not written")
 
 
 def _json_ct(content_type: str) -> bool:
@@ -288,5 +377,6 @@ def _json_ct(content_type: str) -> bool:
     return ct == "application/json" or ct.endswith("+json")
 
 
-def _not_allowed() -> Response:
-    return Response.json(405, {"error": "method_not_allowed", "message": "method not allowed"})
+def _not_allowed(allow: str) -> Response:
+    return Response.json(405, {"error": "method_not_allowed", "message": "method not allowed"},
+                         {"allow": allow})

@@ -56,6 +56,20 @@ class Settings(BaseSettings):
     intake_max_body_bytes: int = Field(
         1024 * 1024, gt=0, description="Largest request body feedback-intake accepts."
     )
+    intake_max_batch_events: int = Field(
+        1000, ge=1,
+        description="Most events one batch-mode request to feedback-intake may hold (413 above).",
+    )
+    function_max_body_bytes: int = Field(
+        8 * 1024 * 1024, gt=0,
+        description="Largest request body drift-check, retrain-trigger and promote read "
+        "(413 above, by Content-Length or by the streamed size).",
+    )
+    max_json_depth: int = Field(
+        64, ge=2, le=500,
+        description="Deepest nesting of arrays and objects any driftloop HTTP surface parses "
+        "(400 above).",
+    )
     intake_send_timeout_s: float = Field(
         10.0, gt=0, description="How long intake waits for Kafka's acknowledgement before 503."
     )

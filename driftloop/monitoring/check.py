@@ -20,7 +20,6 @@ window and NaN features (400).
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Callable, Mapping

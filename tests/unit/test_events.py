@@ -143,7 +143,7 @@ def test_feedback_reports_every_bad_field():
         ({"prediction_id": "p", "model": "m", "truth": [float("inf")]}, ("data.truth", "finite")),
         (
             {"prediction_id": "", "model": "m", "truth": 1},
-            ("data.prediction_id", "string_too_short"),
+            ("data.prediction_id", "safe-id"),
         ),
         ({"prediction_id": "p", "model": "M", "truth": 1}, ("data.model", "safe-name")),
     ],
