@@ -111,10 +111,17 @@ def test_crashed_training_is_reported_and_the_next_trigger_works(loop_env, kafka
     assert loop_env.registry.versions("digits") == ["1"]  # nothing registered...
     assert loop_env.registry.alias("digits", "champion") == "1"  # ...nor promoted
 
-    # Failed runs hold no slot and start no cooldown: the next drift event trains.
+    # Failed runs hold no slot but start the cooldown, longer after failures in a row:
+    # a trigger that keeps coming back cannot start one failing run after another.
     nxt = post_event(client, drift_event())
-    assert nxt.status_code == 202, nxt.text
-    ok = wait_run(loop_env.runs, "digits", nxt.json()["run_id"])
+    assert nxt.status_code == 200, nxt.text
+    held = nxt.json()["decision"]
+    assert held["blocked_by"] == "cooldown" and "after 2 failed run(s)" in held["detail"]
+    assert len(loop_env.runs.runs("digits")) == 2
+    # Ops can still start a run by hand.
+    r = client.post("/", json={"model": "digits"})
+    assert r.status_code == 202, r.text
+    ok = wait_run(loop_env.runs, "digits", r.json()["run_id"])
     assert ok.status == "succeeded" and ok.version == "2"
     service.close()
 
@@ -129,7 +136,9 @@ def test_alertmanager_webhook_schedule_and_bad_input(loop_env):
     r = client.post("/", json={"model": "../etc"})
     assert r.status_code == 400 and r.json()["fields"][0]["field"] == "model"
     r = client.post("/", json={"model": "digits", "feedback_count": -1})
-    assert r.status_code == 400 and r.json()["fields"][0]["field"] == "feedback_count"
+    assert r.status_code == 400 and r.json()["fields"][0] == {
+        "field": "feedback_count", "rule": "unknown-field",
+        "message": "a manual retrain request takes only model, params"}
     r = post_event(client, ev.new_event(ev.MODEL_PROMOTED, "x", {"model": "digits",
                                                                   "version": "1"}))
     assert r.status_code == 400 and "does not trigger" in r.json()["message"]
@@ -145,11 +154,38 @@ def test_alertmanager_webhook_schedule_and_bad_input(loop_env):
     assert r.status_code == 200
     assert r.json()["results"][0]["decision"]["retrain"] is False
 
-    # Feedback below the volume threshold is only counted.
+    # Raw feedback is not counted (it may repeat, be reward-only or match nothing); a
+    # labeled record below the volume threshold is counted.
     fb = ev.new_event(ev.FEEDBACK, "app", {"prediction_id": "p1", "model": "digits",
                                            "truth": 3}, datacontenttype=ev.JSON)
     r = post_event(client, fb)
+    assert r.status_code == 200 and r.json()["counted"] is False
+    lab = ev.new_event(ev.LABELED, "driftloop/flink/join", {
+        "model": "digits", "prediction_id": "p1", "feedback_id": fb.id,
+        "feedback_source": "app", "truth": 3}, datacontenttype=ev.JSON)
+    r = post_event(client, lab)
     assert r.status_code == 200 and r.json()["feedback_since_training"] == 1
+
+    # Malformed Alertmanager webhooks: 400, every broken field and its rule at once.
+    for body, expected in [
+        ({"alerts": [{"labels": "x"}]}, [("alerts[0].labels", "object")]),
+        ({"alerts": "x"}, [("alerts", "array")]),
+        ({"alerts": [1, {"status": "burning"}]},
+         [("alerts[0]", "object"), ("alerts[1].status", "enum")]),
+        ({"alerts": [{"labels": {"model": "../x", "n": 1}, "startsAt": 5}]},
+         [("alerts[0].labels.n", "string"), ("alerts[0].startsAt", "string"),
+          ("alerts[0].labels.model", "safe-name")]),
+    ]:
+        r = client.post("/", json=body)
+        assert r.status_code == 400, (body, r.text)
+        assert [(f["field"], f["rule"]) for f in r.json()["fields"]] == expected
+    assert loop_env.runs.runs("digits") == []
+    # A firing alert about no model (a scrape target down, say) is listed as ignored.
+    r = client.post("/", json={"alerts": [{"status": "firing",
+                                           "labels": {"alertname": "TargetDown"}}]})
+    assert r.status_code == 200 and r.json()["results"] == []
+    assert r.json()["ignored"] == [{"alert": 0, "alertname": "TargetDown",
+                                    "reason": "no model label"}]
 
     alert = {"version": "4", "status": "firing", "receiver": "retrain-trigger", "alerts": [
         {"status": "firing", "fingerprint": "abc", "startsAt": "2026-11-28T10:00:00Z",
@@ -238,6 +274,7 @@ def test_bake_interrupted_by_a_restart_resumes_and_rolls_back_without_evidence(l
     v2 = train_model(loop_env.settings, policy, run_id="resume-run", store=loop_env.store,
                      emit=False)
     first = loop_env.promoter()
+    first._acquire("digits", v2.version, "promotion")  # what start() holds through the bake
     first.start_canary(policy, "digits", v2.version, "1")
     first.save(Promotion("digits", v2.version, "1", "canary", iso(now_utc()),
                          canary_started_ms=int((_time.time() - 60) * 1000)))
@@ -250,6 +287,7 @@ def test_bake_interrupted_by_a_restart_resumes_and_rolls_back_without_evidence(l
     assert "needs 15" in final.reason
     assert loop_env.registry.alias("digits", "champion") == "1"
     assert loop_env.registry.alias("digits", "challenger") is None
+    assert final.reason.startswith("no evidence:") and restarted.lease("digits") is None
     from driftloop.promotion.routing import load
 
     assert load(loop_env.store, "digits").weights == {}  # all traffic back on the champion
