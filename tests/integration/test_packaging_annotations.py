@@ -119,3 +119,28 @@ def test_overlays_enable_the_kafka_autoscaler_in_knative_eventing(manifest_tools
         assert defaults["data"]["class"] == "keda.autoscaling.knative.dev"
         # everything else stays in driftloop's namespace
         assert docs[("KafkaSource", "drift-check")]["metadata"]["namespace"] == "driftloop"
+
+
+def test_local_dispatcher_defaults_are_the_pinned_autoscalers(annotation_catalogue):
+    """driftloop.local.scaling falls back to the defaults autoscaler_api.go declares."""
+    import re
+
+    from driftloop.local import scaling
+    from driftloop.settings import Settings
+
+    api = (
+        Settings().cache_dir
+        / "schemas/annotations/kafka-broker/control-plane/pkg/autoscaler/autoscaler_api.go"
+    ).read_text()
+    upstream = {m[0]: int(m[1]) for m in re.findall(r"\b(Default\w+)\s*=\s*(\d+)", api)}
+    assert upstream == {
+        "DefaultPollingInterval": scaling.DEFAULTS[scaling.POLLING_INTERVAL],
+        "DefaultCooldownPeriod": scaling.DEFAULTS[scaling.COOLDOWN_PERIOD],
+        "DefaultMinReplicaCount": scaling.DEFAULTS[scaling.MIN_SCALE],
+        "DefaultMaxReplicaCount": scaling.DEFAULTS[scaling.MAX_SCALE],
+        "DefaultLagThreshold": scaling.DEFAULTS[scaling.LAG_THRESHOLD],
+    }
+    keda = annotation_catalogue.declaring(scaling.CLASS)
+    assert keda and scaling.KEDA_CLASS in {
+        c.value for c in annotation_catalogue.constants if c.name == "AutoscalerClass"
+    }
