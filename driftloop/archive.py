@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from driftloop import bus, topics
+from driftloop import bus, labeled, topics
 from driftloop.blob import BlobStore, open_store, partition_key
 from driftloop.errors import DriftloopError
 from driftloop.events import Event, from_kafka, to_structured
@@ -50,7 +50,8 @@ class Poison:
 
 
 def route(event: Event, kafka_timestamp_ms: int | None) -> tuple[str, date] | Poison:
-    """The (model, date) partition of an event, or why it has none."""
+    """The (model, date) partition of an event, or why it has none. The model is the data's
+    ``model`` (the extension only when the data names none), as in the Flink archive."""
     data = event.data if isinstance(event.data, dict) else {}
     model = data.get("model") or event.extensions.get("model")
     if not is_safe_segment(model):
@@ -76,8 +77,9 @@ def archived_keys(store: BlobStore, prefix: str) -> list[str]:
 
 
 def event_key(event: Event) -> str:
-    """The idempotency key: CloudEvents define (source, id) as unique."""
-    return f"{event.source}\x1f{event.id}"
+    """The idempotency key: CloudEvents define (source, id) as unique; a labeled record is
+    the feedback it carries (``driftloop.labeled.identity``)."""
+    return labeled.identity(event.source, event.id, event.type, event.data)
 
 
 class SeenIndex:
@@ -104,7 +106,8 @@ class SeenIndex:
             for line in self.store.get(k).splitlines():
                 if line.strip():
                     obj = json.loads(line)
-                    seen.add(f"{obj.get('source')}\x1f{obj.get('id')}")
+                    seen.add(labeled.identity(str(obj.get("source")), str(obj.get("id")),
+                                              obj.get("type"), obj.get("data")))
         return seen
 
 

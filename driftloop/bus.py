@@ -110,6 +110,7 @@ def make_producer(settings: Settings, **overrides: Any) -> KafkaProducer:
         "bootstrap_timeout_ms": 10_000,
         "reconnect_backoff_max_ms": 2_000,
         "compression_type": None,
+        "max_request_size": settings.kafka_max_message_bytes,
     }
     config.update(overrides)
     try:
@@ -180,6 +181,15 @@ def make_consumer(
     return consumer
 
 
+TOPIC_FRAMING_BYTES = 64 * 1024
+"""Topics take this much more than producers may send: batch and request framing."""
+
+
+def topic_configs(settings: Settings) -> dict[str, str]:
+    """Per-topic configuration of the topics driftloop creates: the agreed record limit."""
+    return {"max.message.bytes": str(settings.kafka_max_message_bytes + TOPIC_FRAMING_BYTES)}
+
+
 def ensure_topics(
     settings: Settings, topics: Sequence[str] | None = None, partitions: int | None = None
 ) -> list[str]:
@@ -196,7 +206,8 @@ def ensure_topics(
             n = partitions or settings.topic_partitions
             try:
                 admin.create_topics(
-                    [NewTopic(t, num_partitions=n, replication_factor=1) for t in missing]
+                    [NewTopic(t, num_partitions=n, replication_factor=1,
+                              topic_configs=topic_configs(settings)) for t in missing]
                 )
             except TopicAlreadyExistsError:
                 pass

@@ -81,6 +81,12 @@ class Settings(BaseSettings):
     kafka_port: int = Field(9092, description="Broker port of the local Kafka.")
     kafka_controller_port: int = Field(9093, description="Controller port of the local Kafka.")
     kafka_heap: str = Field("768m", description="JVM heap of the local Kafka broker.")
+    kafka_max_message_bytes: int = Field(
+        2 * 1024 * 1024, ge=64 * 1024,
+        description="The record size every driftloop producer may send (max_request_size, also "
+        "the Flink sinks'); topics are created with max.message.bytes this plus 64 KiB of "
+        "framing. Bigger records are dead-lettered (with their reason) or carried by reference.",
+    )
     components: str = Field(
         "",
         description="Comma-separated names of the local-stack components to start; "
@@ -157,6 +163,21 @@ class Settings(BaseSettings):
     )
     flink_archive_roll_s: float = Field(
         10.0, gt=0, description="Longest time an archive file stays open before it is committed."
+    )
+    flink_join_corrections_s: float = Field(
+        7 * 24 * 3600.0, ge=0,
+        description="How long the join keeps a labeled prediction after its window, so a "
+        "later correction (feedback for the same prediction) still applies; 0 drops it.",
+    )
+    flink_rest_port: int = Field(
+        8095, ge=0, le=65535,
+        description="REST port of the local Flink mini-cluster (job state and restarts for "
+        "`driftloop status`); 0 leaves it to Flink.",
+    )
+    flink_restart_grace_s: float = Field(
+        120.0, gt=0,
+        description="The Flink job counts as unhealthy while it restarted less than this long ago "
+        "(a job stuck in a restart loop stays unhealthy).",
     )
 
     # --- serving (MLServer, registry, prediction events) ---

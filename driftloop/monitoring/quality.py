@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from driftloop.labeled import latest_per_prediction
+
 REWARD = "reward"
 UNKNOWN_VERSION = "unknown"
 
@@ -45,18 +47,24 @@ def _number(v: Any) -> float | None:
 def aggregate(
     records: Iterable[Mapping[str, Any]], *, model: str | None = None
 ) -> list[QualityStat]:
-    """Mean quality and mean reward per (model, version, metric); non-numeric values skipped."""
+    """Mean quality and mean reward per (model, version, metric); non-numeric values skipped.
+
+    A prediction counts once: of its corrections the latest wins (``driftloop.labeled``).
+    """
     sums: dict[tuple[str, str, str], list[float]] = {}
-    for r in records:
-        m = r.get("model")
-        if not isinstance(m, str) or (model is not None and m != model):
-            continue
-        version = str(r.get("version") or UNKNOWN_VERSION)
-        q = _number(r.get("quality"))
-        if q is not None and isinstance(r.get("metric"), str):
-            acc = sums.setdefault((m, version, r["metric"]), [0.0, 0])
-            acc[0] += q
-            acc[1] += 1
+    mine = [r for r in records if isinstance(r.get("model"), str)
+            and (model is None or r.get("model") == model)]
+    scored = latest_per_prediction(mine, lambda r: r, has=lambda d: (
+        _number(d.get("quality")) is not None and isinstance(d.get("metric"), str)))
+    rewarded = latest_per_prediction(mine, lambda r: r,
+                                     has=lambda d: _number(d.get("reward")) is not None)
+    for r in scored:
+        m, version = str(r["model"]), str(r.get("version") or UNKNOWN_VERSION)
+        acc = sums.setdefault((m, version, r["metric"]), [0.0, 0])
+        acc[0] += float(r["quality"])
+        acc[1] += 1
+    for r in rewarded:
+        m, version = str(r["model"]), str(r.get("version") or UNKNOWN_VERSION)
         reward = _number(r.get("reward"))
         if reward is not None:
             acc = sums.setdefault((m, version, REWARD), [0.0, 0])

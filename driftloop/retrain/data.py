@@ -1,4 +1,5 @@
-"""Labeled feedback from the blob store: read, de-duplicate, order and split by time."""
+"""Labeled feedback from the blob store: read, de-duplicate, reconcile corrections, order and
+split by time."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from driftloop.blob import BlobStore
+from driftloop.labeled import latest_per_prediction
 from driftloop.naming import safe_segment
 
 
@@ -38,19 +40,23 @@ def to_record(doc: Mapping[str, Any]) -> LabeledRecord | None:
     if not isinstance(data, dict) or data.get("truth") is None:
         return None
     if data.get("feedback_id"):
-        key = f"{data.get('feedback_source', '')}\x1f{data['feedback_id']}"
+        key = json.dumps(["feedback", str(data.get("feedback_source") or ""),
+                          str(data["feedback_id"])])
     elif data.get("prediction_id"):
-        key = f"prediction\x1f{data['prediction_id']}"
+        key = json.dumps(["prediction", str(data["prediction_id"])])
     else:
-        key = f"{doc.get('source', '')}\x1f{doc.get('id', '')}"
+        key = json.dumps([str(doc.get("source", "")), str(doc.get("id", ""))])
     when = str(data.get("feedback_time") or doc.get("time") or data.get("prediction_time") or "")
     return LabeledRecord(key, when, data)
 
 
 def read_labeled(store: BlobStore, model: str, *, until: str | None = None) -> list[LabeledRecord]:
-    """Every labeled record of ``model`` once (first copy wins), oldest first.
+    """One label per prediction of ``model``, oldest first.
 
-    ``until`` (an RFC 3339 time) leaves out newer records, so a run's data is fixed.
+    Copies of one feedback (same (source, id)) count once; of several feedback for one
+    prediction, the latest by event time wins (``driftloop.labeled``), so a correction
+    replaces the label instead of adding a second one. ``until`` (an RFC 3339 time) leaves
+    out newer records, so a run's data is fixed.
     """
     from driftloop.archive import archived_keys
 
@@ -65,7 +71,8 @@ def read_labeled(store: BlobStore, model: str, *, until: str | None = None) -> l
             if until is not None and rec.time and rec.time > until:
                 continue
             seen[rec.key] = rec
-    return sorted(seen.values(), key=lambda r: (r.time, r.key))
+    winners = latest_per_prediction(seen.values(), lambda r: r.data)
+    return sorted(winners, key=lambda r: (r.time, r.key))
 
 
 def split_by_time(

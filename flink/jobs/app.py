@@ -42,8 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     pipelines = parse_pipelines(args.pipelines or settings.flink_pipelines)
     name = app_name(pipelines)
 
-    from flink.jobs.common import create_env
+    from flink.jobs.common import checkpoint_root, create_env, latest_checkpoint
 
+    restored_from = latest_checkpoint(checkpoint_root(settings, name), settings)
     t0 = time.monotonic()
     env, t_env = create_env(settings, name)
     t_env.get_config().set("table.exec.state.ttl", f"{settings.archive_dedup_days * 24} h")
@@ -68,8 +69,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.ready_file:
         args.ready_file.parent.mkdir(parents=True, exist_ok=True)
         tmp = args.ready_file.with_suffix(".tmp")
+        rest = (f"http://127.0.0.1:{settings.flink_rest_port}" if settings.flink_rest_port
+                else None)
         tmp.write_text(json.dumps({"job_id": job_id, "pipelines": pipelines,
-                                   "submit_s": round(startup, 2)}))
+                                   "submit_s": round(startup, 2), "rest_url": rest,
+                                   "restored_from": restored_from}))
         tmp.replace(args.ready_file)
     client.get_job_execution_result().result()
     return 0

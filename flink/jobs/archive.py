@@ -1,7 +1,8 @@
 """Archive: predictions, feedback and labeled → the blob store, exactly once.
 
-Kafka table → Python table function (line, model, date) → de-duplication by (source, id)
-→ Flink's file-system sink partitioned as ``<kind>/model=<m>/date=<YYYY-MM-DD>/part-…``.
+Kafka table → Python table function (line, model, date) → de-duplication by identity
+((source, id); a labeled record's: its feedback's (source, id)) → Flink's file-system sink
+partitioned as ``<kind>/model=<m>/date=<YYYY-MM-DD>/part-…``.
 The sink writes in-progress files (hidden, ``.part-…``) and commits them only with a
 checkpoint, while the Kafka offsets live in the same checkpoint: a killed job restarts
 from it with nothing lost and nothing doubled, on file:// and s3:// alike.
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from driftloop import topics
 from driftloop.settings import Settings
 from flink.jobs.common import flink_path, kafka_source_ddl, value_in, with_clause
-from flink.transforms.archive import archive_line
+from flink.transforms.archive import archive_line, invalid_line
 
 if TYPE_CHECKING:
     from pyflink.table import StatementSet, StreamTableEnvironment
@@ -36,7 +37,10 @@ def make_udtf() -> Any:
         value: str | None, headers: Mapping[str, bytes] | None, ts: Any
     ) -> Iterator[tuple[str, str, str, str]]:
         ms = int(ts.timestamp() * 1000) if ts is not None else 0
-        a = archive_line(value_in(value), headers, ms)
+        try:
+            a = archive_line(value_in(value), headers, ms)
+        except Exception as e:  # a bug must not stop the stream: keep the record as invalid
+            a = invalid_line(value_in(value), ms, f"internal: {type(e).__name__}: {e}")
         yield a.line, a.model, a.date, a.dedup_key
 
     return dl_archive_line

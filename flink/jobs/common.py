@@ -53,9 +53,12 @@ def checkpoint_root(settings: Settings, app: str) -> str:
     return f"{base.rstrip('/')}/{app}"
 
 
-def latest_checkpoint(root_url: str) -> str | None:
-    """The newest completed checkpoint (``chk-N`` with ``_metadata``) under a local root."""
+def latest_checkpoint(root_url: str, settings: Settings | None = None) -> str | None:
+    """The newest completed checkpoint (``chk-N`` with ``_metadata``) under a root: a local
+    folder, or an ``s3://`` URL (listed through the blob store; returned as Flink names it)."""
     parsed = urlparse(root_url)
+    if parsed.scheme in ("s3", "s3a"):
+        return _latest_s3_checkpoint(root_url, settings or Settings())
     if parsed.scheme != "file":
         return None
     root = Path(parsed.path)
@@ -64,6 +67,25 @@ def latest_checkpoint(root_url: str) -> str | None:
         return None
     newest = max(found, key=lambda p: (p.stat().st_mtime, int(p.name.split("-")[1])))
     return newest.as_uri()
+
+
+def _latest_s3_checkpoint(root_url: str, settings: Settings) -> str | None:
+    from driftloop.blob import open_store
+
+    url = "s3://" + root_url.split("://", 1)[1]
+    store = open_store(url, settings)
+    found: list[tuple[int, str]] = []
+    for key in store.list(""):
+        parts = key.split("/")
+        if (len(parts) >= 3 and parts[-1] == "_metadata" and parts[-2].startswith("chk-")
+                and parts[-2][4:].isdigit()):
+            found.append((int(parts[-2][4:]), "/".join(parts[:-1])))
+    if not found:
+        return None
+    # Checkpoint numbers restart per job; a restored job continues from the restored number,
+    # so the highest number is the newest of the retained ones.
+    _, rel = max(found)
+    return flink_path(f"{url.rstrip('/')}/{rel}")
 
 
 def jvm_environment(settings: Settings) -> dict[str, str]:
@@ -107,12 +129,17 @@ def flink_config(settings: Settings, app: str, *, streaming: bool = True) -> dic
             "execution.checkpointing.interval": f"{settings.flink_checkpoint_interval_ms} ms",
             "execution.checkpointing.mode": "EXACTLY_ONCE",
             "execution.checkpointing.storage": "filesystem",
-            "execution.checkpointing.dir": root,
+            "execution.checkpointing.dir": flink_path(root),
             "execution.checkpointing.num-retained": "2",
             "execution.checkpointing.externalized-checkpoint-retention": "RETAIN_ON_CANCELLATION",
             "execution.state-recovery.ignore-unclaimed-state": "true",
         }
-        restore = latest_checkpoint(root)
+        if settings.flink_rest_port:
+            # The mini-cluster's REST API: job state and restarts for `driftloop status`.
+            conf |= {"rest.bind-address": "127.0.0.1", "rest.address": "127.0.0.1",
+                     "rest.bind-port": str(settings.flink_rest_port),
+                     "rest.port": str(settings.flink_rest_port)}
+        restore = latest_checkpoint(root, settings)
         if restore:
             conf["execution.state-recovery.path"] = restore
     conf |= s3_config(settings)
@@ -226,7 +253,9 @@ def kafka_source_ddl(name: str, topic: str, settings: Settings, group: str) -> s
     return (
         f"CREATE TEMPORARY TABLE `{name}` (k BYTES, v STRING, "
         "headers MAP<STRING, BYTES> METADATA, "
-        "ts TIMESTAMP_LTZ(3) METADATA FROM 'timestamp', pt AS PROCTIME()) "
+        "ts TIMESTAMP_LTZ(3) METADATA FROM 'timestamp', "
+        "part INT METADATA FROM 'partition' VIRTUAL, off BIGINT METADATA FROM 'offset' VIRTUAL, "
+        "pt AS PROCTIME()) "
         + with_clause(options)
     )
 
@@ -238,7 +267,8 @@ def kafka_sink_ddl(name: str, topics: list[str], settings: Settings, txn_prefix:
         "topic": ";".join(topics),
         "properties.bootstrap.servers": settings.kafka_bootstrap,
         "properties.transaction.timeout.ms": str(KAFKA_TXN_TIMEOUT_MS),
-        "properties.max.request.size": str(16 * 1024 * 1024),
+        # The agreed record limit (topics take a little more for framing): see README.
+        "properties.max.request.size": str(settings.kafka_max_message_bytes),
         "sink.delivery-guarantee": "exactly-once",
         "sink.transactional-id-prefix": f"{settings.flink_group_id}-{txn_prefix}",
         "key.format": "raw",

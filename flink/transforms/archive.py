@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from driftloop import events
+from driftloop import events, labeled
 from driftloop.errors import DriftloopError
 from driftloop.naming import is_safe_segment
 
@@ -26,7 +26,8 @@ class ArchiveLine:
     model: str
     date: str
     dedup_key: str
-    """``source`` + NUL + ``id``: one line per event even when Kafka holds it twice."""
+    """The event's true identity (``driftloop.labeled.identity``: its (source, id), a labeled
+    record's feedback (source, id)): one line per event even when Kafka holds it twice."""
 
 
 def archive_line(
@@ -41,14 +42,26 @@ def archive_line(
     try:
         event = events.from_kafka(value, hdrs)
     except DriftloopError as e:
-        raw = (value or b"").decode("utf-8", errors="replace")
-        line = json.dumps({"invalid": e.message, "value": raw}, separators=(",", ":"))
-        return ArchiveLine(line, "invalid", fallback_day, f"invalid\x00{kafka_time_ms}\x00{raw}")
-    model = event.extensions.get("model")
-    if not model and isinstance(event.data, Mapping):
-        model = event.data.get("model")
-    if not is_safe_segment(model):
-        model = UNKNOWN_MODEL
+        return invalid_line(value, kafka_time_ms, e.message)
+    model = archive_model(event)
     day = event.time.astimezone(UTC).date().isoformat() if event.time else fallback_day
     line = json.dumps(events.to_structured(event), separators=(",", ":"), sort_keys=True)
-    return ArchiveLine(line, str(model), day, f"{event.source}\x00{event.id}")
+    return ArchiveLine(line, model, day,
+                       labeled.identity(event.source, event.id, event.type, event.data))
+
+
+def invalid_line(value: bytes | None, kafka_time_ms: int, why: str) -> ArchiveLine:
+    """A record that is no CloudEvent (or could not be handled), kept under ``invalid``."""
+    day = datetime.fromtimestamp(kafka_time_ms / 1000, UTC).date().isoformat()
+    raw = (value or b"").decode("utf-8", errors="replace")
+    line = json.dumps({"invalid": why, "value": raw}, separators=(",", ":"))
+    return ArchiveLine(line, "invalid", day, f"invalid\x00{kafka_time_ms}\x00{raw}")
+
+
+def archive_model(event: events.Event) -> str:
+    """The partition's model, one rule for every archive and the join: the data's ``model``
+    (the ``model`` extension only when the data names none); unsafe names → ``unknown``."""
+    model = event.data.get("model") if isinstance(event.data, Mapping) else None
+    if not model:
+        model = event.extensions.get("model")
+    return str(model) if is_safe_segment(model) else UNKNOWN_MODEL

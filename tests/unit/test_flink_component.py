@@ -40,3 +40,34 @@ def test_component_absent_without_environment(tmp_path):
 def test_archive_left_to_consumer_when_asked(tmp_path):
     s = Settings(archive_engine="consumer", state_dir=tmp_path)
     assert flink.pipelines(s) == ["preprocess", "join"]
+
+
+def test_job_stuck_in_restarts_is_unhealthy():
+    now = 1_000_000_000
+    running = {"state": "RUNNING", "now": now, "timestamps": {"RUNNING": now - 500_000,
+                                                             "RESTARTING": 0}}
+    assert flink.job_health(running, grace_s=120) == (True, "running")
+    looping = {"state": "RUNNING", "now": now,
+               "timestamps": {"RUNNING": now - 1_000, "RESTARTING": now - 3_000}}
+    ok, why = flink.job_health(looping, grace_s=120)
+    assert not ok and "restarted 3 s ago" in why
+    assert not flink.job_health({"state": "RESTARTING", "now": now}, grace_s=120)[0]
+    long_ago = {"state": "RUNNING", "now": now,
+                "timestamps": {"RUNNING": now - 600_000, "RESTARTING": now - 601_000}}
+    assert flink.job_health(long_ago, grace_s=120)[0]
+
+
+def test_health_asks_the_job_when_a_rest_url_is_known(tmp_path):
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "python").write_text("")
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "lib" / "c.jar").write_bytes(b"")
+    s = Settings(state_dir=tmp_path / "state", flink_venv=venv, flink_lib_dir=tmp_path / "lib")
+    [spec] = flink.components(s)
+    assert spec.ports == (s.flink_rest_port,)
+    ready = s.state_dir / "flink" / "ready.json"
+    ready.parent.mkdir(parents=True)
+    # A REST URL nobody answers on: the job's state is unknown, so not healthy.
+    ready.write_text(json.dumps({"job_id": "x", "rest_url": "http://127.0.0.1:9"}))
+    assert not spec.health()

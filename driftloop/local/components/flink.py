@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +68,30 @@ def _read_ready(path: Path) -> dict[str, Any] | None:
         return None
 
 
+def job_health(job: dict[str, Any], grace_s: float) -> tuple[bool, str]:
+    """Healthy only while the job runs and has not restarted within ``grace_s``: a job stuck
+    in a restart loop (a record it cannot get past) never is. ``job`` is Flink's REST
+    ``/jobs/<id>`` answer."""
+    state = str(job.get("state"))
+    if state != "RUNNING":
+        return False, f"job {state}"
+    now = int(job.get("now") or time.time() * 1000)
+    restarted = int((job.get("timestamps") or {}).get("RESTARTING") or 0)
+    if restarted > 0 and now - restarted < grace_s * 1000:
+        return False, f"job restarted {(now - restarted) / 1000:.0f} s ago"
+    return True, "running"
+
+
+def fetch_job(rest_url: str, job_id: str, timeout_s: float = 3.0) -> dict[str, Any] | None:
+    """The job's REST details, or None when the mini-cluster does not answer."""
+    try:
+        with urllib.request.urlopen(f"{rest_url}/jobs/{job_id}", timeout=timeout_s) as r:
+            body = json.loads(r.read())
+    except (OSError, ValueError):
+        return None
+    return body if isinstance(body, dict) else None
+
+
 def components(settings: Settings) -> list[ComponentSpec]:
     if not installed(settings):
         return []
@@ -75,7 +101,13 @@ def components(settings: Settings) -> list[ComponentSpec]:
         ready.unlink(missing_ok=True)
 
     def health() -> bool:
-        return _read_ready(ready) is not None
+        info = _read_ready(ready)
+        if info is None:
+            return False
+        if not info.get("rest_url"):
+            return True  # no REST API configured: submitted is all that is known
+        job = fetch_job(str(info["rest_url"]), str(info.get("job_id")))
+        return job is not None and job_health(job, settings.flink_restart_grace_s)[0]
 
     env = {**settings_env(settings), "PYTHONPATH": str(PROJECT_ROOT),
            "PATH": os.environ.get("PATH", os.defpath)}
@@ -89,6 +121,7 @@ def components(settings: Settings) -> list[ComponentSpec]:
             env=env,
             cwd=PROJECT_ROOT,
             start_timeout_s=240,
+            ports=(settings.flink_rest_port,) if settings.flink_rest_port else (),
             prepare=prepare,
             extra={"pipelines": pipelines(settings),
                    "checkpoints": str(settings.flink_checkpoint_dir
