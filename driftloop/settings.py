@@ -303,7 +303,13 @@ class Settings(BaseSettings):
     )
     drift_nan_policy: str = Field(
         "raise", pattern="^(raise|omit)$",
-        description="NaN/inf feature values: 'raise' (400 naming the feature) or 'omit'.",
+        description="±inf values in an ad hoc drift-check window: 'raise' (400 naming the "
+        "feature) or 'omit'. Missing values (null, NaN; ±inf in windows read from Kafka) are "
+        "always counted per feature and left out.",
+    )
+    drift_check_max_models: int = Field(
+        100, ge=1, le=10_000,
+        description="Most model names one drift-check ping may list (data.models); more is a 400.",
     )
 
     @property

@@ -14,12 +14,18 @@ Triggers (all over HTTP, as the function receives them):
 
 A check pushes drift and quality gauges to the Pushgateway and, when the dataset drifts,
 publishes ``io.driftloop.drift.detected.v1`` to ``driftloop.events``. Bad input gets a
-4xx naming the problem: unknown model or missing profile (404), empty or too small
-window and NaN features (400).
+4xx naming the field and the rule (every field error at once): unknown model or missing
+profile (404); empty or too small window, unsafe model/version/window_key, ping data that
+is not an object or a ``models`` list that is not a bounded list of names (400).
+
+A missing value (null or NaN; in a window read from Kafka also ±inf) is counted per
+feature (``missing_values`` in the answer, ``driftloop_drift_missing_values`` on the
+Pushgateway) and left out: one record with a null output never fails the whole check.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -31,9 +37,9 @@ import numpy as np
 
 from driftloop import events as ev
 from driftloop import topics
-from driftloop.blob import BlobStore, open_store
+from driftloop.blob import BlobStore, check_key, open_store
 from driftloop.drift import DriftConfig, DriftInputError, ReferenceProfile, detect
-from driftloop.errors import BadRequest, DriftloopError, FieldError, NotFound
+from driftloop.errors import BadRequest, DriftloopError, FieldError, NotFound, ValidationFailed
 from driftloop.events import LABELED, PREPROCESSED
 from driftloop.http import Response, error_response
 from driftloop.monitoring import metrics
@@ -47,12 +53,16 @@ from driftloop.monitoring.window import (
     read_frame,
     read_topic,
 )
-from driftloop.naming import safe_segment
+from driftloop.naming import SAFE_NAME_RULE, is_safe_segment, safe_segment
 from driftloop.quality import MODELS
 from driftloop.registry import Registry
 from driftloop.settings import Settings
 
+log = logging.getLogger("driftloop.drift_check")
+
 SOURCE = "driftloop/drift-check"
+WINDOW_FILE_SUFFIXES = (".csv", ".parquet", ".pq", ".jsonl", ".json")
+MAX_WINDOW_KEY_LENGTH = 1024
 WINDOW_TRIGGERS = frozenset({ev.PREDICTION, LABELED, PREPROCESSED})
 
 
@@ -73,6 +83,107 @@ class Window:
     labeled: list[dict[str, Any]]
     counts: Mapping[str, int]
     labeled_ts_ms: list[int] = field(default_factory=list)
+    from_stream: bool = False
+    """Read from Kafka (records of others): non-finite values count as missing, never a 400."""
+
+
+def split_missing(values: np.ndarray, *, infinite_missing: bool) -> tuple[np.ndarray, int]:
+    """A column without its missing values (None, NaN; ±inf too when ``infinite_missing``),
+    and how many there were (pure)."""
+    arr = np.asarray(values)
+    if arr.dtype.kind == "f":
+        gone = ~np.isfinite(arr) if infinite_missing else np.isnan(arr)
+    elif arr.dtype.kind in "iub":
+        return arr, 0
+    else:
+        gone = np.fromiter(
+            (
+                v is None
+                or (isinstance(v, float) and (v != v or (infinite_missing and abs(v) == np.inf)))
+                for v in arr.ravel()
+            ),
+            dtype=bool,
+            count=arr.size,
+        )
+    n = int(gone.sum())
+    return (arr[~gone] if n else arr), n
+
+
+def ping_models(data: Any, max_models: int) -> list[str] | None:
+    """The models a ping asks for (None: every model with a profile); data must be an
+    object and ``models`` a list of at most ``max_models`` safe names, duplicates dropped."""
+    if data is None:
+        return None
+    if not isinstance(data, dict):
+        raise BadRequest(
+            "ping data must be a JSON object",
+            fields=[FieldError("data", "object", "must be a JSON object (or absent)")],
+        )
+    models = data.get("models")
+    if models is None:
+        return None
+    if not isinstance(models, list):
+        raise BadRequest(
+            "data.models must be a list of model names",
+            fields=[FieldError("data.models", "array", "must be a JSON array of names")],
+        )
+    if len(models) > max_models:
+        raise BadRequest(
+            f"data.models lists {len(models)} models; at most {max_models} "
+            "(DRIFTLOOP_DRIFT_CHECK_MAX_MODELS)",
+            fields=[FieldError("data.models", "max-items", f"at most {max_models} names")],
+        )
+    errors = [
+        FieldError(f"data.models[{i}]", "safe-name", f"{m!r:.80} {SAFE_NAME_RULE}")
+        for i, m in enumerate(models)
+        if not is_safe_segment(m)
+    ]
+    if errors:
+        raise ValidationFailed(errors)
+    return list(dict.fromkeys(models))
+
+
+def _check_fields(request: Mapping[str, Any]) -> list[FieldError]:
+    """Every field error of an ad hoc check request (pure)."""
+    errors: list[FieldError] = []
+    model = request.get("model")
+    if not isinstance(model, str) or not model:
+        errors.append(FieldError("model", "required", "a model name is required"))
+    elif not is_safe_segment(model):
+        errors.append(FieldError("model", "safe-name", f"{model!r:.80} {SAFE_NAME_RULE}"))
+    version = request.get("version")
+    if version is not None and not is_safe_segment(version):
+        errors.append(FieldError("version", "safe-name", f"{version!r:.80} {SAFE_NAME_RULE}"))
+    window, key = request.get("window"), request.get("window_key")
+    if window is not None and key is not None:
+        errors.append(FieldError("window_key", "one-of", "give window or window_key, not both"))
+    if window is not None and (
+        not isinstance(window, dict) or not all(isinstance(v, list) for v in window.values())
+    ):
+        errors.append(FieldError("window", "columns", "object of arrays"))
+    if key is not None:
+        errors.extend(_window_key_errors(key))
+    return errors
+
+
+def _window_key_errors(key: Any) -> list[FieldError]:
+    if not isinstance(key, str):
+        return [FieldError("window_key", "string", "must be a blob key string")]
+    if len(key) > MAX_WINDOW_KEY_LENGTH:
+        return [FieldError("window_key", "max-length", f"at most {MAX_WINDOW_KEY_LENGTH} chars")]
+    try:
+        check_key(key)
+    except ValueError as e:
+        return [FieldError("window_key", "relative-key", str(e)[:300])]
+    if any(ord(c) < 0x20 or c == "\x7f" for c in key):
+        return [FieldError("window_key", "relative-key", "must not hold control characters")]
+    if not key.lower().endswith(WINDOW_FILE_SUFFIXES):
+        return [
+            FieldError(
+                "window_key", "format", f"must end with one of {', '.join(WINDOW_FILE_SUFFIXES)}"
+            )
+        ]
+    return []
 
 
 WindowReader = Callable[[str, str | None, str | None], Window]
@@ -128,9 +239,10 @@ class DriftCheckService:
 
     def on_event(self, event: ev.Event) -> tuple[int, dict[str, Any]]:
         """One CloudEvent → (status, body)."""
-        data = event.data if isinstance(event.data, dict) else {}
         if event.type == ev.PING:
-            return 200, {"trigger": "schedule", "results": self.check_all(data.get("models"))}
+            models = ping_models(event.data, self.settings.drift_check_max_models)
+            return 200, {"trigger": "schedule", "results": self.check_all(models)}
+        data = event.data if isinstance(event.data, dict) else {}
         if event.type == ev.MODEL_PROMOTED:
             return 200, self._check_or_skip(self._model(data.get("model")), data.get("version"))
         if event.type in WINDOW_TRIGGERS:
@@ -161,23 +273,17 @@ class DriftCheckService:
             return {"model": model, "skipped": e.to_dict()}
 
     def check_request(self, request: Mapping[str, Any]) -> dict[str, Any]:
+        errors = _check_fields(request)
+        if errors:
+            raise ValidationFailed(errors)
         model = self._model(request.get("model"))
         version = request.get("version")
         window = request.get("window")
         if window is not None:
-            if not isinstance(window, dict) or not all(
-                isinstance(v, list) for v in window.values()
-            ):
-                raise BadRequest(
-                    "window must map feature names to lists of values",
-                    fields=[FieldError("window", "columns", "object of arrays")],
-                )
             cols = {k: _column(v) for k, v in window.items()}
             return self.check(model, version, Window(cols, [], {"inline": _rows(cols)}))
         key = request.get("window_key")
         if key is not None:
-            if not isinstance(key, str):
-                raise BadRequest("window_key must be a string")
             try:
                 cols = read_frame(self.store.get(key), key)
             except KeyError as e:
@@ -200,16 +306,19 @@ class DriftCheckService:
 
     def resolve_version(self, model: str, version: Any) -> str:
         if version is not None:
-            if not isinstance(version, str):
-                raise BadRequest("version must be a string")
+            if not is_safe_segment(version):
+                raise BadRequest(
+                    f"version {version!r:.80} {SAFE_NAME_RULE}",
+                    fields=[FieldError("version", "safe-name", SAFE_NAME_RULE)],
+                )
             return self.registry.resolve(model, version)
         versions = self.registry.versions(model)
         if not versions:
             raise NotFound(f"unknown model {model!r}: it has no registered version")
         return self.registry.alias(model, "champion") or versions[-1]
 
-    def check_all(self, models: Any = None) -> list[dict[str, Any]]:
-        names = models if isinstance(models, list) else self.registry.models()
+    def check_all(self, models: list[str] | None = None) -> list[dict[str, Any]]:
+        names = models if models is not None else self.registry.models()
         out = []
         for m in names:
             try:
@@ -243,6 +352,7 @@ class DriftCheckService:
                 "labeled": len(labeled.records),
             },
             [r.timestamp_ms for r in labeled.records],
+            from_stream=True,
         )
 
     def check(self, model: str, version: Any, window: Window | None = None) -> dict[str, Any]:
@@ -251,8 +361,23 @@ class DriftCheckService:
         profile = load_profile(self.store, model, version)
         wanted = list(profile.features)
         window = window or self.read_window(model, version, wanted)
-        present = {k: v for k, v in window.columns.items() if k in profile.features}
+        missing_values: dict[str, int] = {}
+        present: dict[str, np.ndarray] = {}
+        for k, v in window.columns.items():
+            if k not in profile.features:
+                continue
+            kept, n = split_missing(v, infinite_missing=window.from_stream)
+            missing_values[k] = n
+            if len(kept):
+                present[k] = kept
         missing = [k for k in wanted if k not in present]
+        if any(missing_values.values()):
+            log.warning(
+                "%s v%s: missing values left out of the check: %s",
+                model,
+                version,
+                {k: n for k, n in missing_values.items() if n},
+            )
         rows = max((len(v) for v in present.values()), default=0)
         if rows == 0:
             raise EmptyWindow(
@@ -275,7 +400,10 @@ class DriftCheckService:
             raise _input_error(e) from e
         quality = aggregate(window.labeled, model=model)
         now = time.time()
-        registry = metrics.check_registry(model, version, result, quality, now=now)
+        registry = metrics.check_registry(
+            model, version, result, quality, now=now,
+            missing_values={k: missing_values.get(k, 0) for k in wanted},
+        )
         metrics.push(self.settings.resolved_pushgateway_url, model, registry)
         event = self._emit(model, version, result, window) if result.dataset_drift else None
         return {
@@ -284,6 +412,7 @@ class DriftCheckService:
             "checked_at": datetime.fromtimestamp(now, UTC).isoformat().replace("+00:00", "Z"),
             "window": {"rows": rows, "records": dict(window.counts)},
             "missing_features": missing,
+            "missing_values": {k: n for k, n in missing_values.items() if n},
             "verdict": result.verdict(),
             "drift": result.to_dict(),
             "quality": [q.to_dict() for q in quality],
@@ -340,4 +469,6 @@ __all__ = [
     "ReferenceProfile",
     "Response",
     "drift_event_data",
+    "ping_models",
+    "split_missing",
 ]

@@ -18,12 +18,14 @@ Gauges (labels in braces):
 - ``driftloop_quality{model,version,metric}``: mean quality over the window (accuracy,
   wer, cer, iou from labeled feedback; reward).
 - ``driftloop_quality_samples{model,version,metric}``: labeled records behind it.
+- ``driftloop_drift_missing_values{model,version,feature}``: values of the feature the
+  window lacked (null, NaN, non-finite) and the check left out.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from prometheus_client import CollectorRegistry, Gauge
 from prometheus_client.exposition import delete_from_gateway, push_to_gateway
@@ -42,6 +44,7 @@ DRIFT_WINDOW_ROWS = "driftloop_drift_window_rows"
 DRIFT_LAST_CHECK = "driftloop_drift_last_check_timestamp_seconds"
 QUALITY = "driftloop_quality"
 QUALITY_SAMPLES = "driftloop_quality_samples"
+DRIFT_MISSING_VALUES = "driftloop_drift_missing_values"
 
 
 def check_registry(
@@ -51,9 +54,19 @@ def check_registry(
     quality: Iterable[QualityStat] = (),
     *,
     now: float | None = None,
+    missing_values: Mapping[str, int] | None = None,
 ) -> CollectorRegistry:
     """A fresh registry holding one check's drift and quality gauges."""
     reg = CollectorRegistry()
+    if missing_values:
+        gone = Gauge(
+            DRIFT_MISSING_VALUES,
+            "Values of a feature missing from the window (null, NaN), left out of the check.",
+            ["model", "version", "feature"],
+            registry=reg,
+        )
+        for name, n in missing_values.items():
+            gone.labels(model, version, name).set(n)
     if drift is not None:
         score = Gauge(
             DRIFT_SCORE,

@@ -190,8 +190,11 @@ def columns(rows: Iterable[Mapping[str, Any]], wanted: Iterable[str]) -> dict[st
             continue
         if all(isinstance(v, float) for v in values):
             out[name] = np.asarray(values, dtype=np.float64)
-        else:
-            out[name] = np.asarray([str(v) for v in values], dtype=object)
+        else:  # categorical; a missing value (NaN from null) stays None, never "nan"
+            out[name] = np.asarray(
+                [None if isinstance(v, float) and math.isnan(v) else str(v) for v in values],
+                dtype=object,
+            )
     return out
 
 

@@ -289,16 +289,17 @@ def test_bad_inputs_get_clear_4xx(env: dict[str, Any], monitoring: Any) -> None:
     assert r.status_code == 400 and r.json()["error"] == "empty_window"
 
     nan_model = _model()
-    v = _register(env, nan_model, rng)
-    _feed(env, nan_model, v, 50, shift=0.0, rng=rng, nan=True)
-    r = client.post("/", json={"model": nan_model})
+    _register(env, nan_model, rng)
+    # an ad hoc window with an infinite value: DRIFT_NAN_POLICY=raise names the feature
+    window = {"brightness_mean": [0.5] * 40 + [math.inf], "contrast": [0.2] * 41}
+    r = client.post(
+        "/",
+        content=json.dumps({"model": nan_model, "window": window}),  # "Infinity" token
+        headers={"content-type": "application/json"},
+    )
     assert r.status_code == 400
     assert r.json()["fields"][0]["field"] == "window.brightness_mean"
     assert r.json()["fields"][0]["rule"] == "finite"
-
-    window = {"brightness_mean": [0.5] * 40 + [None], "contrast": [0.2] * 41}
-    r = client.post("/", json={"model": nan_model, "window": window})
-    assert r.status_code == 400 and "NaN" in r.json()["message"]
 
     r = client.post("/", json={"model": nan_model, "window": {"contrast": [0.2] * 5}})
     assert r.status_code == 400 and "at least 30" in r.json()["message"]
@@ -344,3 +345,140 @@ def test_window_from_a_blob_object(env: dict[str, Any], tmp_path: Path) -> None:
     assert r.json()["verdict"]["features"]["brightness_mean"]["drifted"] is True
     r = env["client"].post("/", json={"model": model, "window_key": "windows/none.csv"})
     assert r.status_code == 404
+
+
+def _pushed(monitoring: Any, metric: str, model: str) -> dict[str, float]:
+    """``feature`` → value of ``metric`` for ``model`` on the Pushgateway."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(f"{monitoring.pushgateway_url}/metrics", timeout=10).text
+    return {
+        s.labels["feature"]: s.value
+        for fam in text_string_to_metric_families(text)
+        for s in fam.samples
+        if s.name == metric and s.labels.get("model") == model
+    }
+
+
+def test_a_null_value_is_counted_per_feature_not_a_failed_check(
+    env: dict[str, Any], monitoring: Any
+) -> None:
+    """A prediction with ``confidence: null`` and a preprocessed record with NaN: the check
+    that the KafkaSource's fifth record starts answers 200 (nothing is dead-lettered) and
+    counts the missing values per feature, in the answer and on the Pushgateway."""
+    rng = np.random.default_rng(21)
+    model = _model()
+    version = Registry(env["store"]).register(model, {"model.bin": b"weights"}).version
+    ref = {
+        "brightness_mean": rng.normal(0.5, 0.1, 5_000),
+        "contrast": rng.normal(0.2, 0.05, 5_000),
+        "output.confidence": rng.uniform(0.5, 1.0, 5_000),
+    }
+    save_profile(env["store"], model, version, build_profile(ref, source="test"))
+    _feed(env, model, version, 50, shift=0.0, rng=rng, nan=True)
+    preds = [
+        ev.new_event(
+            ev.PREDICTION,
+            "test",
+            {
+                "model": model,
+                "version": version,
+                "output": {"label": "1", "confidence": None if i == 7 else float(rng.uniform())},
+            },
+        )
+        for i in range(50)
+    ]
+    publish(env["producer"], topics.PREDICTIONS, preds, key=model)
+    statuses = []
+    for i in range(5):
+        e = ev.new_event(
+            ev.PREDICTION, "test", {"model": model, "version": version, "output": {"label": str(i)}}
+        )
+        headers, payload = ev.to_http_binary(e)
+        statuses.append(env["client"].post("/", headers=headers, content=payload))
+    assert [r.status_code for r in statuses] == [202, 202, 202, 202, 200], statuses[-1].text
+    body = statuses[-1].json()
+    assert body["missing_values"] == {"brightness_mean": 1, "output.confidence": 1}
+    assert body["missing_features"] == []
+    assert body["drift"]["data"]["features"]["output.confidence"]["n_current"] == 49
+    pushed = _pushed(monitoring, "driftloop_drift_missing_values", model)
+    assert pushed == {"brightness_mean": 1.0, "contrast": 0.0, "output.confidence": 1.0}
+    # an ad hoc window with a null: counted the same way
+    window = {
+        "brightness_mean": [*rng.normal(0.5, 0.1, 40), None],
+        "contrast": list(rng.normal(0.2, 0.05, 41)),
+    }
+    r = env["client"].post("/", json={"model": model, "window": window})
+    assert r.status_code == 200, r.text
+    assert r.json()["missing_values"] == {"brightness_mean": 1}
+    assert r.json()["missing_features"] == ["output.confidence"]
+
+
+def test_unsafe_names_and_keys_are_refused_naming_field_and_rule(env: dict[str, Any]) -> None:
+    client = env["client"]
+    r = client.post("/", json={"model": "../a", "version": "../1", "window_key": "/etc/passwd"})
+    assert r.status_code == 400
+    assert {(f["field"], f["rule"]) for f in r.json()["fields"]} == {
+        ("model", "safe-name"),
+        ("version", "safe-name"),
+        ("window_key", "relative-key"),
+    }
+    for key in ("../x", "/etc/passwd", "", "windows/../../x.csv", "a\\b.csv", "a//b.csv"):
+        r = client.post("/", json={"model": "digits", "window_key": key})
+        assert r.status_code == 400, (key, r.text)
+        assert [(f["field"], f["rule"]) for f in r.json()["fields"]] == [
+            ("window_key", "relative-key")
+        ], key
+    r = client.post("/", json={"model": "digits", "window_key": "windows/w.txt"})
+    assert r.status_code == 400 and r.json()["fields"][0]["rule"] == "format"
+    r = client.post("/", json={"model": "digits", "window_key": "x" * 2000 + ".csv"})
+    assert r.status_code == 400 and r.json()["fields"][0]["rule"] == "max-length"
+    for version in ("../1", "", "1/2", "1\n", 7):
+        r = client.post("/", json={"model": "digits", "version": version})
+        assert r.status_code == 400, (version, r.text)
+        assert [(f["field"], f["rule"]) for f in r.json()["fields"]] == [("version", "safe-name")]
+    # a promotion event with an unsafe version: 400, not a registry lookup
+    e = ev.new_event(ev.MODEL_PROMOTED, "test", {"model": "digits", "version": "../1"})
+    headers, payload = ev.to_http_binary(e)
+    r = client.post("/", headers=headers, content=payload)
+    assert r.status_code == 400 and r.json()["fields"][0]["field"] == "version"
+
+
+def _ping(env: dict[str, Any], data: Any) -> httpx.Response:
+    tick = ev.new_event(
+        ev.PING,
+        "/apis/v1/namespaces/driftloop/pingsources/drift-check-schedule",
+        data,
+        datacontenttype=ev.JSON,
+    )
+    return env["client"].post(
+        "/", headers={"content-type": ev.STRUCTURED}, content=json.dumps(ev.to_structured(tick))
+    )
+
+
+def test_ping_data_and_models_are_validated_and_bounded(env: dict[str, Any]) -> None:
+    for data in (["digits"], "digits", 7):
+        r = _ping(env, data)
+        assert r.status_code == 400, (data, r.text)
+        assert r.json()["fields"] == [
+            {"field": "data", "rule": "object", "message": "must be a JSON object (or absent)"}
+        ]
+    r = _ping(env, {"models": "digits"})
+    assert r.status_code == 400 and r.json()["fields"][0]["rule"] == "array"
+    limit = env["settings"].drift_check_max_models
+    r = _ping(env, {"models": [f"m{i}" for i in range(limit + 1)]})
+    assert r.status_code == 400
+    assert r.json()["fields"][0] == {
+        "field": "data.models",
+        "rule": "max-items",
+        "message": f"at most {limit} names",
+    }
+    r = _ping(env, {"models": ["../x", "ok", 3]})
+    assert r.status_code == 400
+    assert [(f["field"], f["rule"]) for f in r.json()["fields"]] == [
+        ("data.models[0]", "safe-name"),
+        ("data.models[2]", "safe-name"),
+    ]
+    r = _ping(env, {"models": ["no-such-model"] * 3})
+    assert r.status_code == 200
+    assert [x["model"] for x in r.json()["results"]] == ["no-such-model"]
