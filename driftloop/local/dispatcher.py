@@ -402,13 +402,24 @@ class Outcome:
     reply: tuple[dict[str, str], bytes] | None = None
 
 
+def delivery_token(settings: Settings) -> str | None:
+    """The token deliveries carry: the first of DRIFTLOOP_FUNCTION_TOKENS, if any."""
+    tokens = settings.function_token_list
+    return tokens[0] if tokens else None
+
+
 class Deliverer:
     """POSTs one event to one URL with the delivery spec's retries and backoff."""
 
-    def __init__(self, stop: threading.Event, default_timeout_s: float) -> None:
+    def __init__(
+        self, stop: threading.Event, default_timeout_s: float, token: str | None = None
+    ) -> None:
+        """``token``: the bearer token every delivery carries (the control-plane functions
+        refuse deliveries without one when DRIFTLOOP_FUNCTION_TOKENS is set)."""
         import httpx
 
-        self._client = httpx.Client(http1=True, follow_redirects=False)
+        auth = {"authorization": f"Bearer {token}"} if token else None
+        self._client = httpx.Client(http1=True, follow_redirects=False, headers=auth)
         self._stop = stop
         self._timeout = default_timeout_s
 
@@ -569,7 +580,8 @@ class RouteWorker(threading.Thread):
         from driftloop import bus
 
         consumer: KafkaConsumer | None = None
-        deliverer = Deliverer(self.stop, self.settings.dispatcher_timeout_s)
+        deliverer = Deliverer(self.stop, self.settings.dispatcher_timeout_s,
+                              token=delivery_token(self.settings))
         try:
             consumer = bus.make_consumer(
                 self.settings,
@@ -780,7 +792,8 @@ class PingWorker(threading.Thread):
         self.fired: dict[str, int] = {p.name: 0 for p, _ in pings}
 
     def run(self) -> None:
-        deliverer = Deliverer(self.stop, self.settings.dispatcher_timeout_s)
+        deliverer = Deliverer(self.stop, self.settings.dispatcher_timeout_s,
+                              token=delivery_token(self.settings))
         delivery = Delivery(retry=DEFAULT_PING_DELIVERY_RETRY, backoff_delay_s=0.2)
         start = self.now()
         due = {p.name: next_fire(p.schedule, start, p.timezone) for p, _ in self.pings}

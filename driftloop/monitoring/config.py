@@ -6,6 +6,7 @@ The templates live in ``infra/prometheus/prometheus.yml.tmpl`` and
 
 from __future__ import annotations
 
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +47,11 @@ class MonitoringFiles:
         return self.folder / "alertmanager-data"
 
     @property
+    def function_token(self) -> Path:
+        """Alertmanager's credentials file: the bearer token it sends to retrain-trigger."""
+        return self.folder / "function-token"
+
+    @property
     def pushgateway_data(self) -> Path:
         return self.folder / "pushgateway.store"
 
@@ -83,10 +89,19 @@ def render_prometheus(settings: Settings, rules_file: Path) -> str:
     )
 
 
-def render_alertmanager(settings: Settings, *, group_wait_s: float = 1.0) -> str:
+def render_alertmanager(
+    settings: Settings, *, group_wait_s: float = 1.0, credentials_file: Path | None = None
+) -> str:
+    """``credentials_file`` (the token itself never enters the configuration) makes the
+    webhook send ``Authorization: Bearer <its content>``."""
     tmpl = Template(ALERTMANAGER_TEMPLATE.read_text())
+    http_config = ""
+    if credentials_file is not None:
+        http_config = ("http_config:\n          authorization:\n            type: Bearer\n"
+                       f"            credentials_file: '{credentials_file}'")
     return tmpl.substitute(
         webhook_url=settings.alert_webhook_url,
+        webhook_http_config=http_config,
         group_wait=_duration(group_wait_s),
         group_interval=_duration(max(group_wait_s, 1.0) * 10),
         repeat_interval="1h",
@@ -99,7 +114,14 @@ def write_configs(settings: Settings, folder: Path | None = None) -> MonitoringF
     files.rules.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(RULES_FILE, files.rules)
     files.prometheus.write_text(render_prometheus(settings, files.rules))
-    files.alertmanager.write_text(render_alertmanager(settings))
+    token_file = None
+    if settings.function_token_list:
+        token_file = files.function_token
+        token_file.unlink(missing_ok=True)
+        fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(settings.function_token_list[0])
+    files.alertmanager.write_text(render_alertmanager(settings, credentials_file=token_file))
     for d in (files.prometheus_data, files.alertmanager_data):
         d.mkdir(parents=True, exist_ok=True)
     return files
