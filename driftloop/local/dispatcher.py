@@ -598,7 +598,7 @@ class RouteWorker(threading.Thread):
                 try:
                     for tp, records in batch.items():
                         for rec in records:
-                            self._handle(rec, deliverer)
+                            self._handle_one(rec, deliverer)
                             self._progressed()
                             done[tp] = rec.offset + 1
                             self._commit(consumer, {tp: done[tp]}, sync=False)
@@ -639,6 +639,25 @@ class RouteWorker(threading.Thread):
             consumer.commit(commit)
         else:
             consumer.commit_async(commit)
+
+    def _handle_one(self, rec: Any, deliverer: Deliverer) -> None:
+        """One record, whatever it holds: an error of the record itself (a header HTTP cannot
+        carry, …) parks it; an error of Kafka propagates (the route waits and re-reads)."""
+        from kafka.errors import KafkaError
+
+        try:
+            self._handle(rec, deliverer)
+        except (_Stopped, KafkaError):
+            raise
+        except Exception as e:
+            self._failed("record", e)
+            log.exception("route %s: record %s/%d@%d", self.route.name, rec.topic,
+                          rec.partition, rec.offset)
+            self._park(
+                rec,
+                f"{self.route.name}: the dispatcher cannot deliver this record: "
+                f"{type(e).__name__}: {e}",
+            )
 
     def _handle(self, rec: Any, deliverer: Deliverer) -> None:
         try:

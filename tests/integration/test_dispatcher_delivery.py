@@ -547,3 +547,30 @@ def test_a_non_cloudevent_on_a_broker_topic_is_dead_lettered_once(
         d.stop()
     assert len(parked) == 1
     assert b"not a CloudEvent" in dict(parked[0].headers)["dl_reason"]
+
+
+def test_a_record_http_cannot_carry_is_dead_lettered_and_the_route_goes_on(
+    settings, producer, receiver, tmp_path
+):
+    """A CloudEvent whose extension holds non-ASCII text (fine in Kafka, not in an HTTP
+    header) costs one dead letter; the records behind it are delivered."""
+    topic = _topic(settings, partitions=1)
+    ev_dir = write_eventing(
+        tmp_path / "ev", [kafka_source("src", [topic], unique("g"), "Service", "fn", retry=0)]
+    )
+    odd = events.new_event(events.FEEDBACK, "/test", {"n": 0}, id=unique("odd"))
+    after = events.new_event(events.FEEDBACK, "/test", {"n": 1}, id=unique("after"))
+    rec = events.to_kafka(odd, "m")
+    producer.send(
+        topic, key=rec.key, value=rec.value, headers=[*rec.headers, ("ce_note", "é€".encode())]
+    ).get(10)
+    _send(producer, topic, [after], key="m")
+    d = _dispatch(settings, ev_dir, {"fn": receiver.url})
+    try:
+        receiver.wait_for(lambda ds: any(x["headers"]["ce-id"] == after.id for x in ds))
+        (parked,) = _dead_letter_records(settings, odd.id)
+        assert d.failed() == []
+    finally:
+        d.stop()
+    assert b"UnicodeEncodeError" in dict(parked.headers)["dl_reason"]
+    assert dict(parked.headers)["ce_note"] == "é€".encode()
