@@ -822,7 +822,12 @@ class PingWorker(threading.Thread):
                 for ping, url in self.pings:
                     if due[ping.name] <= now:
                         headers, body = ping_event(ping, due[ping.name])
-                        outcome = deliverer.deliver(url, headers, body, delivery)
+                        try:
+                            outcome = deliverer.deliver(url, headers, body, delivery)
+                        except _Stopped:
+                            raise
+                        except Exception as e:  # one tick lost, never the schedule
+                            outcome = Outcome(False, 1, None, f"{type(e).__name__}: {e}")
                         self.fired[ping.name] += 1
                         if not outcome.delivered:
                             log.warning(
