@@ -15,11 +15,13 @@ test: setup
 	$(VENV)/bin/ruff check driftloop functions flink seldon tests bench
 	$(VENV)/bin/pytest -ra
 
+# test-unit starts no server: tests that need one (marked `servers` by tests/conftest.py)
+# run with the integration level.
 test-unit: setup
-	$(VENV)/bin/pytest -ra tests/unit tests/app
+	$(VENV)/bin/pytest -ra -m "not servers" tests/unit tests/app
 
 test-integration: setup
-	$(VENV)/bin/pytest -ra tests/integration tests/e2e
+	$(VENV)/bin/pytest -ra -m "servers or integration or e2e" tests
 
 lint:
 	$(VENV)/bin/ruff check driftloop functions flink seldon tests bench

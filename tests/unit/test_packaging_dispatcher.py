@@ -81,7 +81,7 @@ def test_repo_eventing_manifests_become_routes_and_pings():
     assert set(dc.topics) == {topic_names.LABELED, topic_names.PREDICTIONS}
     assert dc.delivery.retry == 5 and dc.delivery.dead_letter == "deadletter"
     (rt,) = [r for r in by_sink["retrain-trigger"] if r.broker is None]
-    assert rt.topics == (topic_names.FEEDBACK,)
+    assert rt.topics == (topic_names.LABELED,)  # labeled records feed the volume trigger
     # control plane through the broker's triggers, each its own group, filtered by type
     via_broker = {r.sink: r for r in ev.routes if r.broker == "driftloop"}
     assert via_broker["retrain-trigger"].filter == {"type": events.DRIFT_DETECTED}

@@ -1,8 +1,6 @@
-"""The digits trainer: trains in seconds, evaluates on the holdout, predicts from images."""
+"""The digits trainer: trains, evaluates on the holdout, predicts from images."""
 
 from __future__ import annotations
-
-import time
 
 import numpy as np
 import pytest
@@ -14,9 +12,7 @@ from driftloop.serving.models import digits
 def test_train_and_evaluate_on_the_holdout():
     train, holdout = digits.split(digits.load_dataset())
     assert len(train) + len(holdout) == 1797
-    start = time.perf_counter()
-    artifact = digits.train(train, {"kind": "svc"})
-    assert time.perf_counter() - start < 10
+    artifact = digits.train(train, {"kind": "svc"})  # its duration: bench/local_costs.py
     assert set(artifact) == {"model.pkl", "params.json"}
     assert digits.evaluate(artifact, holdout)["accuracy"] >= 0.97
     logreg = digits.train(train, {"kind": "logreg"})
