@@ -14,14 +14,17 @@ from driftloop.settings import PROJECT_ROOT, Settings
 FUNCTIONS_DIR = PROJECT_ROOT / "functions"
 
 
-def stage_wheelhouse(name: str, *, deps: bool = True, python: str = sys.executable) -> Path:
-    """Build ``functions/<name>/wheels``: the driftloop wheel plus (with ``deps``) every
-    wheel its requirements need, so the image build installs with no index at all."""
+def stage_wheelhouse(name: str, *, deps: bool = True, python: str = sys.executable,
+                     out: Path | None = None) -> Path:
+    """Build ``functions/<name>/wheels`` (or ``out``): the driftloop wheel plus (with
+    ``deps``) every wheel its requirements need, so the image build installs with no index
+    at all. The driftloop wheel carries the retrain/promotion policies (package data), so
+    a deployed function finds them without a checkout beside it."""
     fn = FUNCTIONS_DIR / name
     if not (fn / "func.yaml").exists():
         raise typer.BadParameter(f"functions/{name}/func.yaml not found", param_hint="NAME")
-    out = fn / "wheels"
-    out.mkdir(exist_ok=True)
+    out = out or fn / "wheels"
+    out.mkdir(parents=True, exist_ok=True)
     for old in out.glob("driftloop-*.whl"):
         old.unlink()
     pip = [python, "-m", "pip", "wheel", "--quiet", "--wheel-dir", str(out)]
@@ -93,7 +96,9 @@ def register(app: typer.Typer) -> None:
     def package_function(
         name: str = typer.Argument(..., help="function folder under functions/"),
         deps: bool = typer.Option(True, help="also fetch the wheels of every dependency"),
+        out: Path | None = typer.Option(  # noqa: B008
+            None, help="wheelhouse folder (default functions/NAME/wheels)"),
     ) -> None:
         """Stage functions/NAME/wheels for `kn func build` (the buildpack installs offline)."""
-        out = stage_wheelhouse(name, deps=deps)
+        out = stage_wheelhouse(name, deps=deps, out=out)
         typer.echo(f"{len(list(out.glob('*.whl')))} wheels in {out}")
