@@ -720,14 +720,21 @@ def load_yaml_documents(path: Path) -> list[dict[str, Any]]:
     return [d for d in yaml.safe_load_all(path.read_text()) if isinstance(d, dict)]
 
 
-def default_files(root: Path = ROOT) -> list[Path]:
-    """Every manifest of a kustomize directory we ship, and every func.yaml."""
-    from driftloop.manifests import default_targets
+MANIFEST_DIRS = ("eventing", "infra", "seldon", "flink")
 
-    files: set[Path] = set()
-    for d in default_targets():
-        files |= {*d.glob("*.yaml"), *d.glob("*.yml")}
-    files |= set((root / "functions").glob("*/func.yaml"))
+
+def default_files(root: Path = ROOT) -> list[Path]:
+    """Every Kubernetes manifest and kustomization we ship (a YAML file with a ``kind``), and
+    every func.yaml."""
+    files: set[Path] = set((root / "functions").glob("*/func.yaml"))
+    for top in MANIFEST_DIRS:
+        for path in [*(root / top).rglob("*.yaml"), *(root / top).rglob("*.yml")]:
+            try:
+                docs = load_yaml_documents(path)
+            except yaml.YAMLError:
+                continue  # not YAML we ship as a manifest (templates and the like)
+            if any("kind" in d for d in docs):
+                files.add(path)
     return sorted(files)
 
 
