@@ -202,6 +202,45 @@ def test_java_client_properties_read_the_topic(secured: Settings, tmp_path: Path
     assert [v["prediction_id"] for v in values] == ["p-100"]
 
 
+FLINK_READ = """
+from driftloop.settings import Settings
+from flink.jobs.common import create_env, kafka_source_ddl
+
+s = Settings()
+env, t_env = create_env(s, "sasl-probe", streaming=False)
+ddl = kafka_source_ddl("src", "driftloop.labeled", s, "sasl-probe")
+t_env.execute_sql(ddl[:-1] + ", 'scan.bounded.mode'='latest-offset')")
+with t_env.execute_sql("SELECT v FROM src").collect() as rows:
+    for row in rows:
+        print("VALUE " + row[0], flush=True)
+"""
+
+
+def test_flink_kafka_connector_reads_over_sasl_ssl(secured: Settings, tmp_path: Path):
+    """The Flink job's own Kafka table (kafka_source_ddl, the shaded connector) reads the
+    secured topic with nothing but the settings."""
+    import os
+
+    from driftloop.local.components.flink import python, settings_env
+    from driftloop.settings import PROJECT_ROOT
+
+    bus.ensure_topics(secured, [topics.LABELED], partitions=1)
+    producer = bus.make_producer(secured)
+    try:
+        bus.publish(producer, topics.LABELED, [feedback(200)])
+    finally:
+        producer.close()
+    settings = secured.model_copy(update={"state_dir": tmp_path})
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("DRIFTLOOP_")},
+           **settings_env(settings), "PYTHONPATH": str(PROJECT_ROOT)}
+    out = subprocess.run([str(python(settings)), "-c", FLINK_READ], env=env, cwd=PROJECT_ROOT,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    values = [json.loads(line[6:]) for line in out.stdout.splitlines()
+              if line.startswith("VALUE ")]
+    assert "p-200" in [v["prediction_id"] for v in values]
+
+
 def refused(settings: Settings) -> None:
     with pytest.raises((Unavailable, Exception)) as e:
         p = bus.make_producer(settings, bootstrap_timeout_ms=8_000, max_block_ms=8_000)
