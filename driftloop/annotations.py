@@ -28,9 +28,15 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_SOURCES = ROOT / ".cache" / "schemas" / "annotations"
 
+MODEL_LABEL = "driftloop.io/model"
+VERSION_LABEL = "driftloop.io/version"
+RUN_ID_LABEL = "driftloop.io/run-id"
+
 OWN_KEYS: Mapping[str, str] = {
-    "driftloop.io/model": "label: the model a Seldon Model or KServe InferenceService serves",
-    "driftloop.io/version": "label: the model version a Seldon Model serves",
+    MODEL_LABEL: "label: the model a Seldon Model, Experiment, InferenceService or "
+    "training Job is for",
+    VERSION_LABEL: "label: the model version a Seldon Model serves",
+    RUN_ID_LABEL: "label: the retrain run a training Job executes",
     "release": "label the Prometheus of kube-prometheus-stack selects monitors and rules by",
     "alertmanagerConfig": "label the Alertmanager selects AlertmanagerConfigs by",
     "type": "label Seldon Core v2 puts on its server pods (PodMonitor selector)",
@@ -720,7 +726,8 @@ def load_yaml_documents(path: Path) -> list[dict[str, Any]]:
     return [d for d in yaml.safe_load_all(path.read_text()) if isinstance(d, dict)]
 
 
-MANIFEST_DIRS = ("eventing", "infra", "seldon", "flink")
+MANIFEST_DIRS = ("eventing", "infra", "seldon", "flink", "driftloop")
+"""Where manifests live (driftloop/: templates the code fills in, e.g. the training Job)."""
 
 
 def default_files(root: Path = ROOT) -> list[Path]:

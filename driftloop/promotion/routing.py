@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from driftloop.annotations import MODEL_LABEL
 from driftloop.blob import BlobStore
 from driftloop.naming import safe_segment
 
@@ -117,7 +118,7 @@ def experiment_manifest(model: str, routing: Routing, *, namespace: str = "drift
         "kind": "Experiment",
         "metadata": {"name": f"{model}-canary", "namespace": namespace,
                      "labels": {"app.kubernetes.io/part-of": "driftloop",
-                                "driftloop.io/model": model}},
+                                MODEL_LABEL: model}},
         "spec": {"default": f"{model}-{routing.champion}", "candidates": candidates},
     }
 

@@ -25,6 +25,7 @@ from typing import Any, Protocol
 
 import yaml
 
+from driftloop.annotations import MODEL_LABEL, RUN_ID_LABEL
 from driftloop.errors import BadRequest, Unavailable
 from driftloop.retrain.state import RunStore, iso, now_utc
 from driftloop.settings import PROJECT_ROOT, Settings
@@ -121,10 +122,10 @@ def render_job(settings: Settings, request: TrainingRequest, *,
     name = f"driftloop-train-{request.model}-{request.run_id}"[:63].rstrip("-.")
     doc["metadata"]["name"] = name
     doc["metadata"]["namespace"] = settings.k8s_namespace
-    doc["metadata"]["labels"]["driftloop.io/model"] = request.model
-    doc["metadata"]["labels"]["driftloop.io/run-id"] = request.run_id
+    doc["metadata"]["labels"][MODEL_LABEL] = request.model
+    doc["metadata"]["labels"][RUN_ID_LABEL] = request.run_id
     pod = doc["spec"]["template"]
-    pod["metadata"]["labels"]["driftloop.io/model"] = request.model
+    pod["metadata"]["labels"][MODEL_LABEL] = request.model
     container = pod["spec"]["containers"][0]
     container["image"] = settings.k8s_training_image
     container["args"] = job_argv(request)

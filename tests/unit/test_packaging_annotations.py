@@ -350,3 +350,20 @@ def test_kafka_config_maps_take_only_keys_and_values_the_controller_reads(source
     }
     (err,) = check_document(autoscaler, "a.yaml", cat)
     assert err.key == "lag-threshold" and "not an integer" in err.message
+
+
+def test_own_keys_are_spelled_only_in_driftloop_annotations():
+    """Code that sets a driftloop.io label imports its constant: one place declares the keys."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    found = []
+    for top in ("driftloop", "functions", "seldon", "flink"):
+        for path in (root / top).rglob("*.py"):
+            if path.name == "annotations.py" and path.parent.name == "driftloop":
+                continue
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Constant) and str(node.value).startswith("driftloop.io/"):
+                    found.append(f"{path.relative_to(root)}:{node.lineno}: {node.value}")
+    assert found == []
