@@ -186,23 +186,18 @@ def run_loop(settings: Settings, *, progress: Progress = _noop, n_drift: int = 2
             digit_samples(n_drift, rotate=True, seed=12)).accuracy
         runs = RunStore(store)
         known = {r.run_id for r in runs.runs("digits")}
-        event, on_kafka = _drift_event(settings, store, progress)
+        event = _drift_event(settings, store, progress)
         t0 = time.monotonic()
-        if trigger is not None:
+        run_id = None
+        if event is None:
+            report.decision = "drift-check found no drift"
+        elif trigger is not None:
             progress("drift.detected → retrain-trigger")
             headers, body = ev.to_http_binary(event)
             answer = json.loads(trigger.handle("POST", "/", headers, body).body)
             report.decision = answer["decision"]["explain"]
             run_id = answer.get("run_id")
         else:
-            if not on_kafka:
-                from driftloop.bus import make_producer, publish
-
-                producer = make_producer(settings)
-                try:
-                    publish(producer, topics.EVENTS, [event], key="digits")
-                finally:
-                    producer.close(timeout=5)
             progress("drift.detected on driftloop.events → dispatcher → retrain-trigger")
             run_id = _new_run(runs, known, timeout_s=30)
             if run_id:
@@ -291,27 +286,20 @@ def _new_run(runs: Any, known: set[str], timeout_s: float) -> str | None:
     return None
 
 
-def _drift_event(settings: Settings, store: BlobStore, progress: Progress
-                 ) -> tuple[ev.Event, bool]:
-    """drift-check's verdict on the current window (its own event, already on Kafka), or
-    one stating the shift when drift-check cannot run (no Pushgateway for its metrics)."""
-    from driftloop.errors import DriftloopError
+def _drift_event(settings: Settings, store: BlobStore, progress: Progress) -> ev.Event | None:
+    """drift-check's own drift.detected on the current window (already on Kafka), or None
+    when it found no drift. drift-check failing fails the loop: no event is invented."""
     from driftloop.monitoring.check import DriftCheckService
 
     check = DriftCheckService(settings, store=store)
     try:
         result = check.check("digits", None)
-        verdict = result.get("verdict")
-        progress(f"drift-check: {verdict}")
-        if result.get("event"):
-            return _find_event(settings, result["event"]["id"]), True
-    except (DriftloopError, OSError) as e:
-        progress(f"drift-check unavailable ({e}); stating the injected shift")
     finally:
         check.close()
-    return ev.new_event(ev.DRIFT_DETECTED, "driftloop/demo",
-                        {"model": "digits", "share_drifted": 1.0, "dataset_drift": True},
-                        datacontenttype=ev.JSON, model="digits"), False
+    progress(f"drift-check: {result.get('verdict')}")
+    if result.get("event"):
+        return _find_event(settings, result["event"]["id"])
+    return None
 
 
 def _find_event(settings: Settings, event_id: str) -> ev.Event:

@@ -118,10 +118,11 @@ class DriftloopRuntime(MLModel):
         return True
 
     async def unload(self) -> bool:
-        # Running inferences finish in their threads; nothing new is queued.
+        # Running and queued inferences finish in their threads (a reload on promotion
+        # must not fail the requests in flight); nothing new is queued.
         executor = getattr(self, "_executor", None)
         if executor is not None:
-            executor.shutdown(wait=False, cancel_futures=True)
+            executor.shutdown(wait=False)
         return True
 
     async def _run(self, model: models.Model, media: bytes | None, tensor: Any) -> dict[str, Any]:

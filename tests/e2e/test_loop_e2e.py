@@ -10,6 +10,8 @@ Then a deliberately worse candidate is rolled back during its canary.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -18,6 +20,7 @@ from driftloop import topics
 from driftloop.blob import open_store
 from driftloop.monitoring.check import DriftCheckService
 from driftloop.policy import load_policy
+from driftloop.promotion import routing
 from driftloop.promotion.service import PromotionService
 from driftloop.registry import Registry
 from driftloop.retrain.demo import Traffic, digit_samples
@@ -27,6 +30,7 @@ from driftloop.retrain.trainers import trainer_for
 from driftloop.retrain.trigger import RetrainTrigger
 from driftloop.serving.client import V2Client
 from tests.fixtures.loop import function_client, post_event, wait_run, write_policy
+from tests.fixtures.monitoring import MonitoringStack, start_monitoring
 
 
 def wait_phase(svc: PromotionService, version: str, traffic: Traffic, samples,
@@ -44,9 +48,39 @@ def wait_phase(svc: PromotionService, version: str, traffic: Traffic, samples,
     raise TimeoutError(f"digits v{version} still {svc.state('digits', version)}")
 
 
-@pytest.mark.timeout(300)
-def test_drift_to_promotion_then_worse_candidate_rolled_back(mlserver, kafka, monitoring,
-                                                              tmp_path):
+@contextmanager
+def restored_champion(settings, registry: Registry, model: str) -> Iterator[str]:
+    """The session MLServer's ``model`` serves its champion again after the test, with
+    no canary: later tests read it."""
+    champion = registry.alias(model, "champion")
+    try:
+        yield champion
+    finally:
+        if registry.alias(model, "challenger") is not None:
+            registry.clear_alias(model, "challenger")
+        if registry.alias(model, "champion") != champion:
+            registry.set_alias(model, "champion", champion, reason="restore after test")
+        routing.save(registry.store, routing.all_to(model, champion))
+        registry.set_challenger_weight(model, 0)
+        with V2Client(settings.resolved_serving_url, timeout_s=60) as c:
+            c.load(model)
+            assert c.infer_tensor(model, [[0.0] * 64], emit=False).version == champion
+
+
+@pytest.fixture
+def monitoring_of_mlserver(mlserver, tmp_path) -> Iterator[MonitoringStack]:
+    """Prometheus (with Pushgateway and Alertmanager) scraping the session MLServer, so the
+    canary guard has request, error and latency evidence."""
+    stack = start_monitoring(tmp_path / "monitoring",
+                             serving_metrics_port=mlserver.settings.serving_metrics_port)
+    yield stack
+    stack.stop()
+
+
+@pytest.mark.timeout(400)
+def test_drift_to_promotion_then_worse_candidate_rolled_back(mlserver, kafka,
+                                                              monitoring_of_mlserver, tmp_path):
+    monitoring = monitoring_of_mlserver
     settings = mlserver.settings.model_copy(update={
         "policy_dir": write_policy(tmp_path / "policies"),
         "prometheus_url": monitoring.prometheus_url,
@@ -57,13 +91,18 @@ def test_drift_to_promotion_then_worse_candidate_rolled_back(mlserver, kafka, mo
     })
     store = open_store(settings.resolved_blob_url, settings)
     registry = Registry(store)
+    with restored_champion(settings, registry, "digits"):
+        run_loop(settings, store, registry, monitoring, kafka)
+
+
+def run_loop(settings, store, registry: Registry, monitoring: MonitoringStack, kafka) -> None:
     runs = RunStore(store)
     champion = registry.alias("digits", "champion")
     trainer = trainer_for("digits")
     _, holdout = trainer.base()
     _save_profile(store, trainer, "digits", champion, registry.artifact("digits", champion),
                   holdout)
-    traffic = Traffic(settings, store, mlserver.url, app="e2e-app")
+    traffic = Traffic(settings, store, settings.serving_url, app="e2e-app")
     timings: dict[str, float] = {}
 
     # 1. Healthy traffic, then injected drift: digits rotated by 90 degrees.
@@ -116,6 +155,10 @@ def test_drift_to_promotion_then_worse_candidate_rolled_back(mlserver, kafka, mo
     assert set(canary.by_version) == {champion, run.version}  # traffic is split
     final = wait_phase(promoter, run.version, traffic, rotated[60:])
     assert final.phase == "promoted", final.reason
+    # Promoted on evidence: Prometheus counted the challenger's requests and latency.
+    checks = {c["name"]: c for c in final.verdicts[-1]["checks"]}
+    assert all(c["judged"] and c["ok"] for c in checks.values()), checks
+    assert checks["error_rate"]["value"] == 0.0 and checks["latency"]["value"] > 0
     timings["promoted_s"] = time.monotonic() - t0
     assert registry.alias("digits", "champion") == run.version
     assert registry.alias("digits", "challenger") is None
@@ -141,7 +184,7 @@ def test_drift_to_promotion_then_worse_candidate_rolled_back(mlserver, kafka, mo
     assert final.phase == "rolledback" and "quality" in final.reason, final.reason
     assert registry.alias("digits", "champion") == run.version
     assert registry.alias("digits", "challenger") is None
-    with V2Client(mlserver.url) as c:
+    with V2Client(settings.serving_url) as c:
         assert c.infer_tensor("digits", [rotated[0][0]]).version == run.version
     rolled = [e for e in kafka.read_events(topics.EVENTS) if e.type == ev.MODEL_ROLLEDBACK
               and e.data.get("version") == bad.version]
