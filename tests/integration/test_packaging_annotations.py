@@ -144,3 +144,17 @@ def test_local_dispatcher_defaults_are_the_pinned_autoscalers(annotation_catalog
     assert keda and scaling.KEDA_CLASS in {
         c.value for c in annotation_catalogue.constants if c.name == "AutoscalerClass"
     }
+
+
+def test_manifests_the_code_renders_use_declared_keys(annotation_catalogue, tmp_path):
+    """The training Job and the Seldon Experiment are built in Python: checked the same way."""
+    from driftloop.annotations import check_document
+    from driftloop.promotion.routing import Routing, experiment_manifest
+    from driftloop.retrain.backends import TrainingRequest, render_job
+    from driftloop.settings import Settings
+
+    job = render_job(Settings(state_dir=tmp_path), TrainingRequest("digits", "r1", {}))
+    routing = Routing("digits", champion="1", weights={"1": 0.9, "2": 0.1})
+    experiment = experiment_manifest("digits", routing)
+    for doc in (job, experiment):
+        assert check_document(doc, f"<rendered {doc['kind']}>", annotation_catalogue) == []
