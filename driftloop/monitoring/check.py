@@ -38,7 +38,13 @@ import numpy as np
 from driftloop import events as ev
 from driftloop import topics
 from driftloop.blob import BlobStore, check_key, open_store
-from driftloop.drift import DriftConfig, DriftInputError, ReferenceProfile, detect
+from driftloop.drift import (
+    DriftConfig,
+    DriftInputError,
+    NumericProfile,
+    ReferenceProfile,
+    detect,
+)
 from driftloop.errors import BadRequest, DriftloopError, FieldError, NotFound, ValidationFailed
 from driftloop.events import LABELED, PREPROCESSED
 from driftloop.http import Response, error_response
@@ -107,6 +113,22 @@ def split_missing(values: np.ndarray, *, infinite_missing: bool) -> tuple[np.nda
         )
     n = int(gone.sum())
     return (arr[~gone] if n else arr), n
+
+
+def numbers_or_nan(values: np.ndarray) -> np.ndarray:
+    """A column as floats; what is not a number (text, booleans, None) becomes NaN (pure)."""
+    arr = np.asarray(values)
+    if arr.dtype.kind in "fiu":
+        return arr.astype(np.float64)
+    out = np.full(arr.size, np.nan)
+    for i, v in enumerate(arr.ravel()):
+        if isinstance(v, bool | np.bool_) or v is None:
+            continue
+        try:
+            out[i] = float(v)
+        except (TypeError, ValueError):
+            continue
+    return out
 
 
 def ping_models(data: Any, max_models: int) -> list[str] | None:
@@ -265,11 +287,19 @@ class DriftCheckService:
         )
 
     def _check_or_skip(self, model: str, version: Any) -> dict[str, Any]:
-        """Check for an event that is itself fine: a model without a profile, or a window
-        still too thin (a just-promoted version), is reported in a 200, not dead-lettered."""
+        """Check for an event that is itself fine: a model without a profile, a window still
+        too thin (a just-promoted version) or one the check cannot judge is reported in a
+        200, never blamed on the event (which would be dead-lettered). The event's own
+        fields (model, version) are still a 400."""
+        if version is not None and not is_safe_segment(version):
+            raise BadRequest(
+                f"version {version!r:.80} {SAFE_NAME_RULE}",
+                fields=[FieldError("version", "safe-name", SAFE_NAME_RULE)],
+            )
         try:
             return self.check(model, version)
-        except (NotFound, EmptyWindow) as e:
+        except (NotFound, BadRequest) as e:
+            log.warning("%s: check skipped: %s", model, e)
             return {"model": model, "skipped": e.to_dict()}
 
     def check_request(self, request: Mapping[str, Any]) -> dict[str, Any]:
@@ -366,6 +396,8 @@ class DriftCheckService:
         for k, v in window.columns.items():
             if k not in profile.features:
                 continue
+            if window.from_stream and isinstance(profile.features[k], NumericProfile):
+                v = numbers_or_nan(v)  # another producer's "n/a" is a missing value
             kept, n = split_missing(v, infinite_missing=window.from_stream)
             missing_values[k] = n
             if len(kept):

@@ -376,6 +376,13 @@ def test_a_null_value_is_counted_per_feature_not_a_failed_check(
     }
     save_profile(env["store"], model, version, build_profile(ref, source="test"))
     _feed(env, model, version, 50, shift=0.0, rng=rng, nan=True)
+    text = ev.new_event(
+        PREPROCESSED,
+        "test",
+        {"model": model, "modality": "image", "features": {"brightness_mean": "n/a"}},
+        model=model,
+    )
+    publish(env["producer"], topics.preprocessed("image"), [text], key=model)
     preds = [
         ev.new_event(
             ev.PREDICTION,
@@ -398,11 +405,11 @@ def test_a_null_value_is_counted_per_feature_not_a_failed_check(
         statuses.append(env["client"].post("/", headers=headers, content=payload))
     assert [r.status_code for r in statuses] == [202, 202, 202, 202, 200], statuses[-1].text
     body = statuses[-1].json()
-    assert body["missing_values"] == {"brightness_mean": 1, "output.confidence": 1}
+    assert body["missing_values"] == {"brightness_mean": 2, "output.confidence": 1}
     assert body["missing_features"] == []
     assert body["drift"]["data"]["features"]["output.confidence"]["n_current"] == 49
     pushed = _pushed(monitoring, "driftloop_drift_missing_values", model)
-    assert pushed == {"brightness_mean": 1.0, "contrast": 0.0, "output.confidence": 1.0}
+    assert pushed == {"brightness_mean": 2.0, "contrast": 0.0, "output.confidence": 1.0}
     # an ad hoc window with a null: counted the same way
     window = {
         "brightness_mean": [*rng.normal(0.5, 0.1, 40), None],

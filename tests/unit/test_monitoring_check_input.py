@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from driftloop.errors import BadRequest
-from driftloop.monitoring.check import _check_fields, ping_models, split_missing
+from driftloop.monitoring.check import _check_fields, numbers_or_nan, ping_models, split_missing
 from driftloop.monitoring.window import columns
 
 
@@ -60,3 +60,11 @@ def test_every_field_error_at_once():
         ("window_key", "string"),
     }
     assert _check_fields({"model": "digits", "version": "2", "window_key": "w/x.parquet"}) == []
+
+
+def test_text_in_a_numeric_column_of_a_stream_window_is_missing():
+    col = np.array(["0.5", "n/a", None, "True", "2"], dtype=object)
+    col[3] = True
+    out = numbers_or_nan(col)
+    assert out[0] == 0.5 and out[4] == 2.0 and np.isnan(out[[1, 2, 3]]).all()
+    assert split_missing(out, infinite_missing=True)[1] == 3
