@@ -386,6 +386,10 @@ FIELD_VOCABULARIES: Mapping[str, Vocabulary] = {
         "delivery backoff policy", type=("eventing", "pkg/apis/duck/v1", "BackoffPolicyType")
     ),
     "func.yaml deploy.options.scale.metric": VOCABULARIES["autoscaling.knative.dev/metric"],
+    "KEDA kafka trigger offsetResetPolicy": Vocabulary(
+        "KEDA Kafka scaler offset reset policy",
+        type=("keda", "pkg/scalers", "offsetResetPolicy"),
+    ),
     "config-kafka-features flag": Vocabulary(
         "eventing feature flag",
         constants=tuple(
@@ -434,10 +438,17 @@ and functions scale through Serving)."""
 class Catalogue:
     """The keys and constants of the pinned upstream sources."""
 
-    def __init__(self, constants: Iterable[Constant], config_keys: Mapping[str, set[str]]) -> None:
+    def __init__(
+        self,
+        constants: Iterable[Constant],
+        config_keys: Mapping[str, set[str]],
+        trigger_keys: Mapping[str, set[str]] | None = None,
+    ) -> None:
         self.constants = list(constants)
         self.config_keys = {k: set(v) for k, v in config_keys.items()}
         """ConfigMap name → data keys its controller reads."""
+        self.trigger_keys = {k: set(v) for k, v in (trigger_keys or {}).items()}
+        """KEDA trigger type → the metadata keys its scaler reads."""
         self.keys: dict[str, Constant] = {}
         for c in self.constants:
             if _declares_key(c):
@@ -460,7 +471,7 @@ class Catalogue:
                 consts += java_constants(root, area)
             else:
                 consts += go_constants(root, area, str(meta["module"]))
-        return cls(consts, _config_keys(sources))
+        return cls(consts, _config_keys(sources), _trigger_keys(sources, consts))
 
     def allowed(self, vocab: Vocabulary) -> set[str]:
         out = set()
@@ -521,6 +532,24 @@ def _config_keys(sources: Path) -> dict[str, set[str]]:
             for c in go_constants(auto, _KB, "knative.dev/eventing-kafka-broker")
             if c.value.startswith(prefix)
         }
+    return out
+
+
+_TRIGGER_METADATA = re.compile(r'TriggerMetadata\[(?:"([^"]+)"|(\w+))\]')
+
+
+def _trigger_keys(sources: Path, consts: Iterable[Constant]) -> dict[str, set[str]]:
+    """KEDA trigger type → metadata keys its scaler reads (``TriggerMetadata[...]``)."""
+    out: dict[str, set[str]] = {}
+    scalers = sources / "keda" / "pkg" / "scalers"
+    names = {c.name: c.value for c in consts if (c.area, c.package) == ("keda", "pkg/scalers")}
+    for path in sorted(scalers.glob("*_scaler.go")):
+        keys = set()
+        for literal, ident in _TRIGGER_METADATA.findall(path.read_text()):
+            key = literal or names.get(ident)
+            if key:
+                keys.add(key)
+        out[path.name.removesuffix("_scaler.go")] = keys
     return out
 
 
@@ -689,6 +718,38 @@ def check_document(doc: Mapping[str, Any], file: str, cat: Catalogue) -> list[An
                 errors.append(AnnotationError(file, "deploy.options.scale.metric", "metric", msg))
     if doc.get("kind") == "ConfigMap":
         errors += _check_config_map(doc, file, cat)
+    if doc.get("kind") in {"ScaledObject", "ScaledJob"}:
+        errors += _check_keda_triggers(doc, file, cat)
+    return errors
+
+
+def _check_keda_triggers(
+    doc: Mapping[str, Any], file: str, cat: Catalogue
+) -> list[AnnotationError]:
+    """A KEDA trigger's metadata is a free map too: keys its scaler does not read are ignored."""
+    errors = []
+    for i, trig in enumerate(((doc.get("spec") or {}).get("triggers")) or []):
+        known = cat.trigger_keys.get(str(trig.get("type")))
+        if known is None:
+            continue  # a scaler whose source is not kept: the schema check still applies
+        for key, val in (trig.get("metadata") or {}).items():
+            where = f"spec.triggers[{i}].metadata"
+            if key not in known:
+                hint = difflib.get_close_matches(str(key), sorted(known), n=1, cutoff=0.0)
+                errors.append(
+                    AnnotationError(
+                        file,
+                        where,
+                        str(key),
+                        f"the KEDA {trig.get('type')} scaler reads no such key"
+                        + (f"; closest known key: {hint[0]}" if hint else ""),
+                    )
+                )
+            elif key == "offsetResetPolicy" and trig.get("type") == "kafka":
+                vocab = FIELD_VOCABULARIES["KEDA kafka trigger offsetResetPolicy"]
+                msg = _value_error(vocab, cat.allowed(vocab), val)
+                if msg:
+                    errors.append(AnnotationError(file, where, str(key), msg))
     return errors
 
 

@@ -151,7 +151,8 @@ keep_go kafka-broker "knative.dev/eventing-kafka-broker@$KAFKA_BROKER_VERSION" \
   control-plane/pkg/autoscaler control-plane/pkg/autoscaler/keda control-plane/pkg/apis/config \
   control-plane/pkg/apis/internalskafkaeventing control-plane/pkg/apis/sources/v1 \
   control-plane/pkg/apis/eventing control-plane/pkg/kafka control-plane/pkg/reconciler/trigger/v2
-keep_go keda "github.com/kedacore/keda/v2@$KEDA_VERSION" apis/keda/v1alpha1
+keep_go keda "github.com/kedacore/keda/v2@$KEDA_VERSION" apis/keda/v1alpha1 \
+  pkg/scalers/kafka_scaler.go
 keep_go prometheus-operator \
   "github.com/prometheus-operator/prometheus-operator@$PROMETHEUS_OPERATOR_VERSION" pkg/operator
 keep_go kserve "github.com/kserve/kserve@$KSERVE_VERSION" pkg/constants

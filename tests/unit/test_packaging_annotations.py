@@ -367,3 +367,52 @@ def test_own_keys_are_spelled_only_in_driftloop_annotations():
                 if isinstance(node, ast.Constant) and str(node.value).startswith("driftloop.io/"):
                     found.append(f"{path.relative_to(root)}:{node.lineno}: {node.value}")
     assert found == []
+
+
+KAFKA_SCALER_GO = """package scalers
+
+type offsetResetPolicy string
+
+const (
+\tlatest   offsetResetPolicy = "latest"
+\tearliest offsetResetPolicy = "earliest"
+)
+
+const (
+\tlagThresholdMetricName = "lagThreshold"
+)
+
+func parse(config *Config) {
+\t_ = config.TriggerMetadata["bootstrapServers"]
+\t_ = config.TriggerMetadata["offsetResetPolicy"]
+\t_ = config.TriggerMetadata[lagThresholdMetricName]
+}
+"""
+
+
+def test_keda_trigger_metadata_keys_and_offset_policy_are_the_scalers(sources):
+    scaler = sources / "keda" / "pkg" / "scalers" / "kafka_scaler.go"
+    scaler.parent.mkdir(parents=True)
+    scaler.write_text(KAFKA_SCALER_GO)
+    areas = json.loads((sources / "areas.json").read_text())
+    areas["keda"] = {"lang": "go", "module": "github.com/kedacore/keda/v2", "version": "v2"}
+    (sources / "areas.json").write_text(json.dumps(areas))
+    cat = Catalogue.load(sources)
+    assert cat.trigger_keys["kafka"] == {"bootstrapServers", "offsetResetPolicy", "lagThreshold"}
+    doc = {
+        "kind": "ScaledObject",
+        "metadata": {"name": "a"},
+        "spec": {
+            "triggers": [
+                {
+                    "type": "kafka",
+                    "metadata": {"lagTreshold": "5", "offsetResetPolicy": "oldest"},
+                }
+            ]
+        },
+    }
+    got = {e.key: e.message for e in check_document(doc, "e/60.yaml", cat)}
+    assert "closest known key: lagThreshold" in got["lagTreshold"]
+    assert "earliest, latest" in got["offsetResetPolicy"]
+    doc["spec"]["triggers"][0]["metadata"] = {"lagThreshold": "5", "offsetResetPolicy": "latest"}
+    assert check_document(doc, "e/60.yaml", cat) == []
