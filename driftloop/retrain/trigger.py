@@ -25,7 +25,7 @@ from dataclasses import replace
 from typing import Any
 
 from driftloop import events as ev
-from driftloop import topics
+from driftloop import labeled, topics
 from driftloop.blob import BlobStore, open_store
 from driftloop.errors import (
     BadRequest,
@@ -368,7 +368,7 @@ def usable_label(event: ev.Event) -> tuple[str, str] | str:
     fb_source, fb_id = data.get("feedback_source"), data.get("feedback_id")
     if not (isinstance(fb_source, str) and isinstance(fb_id, str) and fb_source and fb_id):
         return "no feedback (source, id)"
-    return str(model), f"{fb_source}\x1f{fb_id}"
+    return str(model), labeled.identity(event.source, event.id, ev.LABELED, data)
 
 
 def parse_alerts(doc: Mapping[str, Any]) -> tuple[list[tuple[str, str, str]], list[dict[str, Any]]]:
