@@ -54,6 +54,8 @@ def mlserver_settings(settings: Settings) -> dict[str, object]:
         "model_repository_implementation": REPOSITORY,
         "model_repository_implementation_args": {"models": settings.serving_model_list},
         "gzip_enabled": False,
+        # gRPC refuses larger messages itself (REST has the request guard).
+        "grpc_max_message_length": settings.serving_max_request_bytes,
     }
 
 

@@ -96,3 +96,12 @@ def test_unknown_models_and_versions_are_404_before_the_app():
     assert status == 404 and "version 99" in body["error"]
     assert call(guard, [b"{}"], path="/v2/health/ready")[0] == 200
     assert len(app.bodies) == 3
+
+
+def test_the_server_starts_behind_the_guard_and_bounds_grpc_too(tmp_path):
+    from driftloop.serving.server import argv, mlserver_settings
+    from driftloop.settings import Settings
+
+    assert argv(tmp_path)[1:4] == ["-m", "seldon.runtimes.server", "start"]
+    cfg = mlserver_settings(Settings(state_dir=tmp_path, serving_max_request_bytes=1234))
+    assert cfg["grpc_max_message_length"] == 1234

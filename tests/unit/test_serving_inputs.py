@@ -142,3 +142,19 @@ def test_image_tensors_need_known_channels_and_sizes():
         inputs.image_tensor(np.zeros((1, 40_000), dtype=np.uint8))
     with pytest.raises(BadRequest, match="finite"):
         inputs.image_tensor(np.array([[np.nan, 1.0]]))
+
+
+def test_limits_and_timeouts_come_from_settings():
+    from pydantic import ValidationError
+
+    from driftloop.settings import Settings
+
+    s = Settings(serving_model_timeouts="ocr=20, speech=45.5", serving_max_sample_rate=48_000,
+                 serving_ocr_max_pixels=1000)
+    assert (s.serving_timeout_for("ocr"), s.serving_timeout_for("speech"),
+            s.serving_timeout_for("digits")) == (20.0, 45.5, s.serving_inference_timeout_s)
+    limits = inputs.InputLimits.from_settings(s, timeout_s=s.serving_timeout_for("ocr"))
+    assert (limits.max_sample_rate, limits.ocr_max_pixels, limits.timeout_s) == (48_000, 1000,
+                                                                                20.0)
+    with pytest.raises(ValidationError):
+        Settings(serving_model_timeouts="ocr=soon")
