@@ -574,3 +574,57 @@ def test_a_record_http_cannot_carry_is_dead_lettered_and_the_route_goes_on(
         d.stop()
     assert b"UnicodeEncodeError" in dict(parked.headers)["dl_reason"]
     assert dict(parked.headers)["ce_note"] == "é€".encode()
+
+
+def test_the_dispatcher_process_stays_up_and_reports_a_failing_route(
+    settings, producer, receiver, dispatcher_process, tmp_path
+):
+    """What `driftloop status` reads: the process does not exit on a route that cannot
+    dead-letter; its heartbeat makes the component unhealthy and its /metrics say which
+    route, until the route recovers."""
+    from driftloop.local.components.dispatcher import _healthy
+
+    topic = _topic(settings, partitions=1)
+    lost = unique("test.lost-dl")
+    source = kafka_source("src", [topic], unique("g"), "Service", "fn", retry=0)
+    source["spec"]["delivery"]["deadLetterSink"]["ref"]["name"] = "lost"
+    sink = {
+        "apiVersion": "eventing.knative.dev/v1alpha1",
+        "kind": "KafkaSink",
+        "metadata": {"name": "lost"},
+        "spec": {"topic": lost, "bootstrapServers": ["x:9092"]},
+    }
+    ev_dir = write_eventing(tmp_path / "ev", [sink, source])
+    poison = events.new_event(events.FEEDBACK, "/test", {"n": 0}, id=unique("poison"))
+    receiver.control(fail_prefix={poison.id: 400})
+    _send(producer, topic, [poison], key="m")
+    proc = dispatcher_process(ev_dir, settings.kafka_bootstrap, {"fn": receiver.url})
+    proc.start()
+    state = Settings(state_dir=tmp_path / "state")
+    metrics_url = f"http://127.0.0.1:{proc.env['DRIFTLOOP_DISPATCHER_METRICS_PORT']}/metrics"
+
+    def wait(what: str, cond: Any, timeout_s: float = 90) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not cond():
+            assert proc.proc is not None and proc.proc.poll() is None, "dispatcher exited"
+            assert time.monotonic() < deadline, what
+            time.sleep(0.5)
+
+    def beat() -> dict:
+        try:
+            return json.loads((state.state_dir / "dispatcher.json").read_text())
+        except (FileNotFoundError, ValueError):
+            return {}
+
+    wait("the failing route in the heartbeat", lambda: bool(beat().get("failed")))
+    assert _healthy(state) is False
+    assert "src" in beat()["failed"][0]
+    text = httpx.get(metrics_url, timeout=5).text
+    assert 'driftloop_dispatcher_route_up{route="src"} 0.0' in text
+    bus.ensure_topics(settings, [lost], partitions=1)
+    wait("recovery", lambda: _healthy(state))
+    assert proc.proc is not None and proc.proc.poll() is None
+    text = httpx.get(metrics_url, timeout=5).text
+    assert 'driftloop_dispatcher_route_up{route="src"} 1.0' in text
+    assert 'driftloop_dispatcher_dead_lettered_total{route="src"} 1.0' in text
+    proc.stop()
