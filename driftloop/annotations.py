@@ -823,8 +823,12 @@ def check_files(files: Iterable[Path], cat: Catalogue, root: Path = ROOT) -> lis
 def _main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m driftloop.annotations")
     parser.add_argument("files", nargs="*", type=Path)
-    parser.add_argument("--sources", type=Path, default=DEFAULT_SOURCES)
+    parser.add_argument("--sources", type=Path, default=None, help="default: the cache's")
     args = parser.parse_args(argv)
+    if args.sources is None:
+        from driftloop.settings import Settings
+
+        args.sources = Settings().cache_dir / "schemas" / "annotations"
     cat = Catalogue.load(args.sources)
     files = args.files or default_files()
     errors = check_files(files, cat)
