@@ -239,6 +239,10 @@ def test_flink_kafka_connector_reads_over_sasl_ssl(secured: Settings, tmp_path: 
     values = [json.loads(line[6:]) for line in out.stdout.splitlines()
               if line.startswith("VALUE ")]
     assert "p-200" in [v["prediction_id"] for v in values]
+    # Flink's own logs and output do not carry the password (JAAS config is a secret).
+    logs = [out.stdout, out.stderr, *(f.read_text(errors="replace")
+                                      for f in (tmp_path / "flink").rglob("*") if f.is_file())]
+    assert not [t for t in logs if CLIENT_PASSWORD in t]
 
 
 def refused(settings: Settings) -> None:
