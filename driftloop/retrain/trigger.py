@@ -166,12 +166,16 @@ class RetrainTrigger:
         except NotFound:
             return {"model": model, "counted": False, "reason": "the model has no policy"}
         rule = policy.triggers.feedback_volume
+        if rule is None:
+            return {"model": model, "counted": False,
+                    "reason": "the policy has no feedback_volume rule"}
         generation = self.runs.generation(model)
         counted = self.runs.count_label(model, label_key, generation)
         count = self.runs.label_count(model, generation)
-        if not counted or rule is None or count < rule.min_events:
+        if count < rule.min_events:  # (a redelivery past the threshold evaluates too: the
+            # delivery that crossed it may have died before its decision)
             return {"model": model, "counted": counted, "feedback_since_training": count,
-                    "threshold": rule.min_events if rule else None}
+                    "threshold": rule.min_events}
         return self.evaluate(Signals(model=model, now=now_utc(), trigger="feedback"))
 
     def on_schedule(self, data: Mapping[str, Any], key: str) -> dict[str, Any]:
