@@ -27,6 +27,7 @@ ALERTS = {
     "DriftloopModelServersDown",
     "DriftloopDispatcherRouteFailing",
     "DriftloopDriftCheckStale",
+    "DriftloopFlinkJobRestarting",
 }
 
 
