@@ -124,3 +124,20 @@ def test_alertmanager_sends_the_function_token(manifest_tools):
     assert hook["httpConfig"]["authorization"] == {
         "type": "Bearer", "credentials": {"name": "driftloop-function-tokens",
                                           "key": "alertmanager"}}
+
+
+def test_every_delivery_to_the_control_plane_names_its_audience(manifest_tools):
+    """Knative Services announce no OIDC audience: each source and trigger sets the one the
+    function verifies, else Eventing sends no token and every delivery is refused."""
+    audiences = {name: {e.get("name"): e["value"] for e in func(name)["run"]["envs"]}[
+        "DRIFTLOOP_FUNCTION_OIDC_AUDIENCE"] for name in CONTROL}
+    seen = set()
+    for d in rendered(manifest_tools, "eventing"):
+        dest = d.get("spec", {}).get("sink") or d.get("spec", {}).get("subscriber")
+        if not dest or dest.get("ref", {}).get("kind") != "Service":
+            continue
+        name = dest["ref"]["name"]
+        if name in audiences:
+            assert dest.get("audience") == audiences[name], (d["kind"], d["metadata"]["name"])
+            seen.add(name)
+    assert seen == set(CONTROL)
