@@ -43,6 +43,13 @@ def bearer_token(headers: Mapping[str, str]) -> str | None:
     return token if scheme.lower() == "bearer" and token else None
 
 
+def client_headers(settings: Settings) -> dict[str, str]:
+    """What driftloop's own callers of the control plane send (the CLI demo, the local
+    dispatcher): the first of ``DRIFTLOOP_FUNCTION_TOKENS``, if any."""
+    tokens = settings.function_token_list
+    return {"authorization": f"Bearer {tokens[0]}"} if tokens else {}
+
+
 class TokenSet:
     """Static bearer tokens. Every configured token is compared (in constant time) so the
     answer's timing tells nothing about which, or how much of one, matched."""

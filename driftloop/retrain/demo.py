@@ -213,8 +213,10 @@ def run_loop(settings: Settings, *, progress: Progress = _noop, n_drift: int = 2
             else:
                 import httpx
 
+                from driftloop.auth import client_headers
+
                 answer = httpx.post(trigger_url or "", json={"model": "digits"},
-                                    timeout=30).json()
+                                    headers=client_headers(settings), timeout=30).json()
             run_id = answer.get("run_id")
             report.decision = answer["decision"]["explain"]
             if not run_id:

@@ -237,3 +237,14 @@ def test_static_tokens_and_oidc_together(oidc_settings, issuer_key):
     check(auth, "local-tok")
     check(auth, token(issuer_key))
     refused(auth, "other-tok")
+
+
+def test_own_callers_send_the_first_token(tmp_path):
+    from driftloop.auth import client_headers
+    from driftloop.local.dispatcher import delivery_token
+
+    s = Settings(state_dir=tmp_path, function_tokens=" first-tok ,second-tok")
+    assert client_headers(s) == {"authorization": "Bearer first-tok"}
+    assert delivery_token(s) == "first-tok"
+    assert client_headers(Settings(state_dir=tmp_path)) == {}
+    assert delivery_token(Settings(state_dir=tmp_path)) is None
