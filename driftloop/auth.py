@@ -16,6 +16,7 @@ request without a valid credential is 401. A JWKS endpoint that cannot be read i
 
 from __future__ import annotations
 
+import fnmatch
 import hmac
 import ssl
 from collections.abc import Mapping, Sequence
@@ -84,12 +85,14 @@ class OidcVerifier:
         leeway_s: float = 30.0,
         ca_file: Path | None = None,
         token_file: Path | None = None,
+        subjects: Sequence[str] = (),
         cache_s: int = 300,
         timeout_s: float = 5.0,
     ) -> None:
         if not audience:
             raise ValueError("DRIFTLOOP_FUNCTION_OIDC_AUDIENCE is required with an OIDC issuer")
         self.issuer, self.audience, self.leeway_s = issuer, audience, leeway_s
+        self.subjects = [p for p in subjects if p]
         self.jwks_url = jwks_url or issuer.rstrip("/") + JWKS_PATH
         self._client = _jwks_client(self.jwks_url, ca_file=ca_file, token_file=token_file,
                                     cache_s=cache_s, timeout_s=timeout_s)
@@ -108,13 +111,17 @@ class OidcVerifier:
         except jwt.InvalidTokenError as e:
             raise Unauthorized(f"invalid token: {_reason(e)}") from e
         try:
-            return jwt.decode(
+            claims: dict[str, Any] = jwt.decode(
                 token, key.key, algorithms=list(ALGORITHMS), audience=self.audience,
                 issuer=self.issuer, leeway=self.leeway_s,
                 options={"require": ["exp", "iat", "iss", "aud", "sub"]},
             )
         except jwt.InvalidTokenError as e:
             raise Unauthorized(f"invalid token: {_reason(e)}") from e
+        subject = str(claims.get("sub", ""))
+        if self.subjects and not any(fnmatch.fnmatchcase(subject, p) for p in self.subjects):
+            raise Unauthorized("invalid token: subject not allowed")
+        return claims
 
 
 def _reason(e: Exception) -> str:
@@ -169,6 +176,7 @@ class FunctionAuth:
                 leeway_s=settings.function_oidc_leeway_s,
                 ca_file=settings.function_oidc_ca_file,
                 token_file=settings.function_oidc_token_file,
+                subjects=[p.strip() for p in settings.function_oidc_subjects.split(",")],
             )
         if not tokens and oidc is None:
             return None

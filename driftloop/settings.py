@@ -427,6 +427,11 @@ class Settings(BaseSettings):
         None, description="Bearer token file sent when reading the JWKS (in a pod: the service "
         "account token); empty sends none.",
     )
+    function_oidc_subjects: str = Field(
+        "", description="Comma-separated patterns (fnmatch) a token's subject must match, e.g. "
+        "system:serviceaccount:driftloop:* (Eventing's per-source service accounts); empty "
+        "accepts any subject the issuer signed for the audience.",
+    )
     function_oidc_leeway_s: float = Field(
         30.0, ge=0, description="Clock skew allowed when checking a token's expiry."
     )

@@ -203,6 +203,14 @@ def test_oidc_valid_expired_wrong_audience_wrong_key(oidc_settings, issuer_key, 
     assert jwks.fetches >= 1
 
 
+def test_oidc_subject_patterns(oidc_settings, issuer_key):
+    auth = FunctionAuth.from_settings(oidc_settings.model_copy(
+        update={"function_oidc_subjects": "system:serviceaccount:driftloop:*"}))
+    check(auth, token(issuer_key))  # sub system:serviceaccount:driftloop:oidc-src
+    assert "subject" in refused(auth, token(issuer_key,
+                                             sub="system:serviceaccount:other-ns:anything"))
+
+
 def test_oidc_unreachable_jwks_is_503_not_a_pass(tmp_path, issuer_key, jwks):
     url = jwks.url
     jwks.close()

@@ -96,6 +96,7 @@ def test_kafka_tls_scram_listener_and_a_user_per_component(manifest_tools, overl
     assert data["DRIFTLOOP_KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL"
     assert data["DRIFTLOOP_KAFKA_SASL_MECHANISM"] == "SCRAM-SHA-512"
     assert data["DRIFTLOOP_KAFKA_CA_FILE"] == "/etc/driftloop/kafka-ca/ca.crt"
+    assert data["DRIFTLOOP_FUNCTION_OIDC_SUBJECTS"] == "system:serviceaccount:driftloop:*"
 
     # Every driftloop workload in the tree names its own user and mounts the cluster CA.
     for d in docs:
