@@ -83,7 +83,9 @@ def _one(store: BlobStore, client: V2Client, model: str, version: str | None, ke
     pid = prediction_id(store.url, model, key)
     try:
         pred = client.infer_bytes(model, store.get(key), version=version, request_id=pid)
-    except BadRequest as e:
+    except DriftloopError as e:
+        if not 400 <= e.status < 500:  # the server's trouble, not the input's: retry later
+            raise
         store.put(f"{dst}{rel}{ERROR_SUFFIX}", json.dumps(
             {"id": pid, "model": model, "input": key, "status": e.status,
              "error": e.message}).encode())

@@ -7,13 +7,17 @@ body without one (chunked) as soon as the bytes received pass the limit; a body 
 the limit is buffered (it is bounded) and replayed to the app.
 
 It also answers 404 for a model or version the server does not serve (``known``),
-before MLServer's per-model metrics create a series for the name in the URL.
+before MLServer's per-model metrics create a series for the name in the URL; 415 for a
+POST whose body is declared as something other than JSON (MLServer answered a PNG body
+with a 500); and it inflates a gzip body itself, within the same limit (MLServer would
+inflate it whole: a few megabytes of gzip are gigabytes of JSON).
 """
 
 from __future__ import annotations
 
 import json
 import re
+import zlib
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -46,6 +50,17 @@ class RequestGuard:
             if refused is not None:
                 await _answer(send, 404, refused)
                 return
+        headers = {name.lower(): value for name, value in scope.get("headers") or []}
+        ctype = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
+        if ctype and scope.get("method") == "POST" and not _is_json(ctype):
+            await _answer(send, 415, f"request body: content type "
+                          f"{ctype[:_MAX_SHOWN].decode('latin-1')!r} is not application/json")
+            return
+        encoding = headers.get(b"content-encoding", b"identity").strip().lower()
+        if encoding not in (b"identity", b"gzip"):
+            await _answer(send, 415, "request body: content encoding "
+                          f"{encoding[:_MAX_SHOWN].decode('latin-1')!r} is not gzip or identity")
+            return
         length = _content_length(scope)
         if length == -1:
             await _answer(send, 400, "Content-Length is not a number")
@@ -57,7 +72,30 @@ class RequestGuard:
         if body is None:
             await _answer(send, 413, self._too_large("the streamed body"))
             return
+        if encoding == b"gzip":
+            try:
+                body = self._gunzip(body)
+            except zlib.error as e:
+                await _answer(send, 400, f"request body: not valid gzip ({e})")
+                return
+            if body is None:
+                await _answer(send, 413, self._too_large("the inflated gzip body"))
+                return
+            scope = {**scope, "headers": [
+                (k, v) for k, v in scope.get("headers") or []
+                if k.lower() not in (b"content-encoding", b"content-length")
+            ] + [(b"content-length", str(len(body)).encode())]}
         await self.app(scope, _replay(body, receive), send)
+
+    def _gunzip(self, body: bytes) -> bytes | None:
+        """The inflated body, or None when it would pass the limit (never inflated further)."""
+        inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+        out = inflater.decompress(body, self.max_body_bytes + 1)
+        if len(out) > self.max_body_bytes or inflater.unconsumed_tail:
+            return None
+        if not inflater.eof:
+            raise zlib.error("truncated stream")
+        return out
 
     def _too_large(self, what: str) -> str:
         return (f"request body: {what} is over the limit of {self.max_body_bytes} bytes "
@@ -93,6 +131,10 @@ class RequestGuard:
             if not message.get("more_body", False):
                 break
         return b"".join(chunks)
+
+
+def _is_json(ctype: bytes) -> bool:
+    return ctype == b"application/json" or ctype.endswith(b"+json")
 
 
 def _content_length(scope: Scope) -> int | None:

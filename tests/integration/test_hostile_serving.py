@@ -177,10 +177,17 @@ def test_driftloop_predict_names_the_problem_in_one_line(mlserver, tmp_path):
 
 def test_bodies_that_are_not_a_v2_request_are_4xx(mlserver):
     url = f"{mlserver.url}/v2/models/digits/infer"
-    for content in (b"", b"not json", b"[1, 2]", b'{"inputs": "x"}', b"{" * 100_000):
+    deep = b"[" * 10_000 + b"]" * 10_000
+    tensor = b'{"inputs": [{"name": "input", "datatype": "FP32", "shape": [1], "data": %s}]}'
+    for content in (b"", b"not json", b"[1, 2]", b'{"inputs": "x"}', b"{" * 100_000,
+                    b'{"inputs": ' + deep + b"}", tensor % deep, tensor % b"[1e400]",
+                    tensor % (b"[1" + b"0" * 5000 + b"]")):
         r = httpx.post(url, content=content, headers={"content-type": "application/json"},
                        timeout=60)
         assert 400 <= r.status_code < 500, (content[:20], r.status_code, r.text[:200])
+    # a file posted as such (wrong content type for the V2 endpoint)
+    r = httpx.post(url, content=_PNG, headers={"content-type": "image/png"}, timeout=60)
+    assert 400 <= r.status_code < 500, r.text[:200]
     assert_alive(mlserver, mlserver.process.pid)
 
 
@@ -294,6 +301,16 @@ def test_oversize_bodies_are_refused_before_parsing(mlserver):
     except (httpx.WriteError, httpx.RemoteProtocolError, httpx.ReadError):
         pass  # the server answered 413 and closed while the client was still sending
     del big
+    # 300 MB of JSON in 300 KB of gzip: inflated only up to the limit
+    z = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    bomb = z.compress(b'{"inputs": [{"name": "input", "datatype": "FP32", "shape": [1], '
+                      b'"data": [')
+    bomb += b"".join(z.compress(b"1," * 500_000) for _ in range(300)) + z.compress(b"1]}]}")
+    bomb += z.flush()
+    assert len(bomb) < limit
+    r = httpx.post(f"{mlserver.url}/v2/models/digits/infer", content=bomb, timeout=120,
+                   headers={"content-type": "application/json", "content-encoding": "gzip"})
+    assert r.status_code == 413 and "inflated gzip body" in r.json()["error"]
     assert_alive(mlserver, pid)
     assert_memory_bounded(mlserver)
 

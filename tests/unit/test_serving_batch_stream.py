@@ -71,3 +71,29 @@ def test_prediction_event_keeps_the_input_id():
     data = events.PredictionData.parse(e.data)
     assert (data.model, data.version, data.output, data.latency_ms) == ("digits", "3",
                                                                        {"label": 1}, 12.5)
+
+
+def test_batch_records_every_4xx_as_rejected_and_retries_server_errors(tmp_path):
+    import json
+
+    from driftloop.errors import InferenceTimeout, PayloadTooLarge, UnsupportedMediaType
+    from driftloop.serving.batch import _one
+
+    class Refusing:
+        def __init__(self, error: Exception) -> None:
+            self.error = error
+
+        def infer_bytes(self, *args, **kwargs):
+            raise self.error
+
+    store = FileStore(tmp_path)
+    store.put("in/bomb.png", b"x")
+    for error in (PayloadTooLarge("faces inference: image is over the limit of 40 pixels"),
+                  UnsupportedMediaType("faces inference: expected a PNG or JPEG image")):
+        assert _one(store, Refusing(error), "faces", None, "in/bomb.png", "in/", "out/") \
+            == "rejected"
+        saved = json.loads(store.get("out/bomb.png.error.json"))
+        assert saved["status"] == error.status and saved["error"] == error.message
+    with pytest.raises(InferenceTimeout):
+        _one(store, Refusing(InferenceTimeout("slow")), "faces", None, "in/bomb.png", "in/",
+             "out/")

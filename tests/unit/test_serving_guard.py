@@ -14,8 +14,10 @@ class App:
 
     def __init__(self) -> None:
         self.bodies: list[bytes] = []
+        self.headers: list[dict[bytes, bytes]] = []
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        self.headers.append(dict(scope["headers"]))
         body = b""
         while True:
             m = await receive()
@@ -28,10 +30,12 @@ class App:
 
 
 def call(guard: RequestGuard, chunks: list[bytes], *, path: str = "/v2/models/m/infer",
-         length: int | str | None = None) -> tuple[int, dict[str, Any] | None, int]:
+         length: int | str | None = None, headers: dict[str, str] | None = None,
+         ) -> tuple[int, dict[str, Any] | None, int]:
     """(status, JSON body or None, chunks the guard pulled from the client)."""
-    headers = [] if length is None else [(b"content-length", str(length).encode())]
-    scope = {"type": "http", "path": path, "method": "POST", "headers": headers}
+    raw = [] if length is None else [(b"content-length", str(length).encode())]
+    raw += [(k.encode(), v.encode()) for k, v in (headers or {}).items()]
+    scope = {"type": "http", "path": path, "method": "POST", "headers": raw}
     pending = list(chunks)
     pulled = 0
     sent: list[dict[str, Any]] = []
@@ -105,3 +109,36 @@ def test_the_server_starts_behind_the_guard_and_bounds_grpc_too(tmp_path):
     assert argv(tmp_path)[1:4] == ["-m", "seldon.runtimes.server", "start"]
     cfg = mlserver_settings(Settings(state_dir=tmp_path, serving_max_request_bytes=1234))
     assert cfg["grpc_max_message_length"] == 1234
+
+
+def test_a_gzip_body_is_inflated_within_the_limit_or_refused():
+    import gzip
+
+    app = App()
+    guard = RequestGuard(app, max_body_bytes=20_000)
+    bomb = gzip.compress(b"0" * 10_000_000)  # ~10 KB on the wire, 10 MB inflated
+    assert len(bomb) < 20_000
+    status, body, _ = call(guard, [bomb[:5000], bomb[5000:]],
+                           headers={"content-encoding": "gzip"})
+    assert status == 413 and "inflated gzip body" in body["error"] and app.bodies == []
+    status, _, _ = call(guard, [gzip.compress(b'{"inputs": []}')],
+                        headers={"content-encoding": "gzip"})
+    assert status == 200 and app.bodies == [b'{"inputs": []}']
+    assert b"content-encoding" not in app.headers[0]
+    assert app.headers[0][b"content-length"] == b"14"
+    status, body, _ = call(guard, [gzip.compress(b"{}")[:-4]],
+                           headers={"content-encoding": "gzip"})
+    assert status == 400 and "gzip" in body["error"]
+    status, body, _ = call(guard, [b"{}"], headers={"content-encoding": "br"})
+    assert status == 415 and "'br'" in body["error"]
+
+
+def test_a_body_declared_as_something_else_than_json_is_415():
+    app = App()
+    guard = RequestGuard(app, max_body_bytes=1000)
+    status, body, _ = call(guard, [b"\x89PNG"], headers={"content-type": "image/png"})
+    assert status == 415 and "'image/png' is not application/json" in body["error"]
+    for ctype in ("application/json", "application/json; charset=utf-8",
+                  "application/cloudevents+json"):
+        assert call(guard, [b"{}"], headers={"content-type": ctype})[0] == 200
+    assert call(guard, [b""])[0] == 200  # no body, no type (repository load/unload)
