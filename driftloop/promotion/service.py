@@ -284,10 +284,10 @@ class PromotionService:
         model, version = _model(model), check_version(version)
         self.registry.get(model, version)
         policy = self.policy(model)
-        champion = self.registry.alias(model, "champion")
-        if champion == version:
-            return {"model": model, "version": version, "phase": "champion", "noop": True,
-                    "reason": f"v{version} is already the champion; nothing to promote"}
+        noop = {"model": model, "version": version, "phase": "champion", "noop": True,
+                "reason": f"v{version} is already the champion; nothing to promote"}
+        if self.registry.alias(model, "champion") == version:
+            return noop
         with self._lock:
             existing = self.state(model, version)
             if (existing is not None and existing.phase != "gate") or \
@@ -302,6 +302,10 @@ class PromotionService:
         try:
             lease = self._acquire(model, version, "promotion")
             try:
+                champion = self.registry.alias(model, "champion")  # read under the lease
+                if champion == version:
+                    self._release(lease)
+                    return noop
                 return self._run(policy, model, version, champion)
             except BaseException:
                 current = self.state(model, version)
@@ -588,6 +592,10 @@ class PromotionService:
         policy = self.policy(model)
         lease = self._acquire(model, target, "rollback")
         try:
+            if (self.registry.alias(model, "champion"),
+                    self.registry.alias(model, "challenger")) != (champion, challenger):
+                raise Conflict(f"{model}'s champion or canary changed meanwhile; nothing was "
+                               "rolled back, retry")
             p = self.state(model, target)
             if in_canary:
                 self.registry.clear_alias(model, "challenger")
