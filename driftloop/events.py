@@ -17,6 +17,7 @@ import base64
 import json
 import math
 import re
+import sys
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -112,14 +113,17 @@ def new_event(
 
 MAX_JSON_DEPTH = 64
 """Default of ``Settings.max_json_depth``: the deepest nesting of arrays and objects parsed."""
-MAX_INT_DIGITS = 308
-"""Longest integer accepted: beyond it no double holds the value (reward, drift values)."""
+MAX_DOUBLE = sys.float_info.max
+"""Largest magnitude of a number accepted, integers included (rewards, drift values): what
+every consumer can hold as a double."""
+_MAX_DOUBLE_INT = int(MAX_DOUBLE)
+_MAX_INT_DIGITS = len(str(_MAX_DOUBLE_INT))
 MAX_NUMBER_CHARS = 1000
 
 _STRING_TOKEN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.S)
 _NOT_BRACKET = re.compile(r"[^\[\]{}]+")
 _INNERMOST = re.compile(r"\[\]|\{\}")
-_LONG_NUMBER = re.compile(rf"\d{{{MAX_INT_DIGITS + 1}}}|[eE]\+?\d{{3}}")
+_LONG_NUMBER = re.compile(rf"\d{{{_MAX_INT_DIGITS}}}|[eE]\+?\d{{3}}")
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _MAX_PROBLEMS = 20
@@ -143,10 +147,12 @@ class RejectedItem:
 
 def _parse_int(text: str) -> int | _Refused:
     digits = len(text) - text.startswith("-")
-    if digits > MAX_INT_DIGITS:
-        return _Refused("number-range", f"an integer of {digits} digits; at most "
-                        f"{MAX_INT_DIGITS} digits (no double holds more)")
-    return int(text)
+    if digits <= _MAX_INT_DIGITS:
+        value = int(text)
+        if abs(value) <= _MAX_DOUBLE_INT:
+            return value
+    return _Refused("number-range", f"an integer of {digits} digits; numbers must lie within "
+                    f"±{MAX_DOUBLE:.17g} (what a double holds)")
 
 
 def _parse_float(text: str) -> float | _Refused:
@@ -155,7 +161,8 @@ def _parse_float(text: str) -> float | _Refused:
                         f"{MAX_NUMBER_CHARS}")
     value = float(text)
     if math.isinf(value):
-        return _Refused("number-range", f"{text[:40]} is beyond the range of a double")
+        return _Refused("number-range", f"{text[:40]} is beyond ±{MAX_DOUBLE:.17g} (what a "
+                        "double holds)")
     return value
 
 
@@ -257,20 +264,20 @@ def format_time(t: datetime) -> str:
 
 
 _RFC3339 = re.compile(
-    r"(?P<date>\d{4}-\d{2}-\d{2})[Tt ](?P<clock>\d{2}:\d{2}:\d{2})(?:\.(?P<frac>\d{1,9}))?"
-    r"(?P<zone>[Zz]|[+-]\d{2}:\d{2})?"
+    r"(?P<date>\d{4}-\d{2}-\d{2})[Tt](?P<clock>\d{2}:\d{2}:\d{2})(?:\.(?P<frac>\d+))?"
+    r"(?P<zone>[Zz]|[+-]\d{2}:\d{2})"
 )
 
 
 def parse_time(value: str) -> datetime:
-    """An RFC 3339 time as an aware UTC datetime (no zone means UTC).
+    """An RFC 3339 date-time (``T`` separator, zone required) as an aware UTC datetime.
 
     Raises ``ValueError`` for anything else, including times that leave the representable
     range once moved to UTC (``9999-12-31T23:59:59-23:59``)."""
     m = _RFC3339.fullmatch(value) if isinstance(value, str) else None
     if m is None:
         raise ValueError(f"not an RFC 3339 date-time: {value!r:.80}")
-    zone = m["zone"] or "+00:00"
+    zone = m["zone"]
     frac = f".{m['frac'][:6]}" if m["frac"] else ""
     t = datetime.fromisoformat(
         f"{m['date']}T{m['clock']}{frac}{'+00:00' if zone in 'Zz' else zone}"
@@ -373,7 +380,7 @@ def _from_sdk(sdk: SdkEvent, *, max_depth: int = MAX_JSON_DEPTH) -> Event:
     time_value = attrs.get("time")
     t = None
     try:
-        t = parse_time(time_value) if isinstance(time_value, str) and time_value else None
+        t = parse_time(time_value) if time_value is not None else None
     except ValueError as e:
         errors.append(FieldError("time", "rfc3339", f"not an RFC 3339 time: {e}"))
     if errors:
@@ -425,6 +432,9 @@ def from_structured(obj: Mapping[str, Any] | RejectedItem) -> Event:
     if not isinstance(obj, Mapping):
         raise BadRequest("event: a structured CloudEvent must be a JSON object",
                          fields=[FieldError("event", "object", "must be a JSON object")])
+    # JSON does not tell 7 from 7.0: an integral number is an integer extension value.
+    obj = {k: int(v) if isinstance(v, float) and v.is_integer() and k not in _CORE else v
+           for k, v in obj.items()}
     specversion = obj.get("specversion")
     if specversion != SPECVERSION:
         raise ValidationFailed([FieldError("specversion", "equals 1.0",

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -54,6 +55,8 @@ if TYPE_CHECKING:
     from driftloop.settings import Settings
 
 OPENAPI_PATH = Path(__file__).resolve().parent / "openapi" / "feedback-intake.json"
+JSON_CONTENT_TYPE = re.compile(r"application/json(?:; *charset=(?:utf-8|UTF-8))?")
+"""Feedback data is JSON: ``application/json``, optionally with a UTF-8 charset."""
 HEALTH_PATHS = ("/healthz", "/readyz", "/health/liveness", "/health/readiness")
 
 log = logging.getLogger("driftloop.intake")
@@ -223,7 +226,9 @@ class IntakeService:
         if event.type != ev.FEEDBACK:
             errors.append(FieldError("type", "equals " + ev.FEEDBACK,
                                      f"type must be {ev.FEEDBACK}, got {event.type!r:.80}"))
-        if event.datacontenttype and not _json_ct(event.datacontenttype):
+        if event.datacontenttype is not None and not JSON_CONTENT_TYPE.fullmatch(
+            event.datacontenttype
+        ):
             errors.append(FieldError("datacontenttype", "json",
                                      "feedback data must be application/json"))
         elif isinstance(event.data, bytes | bytearray):
@@ -370,11 +375,6 @@ def _record_too_large(e: Exception) -> PayloadTooLarge:
 
 def _internal() -> DriftloopError:
     return DriftloopError("intake could not process this event; it was not written")
-
-
-def _json_ct(content_type: str) -> bool:
-    ct = content_type.split(";", 1)[0].strip().lower()
-    return ct == "application/json" or ct.endswith("+json")
 
 
 def _not_allowed(allow: str) -> Response:
