@@ -254,6 +254,8 @@ def test_promote_and_rollback_by_hand(loop_env, kafka):
     r = runner.invoke(app, ["rollback", "--model", "digits"], env=env)
     assert r.exit_code == 1 and "replaced no earlier champion" in r.output
     assert loop_env.registry.alias("digits", "champion") == "1"
+    r = runner.invoke(app, ["rollback", "--model", "digits", "--version", v2.version], env=env)
+    assert r.exit_code == 1 and "neither in canary nor the champion" in r.output
     r = runner.invoke(app, ["promote", "--model", "digits", "--version", "99"], env=env)
     assert r.exit_code == 1 and "no version '99'" in r.output
     types = [e.type for e in kafka.read_events(topics.EVENTS)
