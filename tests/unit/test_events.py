@@ -170,3 +170,61 @@ def test_structured_attribute_types(override, field):
     with pytest.raises(ValidationFailed) as info:
         ev.from_structured(structured(**override))
     assert field in {f.field for f in info.value.fields}
+
+
+# --------------------------------------------------------------------------- the one parser
+
+
+def test_load_json_bounds_nesting_at_the_given_depth():
+    assert ev.load_json(b"[[[1]]]", max_depth=3) == [[[1]]]
+    assert ev.load_json(b'{"a": "[[[[[[", "b": [{}]}', max_depth=3) == {"a": "[[[[[[",
+                                                                       "b": [{}]}
+    for text, depth in ((b"[[[[1]]]]", 3), (b'{"a": [{"b": []}]}', 3),
+                        (b"[" * 10_000 + b"]" * 10_000, 64)):
+        with pytest.raises(BadRequest) as e:
+            ev.load_json(text, max_depth=depth)
+        assert e.value.fields[0].rule == "max-depth"
+
+
+@pytest.mark.parametrize("literal", ["9" * 400, "9" * 4301, "-" + "7" * 309, "1e400",
+                                     "1" * 5000 + ".5"])
+def test_load_json_refuses_numbers_beyond_a_double(literal):
+    with pytest.raises(ValidationFailed) as e:
+        ev.load_json(f'{{"x": [0, {literal}]}}'.encode())
+    assert [(f.field, f.rule) for f in e.value.fields] == [("x.1", "number-range")]
+
+
+def test_load_json_keeps_numbers_a_double_holds():
+    biggest = int(ev.MAX_DOUBLE)
+    assert ev.load_json(f"[{biggest}, -{biggest}, 1e308]".encode()) == [biggest, -biggest, 1e308]
+
+
+def test_load_json_refuses_lone_surrogates_and_non_utf8():
+    with pytest.raises(ValidationFailed) as e:
+        ev.load_json(b'{"id": "a\\ud800", "ok": "\\ud83d\\ude00"}')
+    assert [(f.field, f.rule) for f in e.value.fields] == [("id", "unicode")]
+    with pytest.raises(BadRequest) as e:
+        ev.load_json(b'"\xed\xa0\x80"')
+    assert e.value.fields[0].rule == "utf-8"
+
+
+def test_a_batch_element_that_breaks_a_parsing_rule_fails_alone():
+    items = ev.split_batch(b'[{"a": 1}, {"a": 1e999}, {"b": "\\udc00"}]')
+    assert items[0] == {"a": 1}
+    assert isinstance(items[1], ev.RejectedItem) and isinstance(items[2], ev.RejectedItem)
+    with pytest.raises(ValidationFailed) as e:
+        ev.from_structured(items[1])
+    assert e.value.fields[0].field == "a"
+
+
+@pytest.mark.parametrize("value", ["9999-12-31T23:59:59-23:59", "0001-01-01T00:00:00+00:01",
+                                   "2026-01-02", "2026-01-02 03:04:05Z", "2026-01-02T03:04:05",
+                                   "2026-01-02T03:04:05Z\n", "2026-02-30T00:00:00Z"])
+def test_parse_time_is_strict_rfc3339_within_range(value):
+    with pytest.raises(ValueError):
+        ev.parse_time(value)
+
+
+def test_parse_time_answers_utc():
+    t = ev.parse_time("2026-01-02T01:00:00.123456789+05:30")
+    assert ev.format_time(t) == "2026-01-01T19:30:00.123456Z"

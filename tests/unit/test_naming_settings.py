@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from driftloop import topics
-from driftloop.naming import is_safe_segment, safe_segment
+from driftloop.naming import is_safe_id, is_safe_segment, safe_segment
 from driftloop.settings import Settings
 
 
@@ -17,12 +17,24 @@ def test_safe_names(name):
 
 
 @pytest.mark.parametrize(
-    "name", ["", "../x", "..", "a/b", "A", "-a", "a-", "a..b", "a b", "a" * 65, None, 5, "é"]
+    "name", ["", "../x", "..", "a/b", "A", "-a", "a-", "a..b", "a b", "a" * 65, None, 5, "é",
+             "digits\n", "1\n", "\ndigits", "digits\r\n"]
 )
 def test_unsafe_names(name):
     assert not is_safe_segment(name)
     with pytest.raises(ValueError, match="must be 1-64"):
         safe_segment(name)
+
+
+@pytest.mark.parametrize("value", ["fb-1", "a", "x" * 256, "https://app.example/x?y=1", "!~"])
+def test_safe_ids(value):
+    assert is_safe_id(value)
+
+
+@pytest.mark.parametrize("value", ["", "x" * 257, "fb 1", "fb-1\n", "\u0000invalid", "café",
+                                   "tab\there", "\x7f", None, 7])
+def test_unsafe_ids(value):
+    assert not is_safe_id(value)
 
 
 def test_topics_follow_the_contract():
