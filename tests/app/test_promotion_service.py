@@ -165,6 +165,41 @@ def test_one_promotion_per_model_at_a_time(loop_env, kafka):
     svc.close()
 
 
+def test_two_replicas_starting_two_versions_at_once_run_one(loop_env):
+    """Two promote replicas (no shared memory) get model.trained for v2 and v3 at the same
+    moment: the blob-store lease lets exactly one through, the other is a Conflict."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from driftloop.errors import Conflict
+
+    write_policy(loop_env.settings.policy_dir, promotion=OPEN_GATE)
+    v2, v3 = new_version(loop_env, "replica-a"), new_version(loop_env, "replica-b")
+    a, b = promoter(loop_env, promote_bake_s=600.0), promoter(loop_env, promote_bake_s=600.0)
+
+    def start(svc: PromotionService, version: str):
+        try:
+            return svc.start("digits", version)["phase"]
+        except Conflict as e:
+            return f"conflict: {e.message}"
+
+    with ThreadPoolExecutor(2) as pool:
+        outcomes = sorted(pool.map(start, (a, b), (v2, v3)))
+    assert outcomes[0] == "canary" and outcomes[1].startswith("conflict:"), outcomes
+    running = loop_env.registry.alias("digits", "challenger")
+    assert running in (v2, v3) and svc_lease_version(a) == running
+    other = v3 if running == v2 else v2
+    assert a.state("digits", other) is None
+    a.rollback("digits", version=running)
+    assert a.lease("digits") is None and loop_env.registry.alias("digits", "champion") == "1"
+    a.close()
+    b.close()
+
+
+def svc_lease_version(svc: PromotionService) -> str | None:
+    lease = svc.lease("digits")
+    return lease.version if lease else None
+
+
 def test_rollbacks_walk_back_through_promotions(loop_env, kafka):
     v2, v3 = new_version(loop_env, "walk-a"), new_version(loop_env, "walk-b")
     svc = promoter(loop_env)
