@@ -12,8 +12,10 @@ Only the standard library and Flask are imported here, to keep cold starts short
 from __future__ import annotations
 
 import atexit
+import contextlib
 import importlib
 import threading
+import time
 from typing import Any
 
 import flask
@@ -36,6 +38,7 @@ class FunctionHost:
         self._service: Any = None
         self._checker: Any = None
         self._checker_built = False
+        self._metrics: Any = None
         self._lock = threading.Lock()
 
     def service(self) -> Any:
@@ -97,22 +100,53 @@ class FunctionHost:
         if request.method == "GET" and request.path in HEALTH_PATHS:
             return flask.Response(b'{"status": "ok"}', status=200,
                                   content_type="application/json")
+        if request.method == "GET" and request.path == "/metrics":
+            return self._metrics_page()  # open like the probes: counts, no payloads
+        started = time.perf_counter()
+        response, body = self._answer(request)
+        with contextlib.suppress(Exception):  # counting never fails a request
+            self.metrics().observe(request.method, dict(request.headers), body,
+                                   response.status_code, response.get_data(),
+                                   time.perf_counter() - started)
+        return response
+
+    def metrics(self) -> Any:
+        """This process's ``FunctionMetrics`` (driftloop.function_metrics), built once."""
+        with self._lock:
+            if self._metrics is None:
+                from driftloop.function_metrics import FunctionMetrics
+
+                self._metrics = FunctionMetrics()
+            return self._metrics
+
+    def _metrics_page(self) -> flask.Response:
+        """The edge's metrics, then the service's own registry when it has one and is built
+        (a scrape never builds the service)."""
+        own = getattr(getattr(self._service, "metrics", None), "registry", None)
+        from driftloop.function_metrics import CONTENT_TYPE
+
+        page = self.metrics().exposition(*([own] if own is not None else []))
+        return flask.Response(page, status=200, content_type=CONTENT_TYPE)
+
+    def _answer(self, request: flask.Request) -> tuple[flask.Response, bytes]:
+        """The response and the body read (empty when refused before reading)."""
         refused = self._refused(request)
         if refused is not None:
-            return refused
+            return refused, b""
         svc = self.service()
         limit = body_limit(svc)
         declared = request.content_length
         if declared is not None and declared > limit:
-            return _too_large(limit)  # refused on the declared length, nothing is read
+            return _too_large(limit), b""  # refused on the declared length, nothing is read
         if declared is None:
             body = request.stream.read(limit + 1)  # chunked: one byte past the limit tells
         else:
             body = request.get_data(cache=False)
         if len(body) > limit:
-            return _too_large(limit)
+            return _too_large(limit), b""
         result = svc.handle(request.method, request.path, dict(request.headers), body)
-        return flask.Response(result.body, status=result.status, headers=dict(result.headers))
+        return (flask.Response(result.body, status=result.status, headers=dict(result.headers)),
+                body)
 
 
 def body_limit(service: Any) -> int:

@@ -266,6 +266,15 @@ class Settings(BaseSettings):
     alertmanager_port: int = Field(
         9094, description="Port of the local Alertmanager (9093 is Kafka's controller)."
     )
+    node_exporter_port: int = Field(
+        9100, description="Port of the local node-exporter (host CPU, memory, disk, network)."
+    )
+    kafka_metrics_port: int = Field(
+        9404, description="Port of the JMX exporter agent inside the local Kafka broker."
+    )
+    kafka_lag_port: int = Field(
+        9308, description="Port of the local consumer-group lag exporter (kafka-lag)."
+    )
     prometheus_url: str = Field("", description="Prometheus base URL; empty means the local one.")
     pushgateway_url: str = Field(
         "", description="Pushgateway base URL drift-check pushes to; empty means the local one."

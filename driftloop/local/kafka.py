@@ -16,6 +16,18 @@ from driftloop.local.process import tcp_open
 from driftloop.settings import PROJECT_ROOT
 
 LOG4J_CONFIG = PROJECT_ROOT / "infra" / "kafka" / "log4j2.properties"
+JMX_RULES = PROJECT_ROOT / "infra" / "kafka" / "jmx-exporter.yml"
+JMX_VERSION_FILE = PROJECT_ROOT / "infra" / "kafka" / "jmx-exporter.version"
+
+
+def jmx_agent(cache_dir: Path) -> Path | None:
+    """The Prometheus JMX exporter agent jar ``make setup`` fetched, or None."""
+    try:
+        version = JMX_VERSION_FILE.read_text().strip()
+    except FileNotFoundError:
+        return None
+    jar = cache_dir / "kafka" / "agent" / f"jmx_prometheus_javaagent-{version}.jar"
+    return jar if jar.is_file() else None
 
 
 def java_binary() -> str:
@@ -36,6 +48,14 @@ class KafkaBroker:
     controller_port: int
     heap: str = "768m"
     host: str = "127.0.0.1"
+    metrics_port: int = 0
+    """Where the JMX exporter agent serves /metrics (0, or no ``agent``: not served)."""
+    agent: Path | None = None
+
+    @property
+    def metrics(self) -> str:
+        """``host:port`` of the broker's /metrics, '' when the agent is not loaded."""
+        return f"{self.host}:{self.metrics_port}" if self.metrics_port and self.agent else ""
 
     @property
     def bootstrap(self) -> str:
@@ -106,7 +126,10 @@ class KafkaBroker:
             raise StackError(f"formatting Kafka storage failed: {' '.join(out)}") from e
 
     def argv(self) -> list[str]:
-        return self._java("kafka.Kafka", str(self.config_path), heap=self.heap)
+        argv = self._java("kafka.Kafka", str(self.config_path), heap=self.heap)
+        if self.metrics:
+            argv.insert(1, f"-javaagent:{self.agent}={self.metrics}:{JMX_RULES}")
+        return argv
 
     def healthy(self) -> bool:
         return tcp_open(self.host, self.port)

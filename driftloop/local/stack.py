@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from driftloop.errors import StackError
-from driftloop.local.components import ComponentSpec, discover
+from driftloop.local.components import ComponentSpec, discover, selected
 from driftloop.local.process import pid_alive, port_is_free, spawn, stop_pid, wait_until
 from driftloop.settings import Settings
 
@@ -43,13 +43,7 @@ class Stack:
     @property
     def specs(self) -> list[ComponentSpec]:
         if self._specs is None:
-            wanted = {c.strip() for c in self.settings.components.split(",") if c.strip()}
-            specs = discover(self.settings)
-            unknown = wanted - {s.name for s in specs}
-            if unknown:
-                raise StackError(f"unknown components: {', '.join(sorted(unknown))} "
-                                 f"(known: {', '.join(s.name for s in specs)})")
-            self._specs = [s for s in specs if not wanted or s.name in wanted]
+            self._specs = selected(self.settings)
         return self._specs
 
     @property
@@ -118,6 +112,8 @@ class Stack:
         proc = spawn(spec.argv, log_path=log_path, env=env, cwd=spec.cwd)
         record = {"name": spec.name, "pid": proc.pid, "endpoint": spec.endpoint,
                   "log": str(log_path), **dict(spec.extra)}
+        if spec.metrics:
+            record["scrape"] = spec.metrics  # Prometheus job ``name`` scrapes it
         try:
             wait_until(spec.health, timeout_s=spec.start_timeout_s, what=spec.name,
                        alive=lambda: proc.poll() is None, log_path=log_path)

@@ -6,6 +6,7 @@ The templates live in ``infra/prometheus/prometheus.yml.tmpl`` and
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from dataclasses import dataclass
@@ -68,24 +69,67 @@ def _duration(seconds: float) -> str:
     return f"{max(int(seconds * 1000), 1)}ms"
 
 
-def render_prometheus(settings: Settings, rules_file: Path) -> str:
+@dataclass(frozen=True)
+class ScrapeJob:
+    """One Prometheus scrape job: its name (a component's) and ``host:port`` targets."""
+
+    name: str
+    targets: tuple[str, ...]
+
+    @property
+    def honor_labels(self) -> bool:
+        """The Pushgateway keeps the labels drift-check pushed (job, model, version)."""
+        return self.name == "pushgateway"
+
+
+def default_jobs(settings: Settings) -> list[ScrapeJob]:
+    """The jobs of a monitoring stack started outside ``driftloop up`` (test fixtures):
+    the monitoring servers, feedback-intake, MLServer and the dispatcher."""
+    jobs = [
+        ScrapeJob("prometheus", (f"127.0.0.1:{settings.prometheus_port}",)),
+        ScrapeJob("pushgateway", (f"127.0.0.1:{settings.pushgateway_port}",)),
+        ScrapeJob("feedback-intake", (f"127.0.0.1:{settings.intake_port}",)),
+        ScrapeJob("mlserver", (f"127.0.0.1:{settings.serving_metrics_port}",)),
+    ]
+    if settings.dispatcher_metrics_port:
+        jobs.append(ScrapeJob("dispatcher", (f"127.0.0.1:{settings.dispatcher_metrics_port}",)))
+    return jobs
+
+
+def external_jobs(settings: Settings) -> list[ScrapeJob]:
+    """Targets the stack did not start, named in the settings."""
+    out = []
+    for name, value in (("flink", settings.flink_metrics_targets),
+                        ("functions", settings.function_metrics_targets)):
+        if _csv(value):
+            out.append(ScrapeJob(name, tuple(_csv(value))))
+    return out
+
+
+def _scrape_configs(jobs: list[ScrapeJob]) -> str:
+    lines = []
+    for job in jobs:
+        lines.append(f"  - job_name: {json.dumps(job.name)}")
+        if job.honor_labels:
+            lines.append("    honor_labels: true")
+        lines.append("    static_configs:")
+        lines.append(f"      - targets: [{_targets(list(job.targets))}]")
+    return "\n".join(lines) if lines else "  []"
+
+
+def render_prometheus(
+    settings: Settings, rules_file: Path, jobs: list[ScrapeJob] | None = None
+) -> str:
+    """``jobs``: what to scrape (``driftloop up`` passes one job per started component
+    serving metrics); None scrapes :func:`default_jobs`. Settings' external targets are added."""
     tmpl = Template(PROMETHEUS_TEMPLATE.read_text())
+    chosen = default_jobs(settings) if jobs is None else list(jobs)
     return tmpl.substitute(
         scrape_interval=_duration(settings.scrape_interval_s),
         evaluation_interval=_duration(settings.scrape_interval_s),
         rules_file=str(rules_file),
         alertmanager_target=_targets([f"127.0.0.1:{settings.alertmanager_port}"]),
-        prometheus_target=_targets([f"127.0.0.1:{settings.prometheus_port}"]),
-        pushgateway_target=_targets([f"127.0.0.1:{settings.pushgateway_port}"]),
-        intake_targets=_targets([f"127.0.0.1:{settings.intake_port}"]),
-        serving_targets=_targets([f"127.0.0.1:{settings.serving_metrics_port}"]),
-        flink_targets=_targets(_csv(settings.flink_metrics_targets)),
-        function_targets=_targets(_csv(settings.function_metrics_targets)),
-        dispatcher_targets=_targets(
-            [f"127.0.0.1:{settings.dispatcher_metrics_port}"]
-            if settings.dispatcher_metrics_port
-            else []
-        ),
+        scrape_configs=_scrape_configs(chosen + external_jobs(settings)),
     )
 
 
@@ -108,12 +152,15 @@ def render_alertmanager(
     )
 
 
-def write_configs(settings: Settings, folder: Path | None = None) -> MonitoringFiles:
-    """Render both configurations and copy the rules under ``folder`` (default: state dir)."""
+def write_configs(
+    settings: Settings, folder: Path | None = None, jobs: list[ScrapeJob] | None = None
+) -> MonitoringFiles:
+    """Render both configurations and copy the rules under ``folder`` (default: state dir);
+    ``jobs`` as for :func:`render_prometheus`."""
     files = MonitoringFiles(folder or settings.state_dir / "monitoring")
     files.rules.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(RULES_FILE, files.rules)
-    files.prometheus.write_text(render_prometheus(settings, files.rules))
+    files.prometheus.write_text(render_prometheus(settings, files.rules, jobs))
     token_file = None
     if settings.function_token_list:
         token_file = files.function_token
@@ -131,6 +178,11 @@ PROMETHEUS_BIN = "prometheus"
 PUSHGATEWAY_BIN = "prometheus-pushgateway"
 ALERTMANAGER_BIN = "prometheus-alertmanager"
 PROMTOOL_BIN = "promtool"
+NODE_EXPORTER_BIN = "prometheus-node-exporter"
+
+# Host resources the dashboard and the host alerts read; the other collectors stay off
+# (fewer series, shorter scrapes).
+NODE_COLLECTORS = ("cpu", "meminfo", "filesystem", "netdev", "loadavg", "diskstats", "pressure")
 
 
 def binary(name: str) -> str | None:
@@ -167,5 +219,15 @@ def alertmanager_argv(files: MonitoringFiles, port: int) -> list[str]:
         f"--storage.path={files.alertmanager_data}",
         f"--web.listen-address=127.0.0.1:{port}",
         "--cluster.listen-address=",
+        "--log.level=warn",
+    ]
+
+
+def node_exporter_argv(port: int) -> list[str]:
+    return [
+        binary(NODE_EXPORTER_BIN) or NODE_EXPORTER_BIN,
+        f"--web.listen-address=127.0.0.1:{port}",
+        "--collector.disable-defaults",
+        *(f"--collector.{c}" for c in NODE_COLLECTORS),
         "--log.level=warn",
     ]

@@ -28,6 +28,12 @@ ALERTS = {
     "DriftloopDispatcherRouteFailing",
     "DriftloopDriftCheckStale",
     "DriftloopFlinkJobRestarting",
+    "DriftloopHostDiskAlmostFull",
+    "DriftloopHostMemoryPressure",
+    "DriftloopKafkaUnderReplicatedPartitions",
+    "DriftloopKafkaOfflinePartitions",
+    "DriftloopKafkaConsumerLagGrowing",
+    "DriftloopKafkaLagUnknown",
 }
 
 
@@ -89,7 +95,8 @@ def test_rendered_configs_pass_promtool_and_amtool(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stdout + out.stderr
     prom = yaml.safe_load(files.prometheus.read_text())
     jobs = {j["job_name"]: j for j in prom["scrape_configs"]}
-    assert {"pushgateway", "feedback-intake", "mlserver", "flink", "functions"} <= set(jobs)
+    assert {"pushgateway", "feedback-intake", "mlserver", "flink"} <= set(jobs)
+    assert "functions" not in jobs  # no targets named: no job
     assert jobs["dispatcher"]["static_configs"][0]["targets"] == [
         f"127.0.0.1:{settings.dispatcher_metrics_port}"
     ]
@@ -101,7 +108,8 @@ def test_rendered_configs_pass_promtool_and_amtool(tmp_path: Path) -> None:
 
 def test_local_components_are_named_and_ordered(tmp_path: Path) -> None:
     specs = component.components(Settings(state_dir=tmp_path))
-    assert {s.name for s in specs} == {"prometheus", "pushgateway", "alertmanager"}
+    assert {s.name for s in specs} == {"prometheus", "pushgateway", "alertmanager",
+                                       "node-exporter"}
     assert {s.order for s in specs} == {20}
     by_name = {s.name: s for s in specs}
     assert by_name["alertmanager"].ports == (9094,)

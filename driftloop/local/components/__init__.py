@@ -41,6 +41,9 @@ class ComponentSpec:
     """Runs once the process is healthy (create topics, buckets)."""
     extra: Mapping[str, object] = field(default_factory=dict)
     """Shown by ``status --json`` beside the standard keys (e.g. pipelines, models)."""
+    metrics: str = ""
+    """``host:port`` serving Prometheus ``/metrics`` ('' : none); the stack's Prometheus
+    scrapes exactly the started components that set it, as job ``name``."""
 
 
 def discover(settings: Settings) -> list[ComponentSpec]:
@@ -52,3 +55,16 @@ def discover(settings: Settings) -> list[ComponentSpec]:
         if factory is not None:
             specs.extend(factory(settings))
     return sorted(specs, key=lambda s: (s.order, s.name))
+
+
+def selected(settings: Settings) -> list[ComponentSpec]:
+    """The components ``driftloop up`` starts: all, or those ``settings.components`` names."""
+    from driftloop.errors import StackError
+
+    wanted = {c.strip() for c in settings.components.split(",") if c.strip()}
+    specs = discover(settings)
+    unknown = wanted - {s.name for s in specs}
+    if unknown:
+        raise StackError(f"unknown components: {', '.join(sorted(unknown))} "
+                         f"(known: {', '.join(s.name for s in specs)})")
+    return [s for s in specs if not wanted or s.name in wanted]

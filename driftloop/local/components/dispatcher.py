@@ -56,6 +56,8 @@ def components(settings: Settings) -> list[ComponentSpec]:
             ports=(settings.dispatcher_metrics_port,) if settings.dispatcher_metrics_port else (),
             start_timeout_s=30,
             prepare=clear_heartbeat,
+            metrics=(f"127.0.0.1:{settings.dispatcher_metrics_port}"
+                     if settings.dispatcher_metrics_port else ""),
             extra={
                 "routes": [f"{'/'.join(r.topics)} → {r.sink}" for r in eventing.routes],
                 "pings": [f"{p.schedule} → {p.sink}" for p in eventing.pings],

@@ -45,6 +45,7 @@ def function_spec(
         cwd=PROJECT_ROOT,
         ports=(port,),
         start_timeout_s=30,
+        metrics=f"127.0.0.1:{port}",
     )
 
 

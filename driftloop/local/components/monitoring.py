@@ -1,7 +1,8 @@
-"""Prometheus, Pushgateway and Alertmanager (Debian packages) in the local stack.
+"""Prometheus, Pushgateway, Alertmanager and node-exporter (Debian packages) in the stack.
 
 Configuration is rendered from the settings into ``<state_dir>/monitoring`` before start;
-when the binaries are not installed the stack runs without them.
+Prometheus scrapes exactly the selected components that serve metrics. When the binaries
+are not installed the stack runs without them.
 """
 
 from __future__ import annotations
@@ -24,9 +25,27 @@ def components(settings: Settings) -> list[ComponentSpec]:
     alerts = settings.resolved_alertmanager_url
 
     def prepare() -> None:
-        config.write_configs(settings, files.folder)
+        from driftloop.local.components import selected
+
+        jobs = [config.ScrapeJob(s.name, (s.metrics,)) for s in selected(settings) if s.metrics]
+        config.write_configs(settings, files.folder, jobs)
+
+    node = f"127.0.0.1:{settings.node_exporter_port}"
+    host = []
+    if config.binary(config.NODE_EXPORTER_BIN):
+        host.append(ComponentSpec(
+            name="node-exporter",
+            argv=config.node_exporter_argv(settings.node_exporter_port),
+            order=ORDER,
+            endpoint=f"http://{node}",
+            health=lambda: http_ok(f"http://{node}/metrics", timeout_s=3.0),
+            ports=(settings.node_exporter_port,),
+            start_timeout_s=30,
+            metrics=node,
+        ))
 
     return [
+        *host,
         ComponentSpec(
             name="pushgateway",
             argv=config.pushgateway_argv(files, settings.pushgateway_port),
@@ -37,6 +56,7 @@ def components(settings: Settings) -> list[ComponentSpec]:
             start_timeout_s=30,
             prepare=prepare,
             extra={"metrics": f"{push}/metrics", "job": "driftloop-drift-check"},
+            metrics=f"127.0.0.1:{settings.pushgateway_port}",
         ),
         ComponentSpec(
             name="alertmanager",
@@ -48,6 +68,7 @@ def components(settings: Settings) -> list[ComponentSpec]:
             start_timeout_s=30,
             prepare=prepare,
             extra={"webhook": settings.alert_webhook_url, "config": str(files.alertmanager)},
+            metrics=f"127.0.0.1:{settings.alertmanager_port}",
         ),
         ComponentSpec(
             name="prometheus",
@@ -59,5 +80,6 @@ def components(settings: Settings) -> list[ComponentSpec]:
             start_timeout_s=60,
             prepare=prepare,
             extra={"rules": str(files.rules), "alerts": f"{prom}/api/v1/alerts"},
+            metrics=f"127.0.0.1:{settings.prometheus_port}",
         ),
     ]

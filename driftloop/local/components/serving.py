@@ -40,6 +40,7 @@ def components(settings: Settings) -> list[ComponentSpec]:
             ports=(s.serving_http_port, s.serving_grpc_port, s.serving_metrics_port),
             start_timeout_s=120,
             prepare=prepare,
+            metrics=f"127.0.0.1:{s.serving_metrics_port}",
             extra={
                 "protocol": "v2",
                 "grpc": f"127.0.0.1:{s.serving_grpc_port}",
