@@ -159,18 +159,20 @@ def register(app: typer.Typer) -> None:
             Path | None,
             typer.Option(help="Current window from a CSV/Parquet file instead of Kafka."),
         ] = None,
-        out: Annotated[Path, typer.Option(help="Output folder.")] = Path("driftloop-report"),
+        out: Annotated[Path, typer.Option(
+            help="Output .html file, or a folder to write report.html into.")
+        ] = Path("driftloop-report"),
     ) -> None:
-        """Write an HTML report (PNG plots) of drift per feature and quality over time."""
+        """Write one self-contained HTML page: drift, distributions, quality, promotions."""
         from datetime import UTC, datetime
 
         from driftloop.drift import DriftConfig, DriftInputError, detect
         from driftloop.monitoring.check import DriftCheckService, Window
         from driftloop.monitoring.profiles import load_profile
         from driftloop.monitoring.quality import aggregate
-        from driftloop.monitoring.report import write_report
+        from driftloop.monitoring.report import load_loop_state, write_report
 
-        if out.exists() and not out.is_dir():
+        if out.suffix != ".html" and out.exists() and not out.is_dir():
             raise fail(f"--out {out}: exists and is not a folder", code=2)
         settings = load_settings()
         svc = DriftCheckService(settings)
@@ -203,6 +205,7 @@ def register(app: typer.Typer) -> None:
                 current=present,
                 labeled=labeled,
                 quality=aggregate(window.labeled, model=model),
+                loop=load_loop_state(svc.store, model),
             )
         except (DriftInputError, DriftloopError) as e:
             raise fail(str(e)) from e

@@ -1,0 +1,123 @@
+"""The asyncio client: the same calls as ``Client``, awaited (httpx.AsyncClient)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from driftloop.client import wire
+from driftloop.client.errors import error_from_response, retry_after_s
+from driftloop.client.inputs import InputSender
+from driftloop.client.retry import RETRY_STATUSES, Attempts, RetryPolicy
+from driftloop.client.types import Accepted, BatchResult, Feedback, ItemResult, Prediction
+from driftloop.errors import BadRequest, DriftloopError, Unavailable
+
+if TYPE_CHECKING:
+    from driftloop.settings import Settings
+
+ResponseHook = Callable[[httpx.Response], Awaitable[None]]
+
+
+class AsyncClient:
+    """Like ``Client``; ``send_input`` runs the Kafka producer in a worker thread."""
+
+    def __init__(self, *, source: str, intake_url: str | None = None,
+                 serving_url: str | None = None, token: str | None = None,
+                 retry: RetryPolicy | None = None, timeout_s: float = 30.0,
+                 kafka: Settings | None = None,
+                 on_response: list[ResponseHook] | None = None) -> None:
+        """``on_response``: httpx hooks called with every answer, retries included
+        (logging, metrics)."""
+        self.source, self.intake_url, self.serving_url = source, intake_url, serving_url
+        self.retry = retry or RetryPolicy()
+        self._http = httpx.AsyncClient(timeout=timeout_s, headers=wire.auth_headers(token),
+                                       event_hooks={"response": list(on_response or [])})
+        self._inputs = InputSender(source, kafka)
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+        await asyncio.to_thread(self._inputs.close)
+
+    async def _post(self, url: str | None, headers: dict[str, str], content: bytes,
+                    what: str, attempts: Attempts) -> httpx.Response:
+        if not url:
+            raise BadRequest(f"{what}: this client has no URL for it")
+        while True:
+            err: DriftloopError
+            try:
+                r = await self._http.post(url, headers=headers, content=content)
+                if r.status_code not in RETRY_STATUSES:
+                    return r
+                retry_after = retry_after_s(r.headers)
+                err = error_from_response(r.status_code, r.content, what)
+            except httpx.TransportError as e:
+                retry_after, err = None, Unavailable(f"{what}: {url} unreachable: {e}")
+            wait = attempts.next_wait(time.monotonic(), retry_after)
+            if wait is None:
+                raise err
+            await asyncio.sleep(wait)
+
+    async def predict(self, model: str, input: Any, *, version: str | None = None,
+                      request_id: str | None = None) -> Prediction:
+        rid = wire.new_request_id(request_id)
+        body = httpx.Request("POST", "http://x", json=wire.infer_body(input, rid)).content
+        url = f"{(self.serving_url or '').rstrip('/')}{wire.infer_path(model, version)}" \
+            if self.serving_url else None
+        r = await self._post(url, {"content-type": "application/json", "x-request-id": rid},
+                             body, f"{model} inference", Attempts(self.retry, time.monotonic()))
+        return wire.prediction(model, rid, r.status_code, r.headers, r.content)
+
+    def make_feedback(self, prediction: Prediction | str, *, truth: Any = None,
+                      reward: Any = None, model: str | None = None,
+                      version: str | None = None, id: str | None = None) -> Feedback:
+        return wire.make_feedback(self.source, prediction, truth=truth, reward=reward,
+                                  model=model, version=version, id=id)
+
+    async def feedback(self, prediction: Prediction | str, *, truth: Any = None,
+                       reward: Any = None, model: str | None = None,
+                       version: str | None = None, id: str | None = None) -> Accepted:
+        return await self.send_feedback(self.make_feedback(
+            prediction, truth=truth, reward=reward, model=model, version=version, id=id))
+
+    async def send_feedback(self, fb: Feedback) -> Accepted:
+        headers, body = wire.single_request(fb)
+        r = await self._post(self.intake_url, headers, body, "feedback",
+                             Attempts(self.retry, time.monotonic()))
+        return wire.accepted(fb, r.status_code, r.content)
+
+    async def feedback_batch(self, items: Iterable[Feedback]) -> BatchResult:
+        events = list(items)
+        attempts = Attempts(self.retry, time.monotonic())
+        done: dict[int, ItemResult] = {}
+        pending = list(range(len(events)))
+        while True:
+            headers, body = wire.batch_request([events[i] for i in pending])
+            r = await self._post(self.intake_url, headers, body, "feedback batch", attempts)
+            results = wire.batch_items([events[i] for i in pending], r.status_code, r.content)
+            for i, res in zip(pending, results, strict=True):
+                done[i] = res
+            pending = [i for i in pending if done[i].status in RETRY_STATUSES]
+            if not pending:
+                return wire.merge(self.source, events, done)
+            wait = attempts.next_wait(time.monotonic(), retry_after_s(r.headers))
+            if wait is None:
+                return wire.merge(self.source, events, done)
+            await asyncio.sleep(wait)
+
+    async def send_input(self, model: str, data: bytes, *, content_type: str,
+                         id: str | None = None) -> str:
+        return await asyncio.to_thread(self._inputs.send, model, data,
+                                       content_type=content_type, id=id)
+
+
+__all__ = ["AsyncClient"]
