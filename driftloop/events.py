@@ -123,7 +123,12 @@ MAX_NUMBER_CHARS = 1000
 _STRING_TOKEN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.S)
 _NOT_BRACKET = re.compile(r"[^\[\]{}]+")
 _INNERMOST = re.compile(r"\[\]|\{\}")
-_LONG_NUMBER = re.compile(rf"\d{{{_MAX_INT_DIGITS}}}|[eE]\+?\d{{3}}")
+# Text that may hold a number beyond a double's range: a run of 200+ digits, or an exponent
+# of 3+ digits on a number token (not any "e123" inside an id); fewer than 200 integer digits
+# with a 2-digit exponent stay below 1e299. Only then do the slower checking hooks run.
+_LONG_NUMBER = re.compile(
+    r"\d{200}|(?<![\w.+-])-?\d+(?:\.\d+)?[eE]\+?\d{3,}(?![\w.])"
+)
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _MAX_PROBLEMS = 20
