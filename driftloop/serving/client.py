@@ -17,6 +17,7 @@ import httpx
 from driftloop.errors import (
     BadRequest,
     DriftloopError,
+    InferenceTimeout,
     NotFound,
     PayloadTooLarge,
     Unavailable,
@@ -34,8 +35,13 @@ _BY_STATUS: dict[int, type[DriftloopError]] = {
 def _error(resp: httpx.Response, what: str) -> DriftloopError:
     try:
         message = resp.json().get("error") or resp.text
+        from_model = True
     except (json.JSONDecodeError, AttributeError):
-        message = resp.text
+        message, from_model = resp.text, False
+    if resp.status_code == 504 and from_model:
+        # The model's own time limit for this input: retrying the same input cannot help
+        # (a proxy's 504 has no JSON error and stays Unavailable).
+        return InferenceTimeout(f"{what}: {message}")
     cls = _BY_STATUS.get(resp.status_code)
     if cls is None and 400 <= resp.status_code < 500:
         cls = BadRequest

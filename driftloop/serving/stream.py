@@ -6,8 +6,9 @@ base64 or as a blob key, see flink/README.md) or a raw input event
 (``io.driftloop.input.v1``, media bytes as the value). The model is called over V2 with
 the input's id as the request id, and the prediction event (same id) is published with
 acks=all before the offset is committed: at least once, duplicates share their id.
-Inputs the model rejects (4xx) go to the dead-letter topic with the reason; an
-unavailable server is retried without losing the record.
+Inputs the model rejects (4xx) or that run past its time limit (504 from the model) go
+to the dead-letter topic with the reason; an unavailable server is retried without
+losing the record.
 """
 
 from __future__ import annotations

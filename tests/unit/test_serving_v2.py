@@ -94,3 +94,19 @@ def test_request_ids_that_cannot_be_echoed_are_400(bad_id):
         v2.request_id({"x-request-id": bad_id}, "fine")
     assert e.value.fields[0].field == "x-request-id"
     assert len(e.value.message) < 300
+
+
+def test_client_errors_keep_the_status_and_a_model_timeout_is_not_retryable():
+    import httpx
+
+    from driftloop.errors import InferenceTimeout, PayloadTooLarge, Unavailable
+    from driftloop.serving.client import _error
+
+    e = _error(httpx.Response(413, json={"error": "faces: input: over the limit"}), "faces")
+    assert isinstance(e, PayloadTooLarge) and e.status == 413
+    e = _error(httpx.Response(504, json={"error": "ocr: OCR took longer than the limit of 10 s"}),
+               "ocr inference")
+    assert isinstance(e, InferenceTimeout) and not isinstance(e, Unavailable)
+    assert e.status == 504 and "limit of 10 s" in e.message
+    assert isinstance(_error(httpx.Response(504, text="<html>gateway</html>"), "x"), Unavailable)
+    assert isinstance(_error(httpx.Response(503, json={"error": "x"}), "x"), Unavailable)
