@@ -152,6 +152,27 @@ def render_alertmanager(
     )
 
 
+ABSENCE_ALERTS = {"DriftloopFeedbackIntakeDown": "feedback-intake",
+                  "DriftloopModelServersDown": "mlserver"}
+"""Alerts that fire when a component's targets are absent, by the component they watch."""
+
+
+def rules_for(jobs: list[ScrapeJob] | None) -> str:
+    """The rules file, without the absence alerts of components the stack does not run
+    (``jobs`` None: all of them): a component left out on purpose is no outage."""
+    text = RULES_FILE.read_text()
+    if jobs is None:
+        return text
+    import yaml
+
+    running = {j.name for j in jobs}
+    doc = yaml.safe_load(text)
+    for group in doc["groups"]:
+        group["rules"] = [r for r in group["rules"]
+                          if ABSENCE_ALERTS.get(r.get("alert", ""), "") in ("", *running)]
+    return yaml.safe_dump(doc, sort_keys=False, width=1000)
+
+
 def write_configs(
     settings: Settings, folder: Path | None = None, jobs: list[ScrapeJob] | None = None
 ) -> MonitoringFiles:
@@ -159,7 +180,7 @@ def write_configs(
     ``jobs`` as for :func:`render_prometheus`."""
     files = MonitoringFiles(folder or settings.state_dir / "monitoring")
     files.rules.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(RULES_FILE, files.rules)
+    files.rules.write_text(rules_for(jobs))
     files.prometheus.write_text(render_prometheus(settings, files.rules, jobs))
     token_file = None
     if settings.function_token_list:

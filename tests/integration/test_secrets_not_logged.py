@@ -66,9 +66,9 @@ def secrets() -> dict[str, str]:
 @pytest.fixture
 def stack(tmp_path, s3, secrets):
     ports = {name: free_port() for name in (
-        "KAFKA_PORT", "KAFKA_CONTROLLER_PORT", "INTAKE_PORT", "DRIFT_CHECK_PORT", "RETRAIN_PORT",
-        "PROMOTE_PORT", "PROMETHEUS_PORT", "PUSHGATEWAY_PORT", "ALERTMANAGER_PORT",
-        "DISPATCHER_METRICS_PORT")}
+        "KAFKA_PORT", "KAFKA_CONTROLLER_PORT", "KAFKA_METRICS_PORT", "INTAKE_PORT",
+        "DRIFT_CHECK_PORT", "RETRAIN_PORT", "PROMOTE_PORT", "PROMETHEUS_PORT", "PUSHGATEWAY_PORT",
+        "ALERTMANAGER_PORT", "DISPATCHER_METRICS_PORT")}
     env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTLOOP_")}
     env.update({f"DRIFTLOOP_{k}": str(v) for k, v in ports.items()})
     env.update({

@@ -31,6 +31,7 @@ def stack_env(tmp_path):
         "DRIFTLOOP_STATE_DIR": str(tmp_path / "state"),
         "DRIFTLOOP_KAFKA_PORT": str(free_port()),
         "DRIFTLOOP_KAFKA_CONTROLLER_PORT": str(free_port()),
+        "DRIFTLOOP_KAFKA_METRICS_PORT": str(free_port()),
         "DRIFTLOOP_INTAKE_PORT": str(free_port()),
         "DRIFTLOOP_COMPONENTS": "kafka,feedback-intake,archive",
         "DRIFTLOOP_ARCHIVE_ENGINE": "consumer",

@@ -122,7 +122,7 @@ def test_grafana_dashboard_structure() -> None:
     assert dash["uid"] and dash["title"] and dash["schemaVersion"] >= 30
     ids = [p["id"] for p in dash["panels"]]
     assert len(ids) == len(set(ids))
-    exprs = " ".join(t["expr"] for p in dash["panels"] for t in p["targets"])
+    exprs = " ".join(t["expr"] for p in dash["panels"] for t in p.get("targets", []))
     for needed in (
         "driftloop_model_latency_seconds_bucket",
         "driftloop_model_errors_total",
@@ -133,7 +133,13 @@ def test_grafana_dashboard_structure() -> None:
         "process_cpu_seconds_total",
     ):
         assert needed in exprs
+    rows = [p["title"] for p in dash["panels"] if p["type"] == "row"]
+    assert rows == ["Models", "Quality and drift", "Host (node-exporter)", "Kafka", "Functions",
+                    "Dispatcher", "Processes and scrapes"]
     for p in dash["panels"]:
+        if p["type"] == "row":
+            assert p["gridPos"]["w"] == 24 and not p["panels"]
+            continue
         assert p["type"] and p["title"] and p["targets"]
         assert {"h", "w", "x", "y"} <= set(p["gridPos"])
         assert p["gridPos"]["x"] + p["gridPos"]["w"] <= 24

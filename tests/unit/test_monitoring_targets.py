@@ -40,6 +40,14 @@ def test_prometheus_scrapes_exactly_the_selected_components(tmp_path: Path) -> N
     # Not started, so not scraped: no DriftloopTargetDown for them.
     assert not {"dispatcher", "mlserver", "drift-check", "node-exporter", "kafka-lag"} & set(jobs)
     assert jobs["feedback-intake"] == [f"127.0.0.1:{settings.intake_port}"]
+    # Nor does an absence alert watch a component left out: no mlserver, no "servers down".
+    rules = settings.state_dir / "monitoring" / "rules" / RULES.name
+    out = subprocess.run(["promtool", "check", "rules", str(rules)], capture_output=True,
+                         text=True, timeout=60, check=False)
+    assert out.returncode == 0, out.stdout + out.stderr
+    alerts = {r["alert"] for g in yaml.safe_load(rules.read_text())["groups"] for r in g["rules"]}
+    defined = {r["alert"] for g in yaml.safe_load(RULES.read_text())["groups"] for r in g["rules"]}
+    assert alerts == defined - {"DriftloopModelServersDown"}
 
 
 def test_every_part_of_the_stack_serves_metrics(tmp_path: Path) -> None:
@@ -146,3 +154,16 @@ def test_lag_is_end_minus_committed_never_negative() -> None:
     committed = {("t", 0): 5, ("t", 1): 9, ("u", 0): 3}
     ends = {("t", 0): 12, ("t", 1): 7}
     assert lag_rows(committed, ends) == [("t", 0, 7), ("t", 1, 0), ("u", 0, 0)]
+
+
+def test_cluster_brokers_load_the_local_jmx_rules() -> None:
+    """Local broker and cluster brokers export the same names (one alert and panel set)."""
+    local = (PROJECT_ROOT / "infra" / "kafka" / "jmx-exporter.yml").read_text()
+    cm = yaml.safe_load((PROJECT_ROOT / "infra" / "k8s" / "base"
+                         / "42-configmap-kafka-metrics.yaml").read_text())
+    assert cm["data"]["kafka-metrics-config.yml"] == local
+    kafka = yaml.safe_load((PROJECT_ROOT / "infra" / "k8s" / "base"
+                            / "11-kafka-driftloop.yaml").read_text())
+    ref = kafka["spec"]["kafka"]["metricsConfig"]["valueFrom"]["configMapKeyRef"]
+    assert (ref["name"], ref["key"]) == (cm["metadata"]["name"], "kafka-metrics-config.yml")
+    assert kafka["spec"]["kafkaExporter"]["groupRegex"] == ".*"
