@@ -11,7 +11,13 @@ import pytest
 from driftloop import events as ev
 from driftloop import topics
 from driftloop.errors import MAX_FIELDS
-from tests.fixtures.intake import feedback, intake_client, post_batch, unique_source
+from tests.fixtures.intake import (
+    feedback,
+    intake_client,
+    post_batch,
+    post_binary,
+    unique_source,
+)
 
 
 @pytest.fixture
@@ -293,3 +299,23 @@ def test_wrong_methods_are_405_with_allow(client):
     for path in ("/metrics", "/healthz", "/openapi.json"):
         r = client.post(path, content=b"{}")
         assert r.status_code == 405 and r.headers["allow"] == "GET", path
+
+
+def test_an_event_larger_than_a_kafka_record_fails_alone(settings_factory, kafka):
+    """The body limit lets it in, the producer's record limit does not: that event is a
+    413 of its own (never a 503 that a client would retry forever); the others are written."""
+    c, service = intake_client(settings_factory(kafka_max_message_bytes=64 * 1024,
+                                                intake_send_timeout_s=5))
+    src = unique_source()
+    big = feedback(src, 1, note="x" * (100 * 1024))
+    r = post_batch(c, "/", [feedback(src, 0), big, feedback(src, 2)])
+    assert r.status_code == 207, r.text
+    results = r.json()["results"]
+    assert [x["status"] for x in results] == [202, 413, 202]
+    assert results[1]["fields"][0]["rule"] == "max-record-size"
+    r = post_batch(c, "/", [big])
+    assert r.status_code == 400 and r.json()["results"][0]["status"] == 413
+    r = post_binary(c, "/", big)
+    assert r.status_code == 413 and "retry-after" not in r.headers
+    assert ids_in_kafka(kafka, src) == [f"{src}-0", f"{src}-2"]
+    service.close()
