@@ -72,10 +72,13 @@ def latest_checkpoint(root_url: str, settings: Settings | None = None) -> str | 
 def _latest_s3_checkpoint(root_url: str, settings: Settings) -> str | None:
     from driftloop.blob import open_store
 
-    url = "s3://" + root_url.split("://", 1)[1]
-    store = open_store(url, settings)
+    url = "s3://" + root_url.split("://", 1)[1].rstrip("/")
+    parent, app = url.rsplit("/", 1)
+    if parent == "s3:/":  # the root is a bare bucket
+        parent, app = url, ""
+    store = open_store(parent, settings)
     found: list[tuple[int, str]] = []
-    for key in store.list(""):
+    for key in store.list(f"{app}/" if app else ""):
         parts = key.split("/")
         if (len(parts) >= 3 and parts[-1] == "_metadata" and parts[-2].startswith("chk-")
                 and parts[-2][4:].isdigit()):
@@ -85,7 +88,7 @@ def _latest_s3_checkpoint(root_url: str, settings: Settings) -> str | None:
     # Checkpoint numbers restart per job; a restored job continues from the restored number,
     # so the highest number is the newest of the retained ones.
     _, rel = max(found)
-    return flink_path(f"{url.rstrip('/')}/{rel}")
+    return flink_path(f"{parent}/{rel}")
 
 
 def jvm_environment(settings: Settings) -> dict[str, str]:

@@ -15,6 +15,7 @@ from driftloop import topics
 from driftloop.settings import Settings
 from flink.jobs.common import kafka_sink_ddl, kafka_source_ddl, value_in, value_out
 from flink.transforms.audio import AudioConfig
+from flink.transforms.deadletter import Origin, dead_letter
 from flink.transforms.image import ImageConfig
 from flink.transforms.records import PreprocessConfig, process_kafka_record
 
@@ -41,6 +42,8 @@ def preprocess_config(settings: Settings) -> PreprocessConfig:
             max_bytes=settings.flink_max_input_bytes,
         ),
         inline_max_bytes=settings.flink_inline_max_bytes,
+        max_record_bytes=settings.kafka_max_message_bytes,
+        max_dead_letter_value_bytes=settings.dead_letter_max_value_bytes,
     )
 
 
@@ -76,7 +79,8 @@ def make_udtf(settings: Settings) -> Any:
             return self.offload(key, body)
 
         def eval(
-            self, modality: str, text: str | None, headers: Mapping[str, bytes] | None
+            self, modality: str, text: str | None, headers: Mapping[str, bytes] | None,
+            partition: int | None = None, offset: int | None = None,
         ) -> Iterator[tuple[bytes | None, str | None, dict[str, bytes], str]]:
             source = topics.raw(modality)
             value = value_in(text)
@@ -84,13 +88,14 @@ def make_udtf(settings: Settings) -> Any:
                 out = process_kafka_record(
                     value, headers, modality=modality, source_topic=source,
                     output_topic=topics.preprocessed(modality),
-                    deadletter_topic=topics.DEADLETTER, cfg=self.cfg, offload=self._offload)
+                    deadletter_topic=topics.DEADLETTER, cfg=self.cfg, offload=self._offload,
+                    partition=partition, offset=offset)
             except Exception as e:  # a bug must not stop the stream: park the record
                 log.exception("preprocess failed on a %s record", modality)
-                hdrs = dict(headers or {})
-                hdrs["dl_reason"] = f"internal: {type(e).__name__}: {e}".encode()[:4096]
-                hdrs["dl_source_topic"] = source.encode()
-                yield None, text, hdrs, topics.DEADLETTER
+                dl = dead_letter(value, headers, reason=f"internal: {type(e).__name__}: {e}",
+                                 origin=Origin(source, partition, offset),
+                                 max_value_bytes=self.cfg.max_dead_letter_value_bytes)
+                yield dl.key, value_out(dl.value), dict(dl.headers), dl.topic
                 return
             yield out.key, value_out(out.value), dict(out.headers), out.topic
 
@@ -114,5 +119,5 @@ def add_pipeline(
         t_env.execute_sql(kafka_source_ddl(src, topics.raw(m), settings, "preprocess"))
         stmt.add_insert_sql(
             f"INSERT INTO `{SINK}` SELECT r.k2, r.v2, r.h2, r.tp FROM `{src}`, "
-            f"LATERAL TABLE(dl_preprocess('{m}', v, headers)) AS r(k2, v2, h2, tp)"
+            f"LATERAL TABLE(dl_preprocess('{m}', v, headers, part, off)) AS r(k2, v2, h2, tp)"
         )

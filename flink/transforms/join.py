@@ -43,7 +43,7 @@ UNENCODABLE = "unencodable"
 INTERNAL = "internal"
 
 MAX_SCORE_CELLS = 4_000_000
-"""Output size × truth size above which quality is not computed (``quality_error``): edit
+"""Output size times truth size above which quality is not computed (``quality_error``): edit
 distances cost their product, and a record must not hold the stream for minutes."""
 
 

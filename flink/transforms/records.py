@@ -21,6 +21,7 @@ from driftloop.events import PREPROCESSED
 from driftloop.naming import is_safe_segment
 from flink.transforms import Rejected
 from flink.transforms.audio import AudioConfig, encode_wav16, preprocess_audio
+from flink.transforms.deadletter import Origin, dead_letter, record_size
 from flink.transforms.image import ImageConfig, encode_png, preprocess_image
 
 SOURCE = "driftloop/flink/preprocess"
@@ -35,6 +36,9 @@ class PreprocessConfig:
     image: ImageConfig = field(default_factory=ImageConfig)
     inline_max_bytes: int = 256 * 1024
     """Payloads up to this size travel base64-inline; bigger ones go to the blob store."""
+    max_record_bytes: int = 2 * 1024 * 1024
+    """The agreed Kafka record limit: a bigger preprocessed record is dead-lettered."""
+    max_dead_letter_value_bytes: int = 256 * 1024
 
 
 def _payload(
@@ -120,8 +124,11 @@ def process_kafka_record(
     deadletter_topic: str,
     cfg: PreprocessConfig,
     offload: Offload | None = None,
+    partition: int | None = None,
+    offset: int | None = None,
 ) -> Outcome:
-    """A raw Kafka record → the preprocessed record, or a dead letter carrying the reason."""
+    """A raw Kafka record → the preprocessed record, or a dead letter carrying the reason
+    and where the record was read (topic, partition, offset)."""
     hdrs = list(headers.items()) if isinstance(headers, Mapping) else list(headers or [])
     hdrs = [(k, v if v is not None else b"") for k, v in hdrs]
     try:
@@ -130,11 +137,15 @@ def process_kafka_record(
         except DriftloopError as e:
             raise Rejected(Rejected.INVALID_EVENT, e.message) from e
         out = preprocess_event(event, modality, cfg, offload)
+        rec = events.to_kafka(out, key=out.extensions["model"])
+        size = record_size(rec.key, rec.value, rec.headers)
+        if size > cfg.max_record_bytes:
+            raise Rejected(Rejected.TOO_LARGE, f"preprocessed record of {size} bytes is over "
+                           f"the {cfg.max_record_bytes}-byte record limit")
     except Rejected as r:
-        dl = [(k, v) for k, v in hdrs if not k.startswith("dl_")]
-        dl.append(("dl_reason", f"{r.reason}: {r.detail}".encode()[:4096]))
-        dl.append(("dl_source_topic", source_topic.encode()))
-        model = dict(hdrs).get("ce_model")
-        return Outcome(deadletter_topic, model or None, value, dl, reason=r.reason)
-    rec = events.to_kafka(out, key=out.extensions["model"])
+        dl = dead_letter(value, hdrs, reason=f"{r.reason}: {r.detail}",
+                         origin=Origin(source_topic, partition, offset),
+                         key=dict(hdrs).get("ce_model") or None,
+                         max_value_bytes=cfg.max_dead_letter_value_bytes)
+        return Outcome(deadletter_topic, dl.key, dl.value, dl.headers, reason=r.reason)
     return Outcome(output_topic, rec.key, rec.value, rec.headers)

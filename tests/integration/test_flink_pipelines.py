@@ -13,6 +13,7 @@ import os
 import subprocess
 import time
 import uuid
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
@@ -22,9 +23,17 @@ from scipy.io import wavfile
 from driftloop import bus, events, topics
 from driftloop.blob import open_store
 from driftloop.events import PREPROCESSED
-from driftloop.local.components.flink import settings_env
+from driftloop.labeled import labeled_id
+from driftloop.local.components.flink import job_health, settings_env
 from driftloop.settings import PROJECT_ROOT
-from tests.fixtures.flink import JOIN_WINDOW_S, FlinkApp, read_events, wait_for
+from flink.jobs.common import flink_path
+from tests.fixtures.flink import (
+    JOIN_WINDOW_S,
+    FlinkApp,
+    read_committed,
+    read_events,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -150,10 +159,19 @@ def prediction(id_: str, model: str, output: dict) -> events.Event:
                             {"model": model, "version": "v1", "output": output}, id=id_)
 
 
-def feedback(pid: str, model: str, truth: object, id_: str | None = None) -> events.Event:
-    return events.new_event(events.FEEDBACK, "tests/app",
+def feedback(pid: str, model: str, truth: object, id_: str | None = None, *,
+             source: str = "tests/app", second: int | None = None) -> events.Event:
+    t = datetime(2026, 1, 1, tzinfo=UTC) + timedelta(seconds=second) if second is not None else None
+    return events.new_event(events.FEEDBACK, source,
                             {"prediction_id": pid, "model": model, "truth": truth},
-                            id=id_ or f"fb-{uuid.uuid4().hex[:10]}")
+                            id=id_ or f"fb-{uuid.uuid4().hex[:10]}", time=t)
+
+
+def labeled_by_feedback(app: FlinkApp, run: str) -> dict[tuple[str, str], events.Event]:
+    """This run's labeled records by their feedback's (source, id)."""
+    return {(e.data["feedback_source"], e.data["feedback_id"]): e
+            for e, _ in read_events(app.settings.kafka_bootstrap, topics.LABELED)
+            if str(e.data.get("prediction_id", "")).endswith(run)}
 
 
 def test_join_out_of_order_duplicates_and_late(flink_app: FlinkApp) -> None:
@@ -172,8 +190,7 @@ def test_join_out_of_order_duplicates_and_late(flink_app: FlinkApp) -> None:
     expected = {f"f1-{run}": 0.0, f"f2-{run}": 1 / 3, f"f3-{run}": 1.0}
 
     labeled = wait_for(lambda: (lambda r: r if len(r) >= len(expected) else None)(
-        [e for e, _ in read_events(flink_app.settings.kafka_bootstrap, topics.LABELED)
-         if e.id in expected]), timeout_s=90, what="labeled records")
+        labeled_by_feedback(flink_app, run)), timeout_s=90, what="labeled records")
     # The late feedback: its prediction's window has long closed when it arrives.
     late_pred = prediction(f"p4-{run}", "ocr", {"text": "late"})
     bus.publish(p, topics.PREDICTIONS, [late_pred])
@@ -191,13 +208,123 @@ def test_join_out_of_order_duplicates_and_late(flink_app: FlinkApp) -> None:
 
     labeled = [e for e, _ in read_events(flink_app.settings.kafka_bootstrap, topics.LABELED)
                if e.data.get("prediction_id", "").endswith(run)]
-    assert sorted(e.id for e in labeled) == sorted(expected)  # no duplicates, no late one
+    # no duplicates, no late one
+    assert sorted(e.data["feedback_id"] for e in labeled) == sorted(expected)
     for e in labeled:
+        fid = e.data["feedback_id"]
         assert e.type == "io.driftloop.labeled.v1"
-        assert e.data["quality"] == pytest.approx(expected[e.id], abs=1e-9)
-        assert e.data["prediction_id"] == e.id.replace("f", "p", 1)
-    metrics = {e.id: e.data["metric"] for e in labeled}
+        assert e.id == labeled_id("tests/app", fid)
+        assert e.data["quality"] == pytest.approx(expected[fid], abs=1e-9)
+        assert e.data["prediction_id"] == fid.replace("f", "p", 1)
+    metrics = {e.data["feedback_id"]: e.data["metric"] for e in labeled}
     assert metrics == {f"f1-{run}": "cer", f"f2-{run}": "wer", f"f3-{run}": "accuracy"}
+
+
+def raw_record(producer, topic: str, value: bytes, headers: list) -> None:
+    """A record as a careless or hostile app could write it (no validation on the way)."""
+    producer.send(topic, key=b"poison", value=value, headers=headers).get(timeout=30)
+
+
+def test_join_survives_poison_and_keeps_one_label_per_prediction(flink_app: FlinkApp) -> None:
+    """Poison records cost one dead letter each (reason, topic, offset) and no restart;
+    reused feedback ids lose nothing; corrections apply (late ones too); feedback for another
+    model is dead-lettered; an oversized labeled record is dead-lettered, not retried."""
+    run = uuid.uuid4().hex[:8]
+    s = flink_app.settings
+    p = bus.make_producer(s)
+    # Poison: a prediction id equal to the join's old internal sentinel, NaN in an output,
+    # a value that is no JSON at all.
+    sentinel = feedback("\x00invalid", "ocr", "x", id_=f"sentinel-{run}")
+    rec = events.to_kafka(sentinel)
+    raw_record(p, topics.FEEDBACK, rec.value, rec.headers)
+    nan_pred = prediction(f"nan-{run}", "ocr", {"text": "a"})
+    rec = events.to_kafka(nan_pred)
+    raw_record(p, topics.PREDICTIONS, b'{"model":"ocr","version":"v1","output":{"score":NaN}}',
+               rec.headers)
+    junk = prediction(f"junk-{run}", "ocr", {"text": "a"})
+    raw_record(p, topics.PREDICTIONS, b"\xff\x00 not json", events.to_kafka(junk).headers)
+    # Two apps reuse one feedback id for two predictions.
+    preds = [prediction(f"P1-{run}", "digits", {"label": "3"}),
+             prediction(f"P2-{run}", "digits", {"label": "4"}),
+             prediction(f"P3-{run}", "digits", {"label": "7"}),
+             prediction(f"big-{run}", "ocr", {"text": "a" * 1_200_000})]
+    bus.publish(p, topics.PREDICTIONS, preds)
+    a1 = feedback(f"P1-{run}", "digits", "3", "fb-1", source=f"app-a-{run}", second=1)
+    b1 = feedback(f"P2-{run}", "digits", "4", "fb-1", source=f"app-b-{run}", second=1)
+    corr = feedback(f"P1-{run}", "digits", "5", "fb-2", source=f"app-a-{run}", second=5)
+    stale = feedback(f"P1-{run}", "digits", "9", "fb-0", source=f"app-a-{run}", second=0)
+    other = feedback(f"P3-{run}", "ocr", "hello", f"other-{run}")  # another model's feedback
+    big = feedback(f"big-{run}", "ocr", "b" * 1_000_000, f"big-{run}")
+    bus.publish(p, topics.FEEDBACK, [a1, b1, a1, corr, stale, other])
+    bus.publish(p, topics.FEEDBACK, [big])
+
+    want = {(a1.source, a1.id), (b1.source, b1.id), (corr.source, corr.id)}
+    labeled = wait_for(lambda: (lambda r: r if want <= set(r) else None)(
+        labeled_by_feedback(flink_app, run)), timeout_s=120, what="labeled records")
+    # A correction after the window closed still applies (the labeled prediction is kept).
+    time.sleep(JOIN_WINDOW_S + 3)
+    late = feedback(f"P1-{run}", "digits", "3", "fb-3", source=f"app-a-{run}", second=9)
+    bus.publish(p, topics.FEEDBACK, [late])
+    p.close()
+    want.add((late.source, late.id))
+    labeled = wait_for(lambda: (lambda r: r if want <= set(r) else None)(
+        labeled_by_feedback(flink_app, run)), timeout_s=90, what="the late correction")
+    assert set(labeled) == want  # the stale one, the repeat and the mismatch are not labels
+    assert len({e.id for e in labeled.values()}) == len(want)
+    assert labeled[(b1.source, b1.id)].data["prediction_id"] == f"P2-{run}"
+    assert labeled[(late.source, late.id)].data["correction"] is True
+    assert labeled[(a1.source, a1.id)].data["correction"] is False
+
+    ids = {f"sentinel-{run}", f"nan-{run}", f"junk-{run}", f"other-{run}", f"big-{run}"}
+    def dead_letters() -> dict[str, tuple[bytes, dict]] | None:
+        # Raw records: a dead letter keeps what could not be parsed (or only its head).
+        got = {}
+        for r in read_committed(s.kafka_bootstrap, topics.DEADLETTER):
+            h = dict(r.headers)
+            if h.get("ce_id", b"").decode(errors="replace") in ids:
+                got[h["ce_id"].decode()] = (r.value, h)
+        return got if len(got) == len(ids) else None
+
+    dead = wait_for(dead_letters, timeout_s=JOIN_WINDOW_S * 3 + 60, what="dead letters")
+    reasons = {i: h["dl_reason"].decode() for i, (_, h) in dead.items()}
+    assert reasons[f"sentinel-{run}"].startswith("invalid_feedback:"), reasons
+    assert reasons[f"nan-{run}"].startswith("invalid_prediction: finite"), reasons
+    assert reasons[f"junk-{run}"].startswith("invalid_prediction:"), reasons
+    assert reasons[f"other-{run}"].startswith("model_mismatch:"), reasons
+    assert reasons[f"big-{run}"].startswith("too_large:"), reasons
+    for i, (_, h) in dead.items():
+        assert int(h["dl_source_offset"]) >= 0 and int(h["dl_source_partition"]) >= 0, i
+        assert h["dl_source_topic"] in (topics.FEEDBACK.encode(), topics.PREDICTIONS.encode())
+    big_value, big_h = dead[f"big-{run}"]
+    assert len(big_value) <= s.dead_letter_max_value_bytes < int(big_h["dl_value_bytes"])
+
+    # The stream went on without a single restart, and status sees a healthy job.
+    job = flink_app.rest(f"/jobs/{flink_app.job['job_id']}")
+    assert job["state"] == "RUNNING"
+    assert flink_app.restarts() == 0
+    assert job_health(job, s.flink_restart_grace_s)[0]
+
+    # Quality and training see one label per prediction: P1's latest correction.
+    from driftloop.monitoring.quality import aggregate
+
+    [acc] = [q for q in aggregate([e.data for e in labeled.values()], model="digits")
+             if q.metric == "accuracy"]
+    assert (acc.count, acc.mean) == (2, 1.0)  # P1 (corrected back to 3) and P2, once each
+
+    # The Flink archive keeps both reused-id feedback events and all labels, once each.
+    def archived_mine() -> set | None:
+        got = {(x["data"]["feedback_source"], x["data"]["feedback_id"])
+               for x in archived_lines(flink_app, "labeled")
+               if str(x["data"].get("prediction_id", "")).endswith(run)}
+        return got if got >= want else None
+
+    wait_for(archived_mine, timeout_s=60, what="labeled archive")
+    lab_lines = [x for x in archived_lines(flink_app, "labeled")
+                 if str(x["data"].get("prediction_id", "")).endswith(run)]
+    assert len(lab_lines) == len(want)
+    fb_lines = [(x["source"], x["id"]) for x in archived_lines(flink_app, "feedback")
+                if x["source"].endswith(run)]
+    assert sorted(fb_lines) == sorted({(e.source, e.id) for e in (a1, b1, corr, stale, late)})
 
 
 def test_batch_over_blob_prefix_equals_stream(flink_app: FlinkApp, tmp_path) -> None:
@@ -288,9 +415,18 @@ def test_archive_exactly_once_across_kill_and_restart(flink_app: FlinkApp) -> No
     bus.publish(p, topics.FEEDBACK, fbs[:10])  # an app retry: the same events again
     p.close()
     flink_app.start()
+    # It restored from its newest checkpoint on the S3 server.
+    restored = flink_app.job["restored_from"]
+    assert restored and restored.startswith(
+        flink_path(flink_app.settings.flink_checkpoint_dir) + "/"), restored
+
+    def ident(x: dict) -> str:  # invalid lines (poison kept by the archive) have neither
+        if x.get("type") == events.LABELED:
+            return str(x["data"]["feedback_id"])
+        return str(x.get("id", ""))
 
     def complete(kind: str, n: int) -> list[str] | None:
-        ids = [x["id"] for x in archived_lines(flink_app, kind) if x["id"].endswith(run)]
+        ids = [ident(x) for x in archived_lines(flink_app, kind) if ident(x).endswith(run)]
         return ids if len(ids) >= n else None
 
     pred_ids = wait_for(lambda: complete("predictions", 300), timeout_s=150,
@@ -306,10 +442,12 @@ def test_archive_exactly_once_across_kill_and_restart(flink_app: FlinkApp) -> No
     assert sorted(pred_ids) == sorted(e.id for e in preds)
     assert sorted(fb_ids) == sorted(e.id for e in fbs)
     assert sorted(labeled_ids) == sorted(e.id for e in fbs)
-    keys = list(open_store(flink_app.settings.resolved_blob_url, flink_app.settings)
-                .list(f"predictions/model={model}/"))
+    store = open_store(flink_app.settings.resolved_blob_url, flink_app.settings)
+    # The partition is the data's model (ocr), not the extension's: one rule everywhere.
+    assert not list(store.list(f"predictions/model={model}/"))
+    keys = list(store.list("predictions/model=ocr/"))
     assert keys and all(k.split("/")[2].startswith("date=") for k in keys)
     labeled = [e for e, _ in read_events(flink_app.settings.kafka_bootstrap, topics.LABELED)
-               if e.id.endswith(run)]
+               if e.data["feedback_id"].endswith(run)]
     assert len(labeled) == 300 and len({e.id for e in labeled}) == 300
     assert all(e.data["quality"] == pytest.approx(1 / 3) for e in labeled)

@@ -303,6 +303,17 @@ def test_kafka_record_roundtrip_and_dead_letter():
     assert no_ce.reason == Rejected.INVALID_EVENT
     unsafe = events.to_kafka(raw_event(b"x", "audio/wav", model="../etc"))
     assert process_kafka_record(unsafe.value, unsafe.headers, **kw).reason == "invalid_event"
+    # Dead letters name the offset they came from and never exceed their value limit.
+    where = process_kafka_record(b"y" * 5000, dict(rec.headers), partition=2, offset=99,
+                                 **{**kw, "cfg": PreprocessConfig(
+                                     max_dead_letter_value_bytes=1024)})
+    h = dict(where.headers)
+    assert (h["dl_source_partition"], h["dl_source_offset"]) == (b"2", b"99")
+    assert len(where.value) == 1024 and h["dl_value_bytes"] == b"5000"
+    # A preprocessed record over the agreed record limit is dead-lettered, not sent.
+    big = process_kafka_record(rec.value, rec.headers,
+                               **{**kw, "cfg": PreprocessConfig(max_record_bytes=1024)})
+    assert big.topic == "dl" and big.reason == Rejected.TOO_LARGE
 
 
 def test_png_encoding_is_lossless():
