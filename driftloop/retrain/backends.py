@@ -4,8 +4,9 @@
   a watcher thread records a crash (non-zero exit without a final status) in the run store.
 - ``kubernetes``: a batch/v1 Job rendered from ``job-template.yaml`` and created with the
   kubernetes client (imported only when used).
-- ``airflow``: a DAG run through Airflow's stable REST API.
-- ``kubeflow``: a run of a Kubeflow Pipelines pipeline through the kfp client (lazy).
+- ``airflow``: a DAG run through Airflow's stable REST API (the DAG: ``render_airflow_dag``).
+- ``kubeflow``: a run of a Kubeflow Pipelines pipeline through the kfp client (lazy; the
+  pipeline: ``driftloop.retrain.kfp_pipeline``).
 
 Every backend runs the same job entry point with ``--model`` and ``--run-id``; the job
 writes its own status, so the function never waits for training.
@@ -174,7 +175,24 @@ class AirflowBackend:
         return f"dag_run/{body['dag_run_id']}"
 
 
+AIRFLOW_DAG_TEMPLATE = Path(__file__).with_name("airflow_dag.py.tmpl")
+
+
+def render_airflow_dag(dag_id: str, *, python: str = sys.executable,
+                       project_root: Path = PROJECT_ROOT) -> str:
+    """The DAG file the airflow backend triggers (``dag_id`` = ``DRIFTLOOP_AIRFLOW_DAG``):
+    drop it in Airflow's dags folder; ``python`` is the interpreter that has driftloop."""
+    text = AIRFLOW_DAG_TEMPLATE.read_text()
+    for name, value in (("__DAG_ID__", dag_id), ("__PYTHON__", python),
+                        ("__PROJECT_ROOT__", str(project_root))):
+        text = text.replace(name, repr(value))
+    return text
+
+
 class KubeflowBackend:
+    """Runs the pipeline ``driftloop.retrain.kfp_pipeline`` compiles (uploaded under
+    ``DRIFTLOOP_KFP_PIPELINE``)."""
+
     name = "kubeflow"
 
     def __init__(self, settings: Settings) -> None:
