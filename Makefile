@@ -27,6 +27,19 @@ lint:
 	$(VENV)/bin/ruff check driftloop functions flink seldon tests bench
 	$(VENV)/bin/ruff format --check driftloop functions flink seldon tests bench
 
+# bench: the benches with short defaults, each writing its figures to .driftloop/bench/*.json,
+# then the capacity plan recomputed from them (docs/capacity.md explains the model).
+BENCH_OUT := .driftloop/bench
+bench: setup
+	mkdir -p $(BENCH_OUT)
+	$(PY) bench/intake.py --seconds 3 --rounds 2 --connections 4 --out-json $(BENCH_OUT)/intake.json
+	$(PY) bench/drift.py --rows 200000 --repeat 3 --scipy-repeat 1 --skip-evidently \
+		--out-json $(BENCH_OUT)/drift.json
+	.venv-serving/bin/python bench/serving.py --n 10 --out-json $(BENCH_OUT)/serving.json
+	$(PY) -m bench.flink_preprocess --clips 40 --repeats 2 \
+		--out-json $(BENCH_OUT)/flink_preprocess.json
+	$(PY) bench/capacity.py --dir $(BENCH_OUT)
+
 up: setup
 	$(VENV)/bin/driftloop up
 

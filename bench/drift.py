@@ -12,6 +12,7 @@ Prints medians, the ratios, and the largest differences of the statistics:
 KS statistic and p-value against scipy, normalized Wasserstein against Evidently.
 
     .venv/bin/python bench/drift.py [--rows 1000000] [--features 20] [--skip-evidently]
+        [--out-json FILE]
 """
 
 from __future__ import annotations
@@ -74,6 +75,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=5, help="timed runs of driftloop's check")
     ap.add_argument("--scipy-repeat", type=int, default=3)
     ap.add_argument("--skip-evidently", action="store_true")
+    ap.add_argument("--out-json", help="also write driftloop's figures to this JSON file")
     args = ap.parse_args()
     n, k = args.rows, args.features
 
@@ -95,12 +97,21 @@ def main() -> None:
     profile = build_profile(ref_cols, max_sample=None)
     t_profile = time.perf_counter() - t
     detect(profile, cur_cols)  # warm-up
-    times = []
+    times, cpu = [], []
     for _ in range(args.repeat):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         result = detect(profile, cur_cols)
         times.append(time.perf_counter() - t)
+        cpu.append(time.process_time() - c)
     t_ours = statistics.median(times)
+    if args.out_json:
+        import os
+
+        Path(args.out_json).write_text(json.dumps({
+            "bench": "drift", "load_1m": os.getloadavg()[0], "cpus": os.cpu_count(),
+            "args": vars(args), "check_s": t_ours, "check_cpu_s": statistics.median(cpu),
+            "rows_per_s": n / t_ours, "rows_per_core_s": n / statistics.median(cpu),
+            "features": k}, indent=1))
     scipy_cfg = DriftConfig(ks_p_value="scipy")
     times_sp = []
     for _ in range(args.scipy_repeat):

@@ -9,6 +9,7 @@ is measured on the output side: clips committed after the repeat's first commit,
 time from that commit to its last one.
 
     .venv/bin/python -m bench.flink_preprocess [--clips 200] [--seconds 2] [--repeats 3]
+        [--out-json FILE]
 
 Prints seconds of audio per wall second for both, their ratio (median of the repeats)
 and the job's start-up time (spawn → submitted, and → first output record).
@@ -111,6 +112,7 @@ def main() -> None:
     ap.add_argument("--clips", type=int, default=300)
     ap.add_argument("--seconds", type=float, default=2.0)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--out-json", help="also write the figures to this JSON file")
     args = ap.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="bench-flink-"))
@@ -162,6 +164,17 @@ def main() -> None:
         print(f"ratio flink/numpy: {f / n:.2f}")
         print(f"job start-up: submitted after {submitted:.1f} s, "
               f"first output after {first_out:.1f} s")
+        if args.out_json:
+            import json
+            import os
+
+            # parallelism 1: one task slot, about one core for the Python transform
+            Path(args.out_json).write_text(json.dumps({
+                "bench": "flink_preprocess", "load_1m": os.getloadavg()[0],
+                "cpus": os.cpu_count(), "args": vars(args), "parallelism": 1,
+                "audio_s_per_s": f, "numpy_audio_s_per_s": n,
+                "clips_per_s": f / args.seconds, "clips_per_core_s": f / args.seconds,
+                "startup_s": submitted, "first_output_s": first_out}, indent=1))
     finally:
         if app_proc is not None:
             stop_pid(app_proc.pid, timeout_s=10)

@@ -7,6 +7,9 @@ alternating rounds; the ratio is intake over baseline, so noise on the shared ma
 hits both sides alike.
 
     .venv/bin/python bench/intake.py [--seconds 5] [--rounds 3] [--connections 8]
+        [--out-json FILE]
+The CPU seconds the intake (all its processes) and the broker spent during the intake
+rounds give events per core-second, the figure the capacity plan (bench/capacity.py) uses.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import argparse
 import http.client
 import json
 import multiprocessing as mp
+import os
 import statistics
 import sys
 import tempfile
@@ -93,12 +97,37 @@ def load(port: int, seconds: float, connections: int, batch: int = 1) -> dict[st
     }
 
 
+def tree_cpu_s(root: int) -> float:
+    """User + system CPU seconds of a process and its live descendants (Linux /proc)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    parent, cpu = {}, {}
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parent[int(d.name)] = int(fields[1])
+        cpu[int(d.name)] = (int(fields[11]) + int(fields[12])) / tick
+
+    def under(pid: int) -> bool:
+        while pid > 1:
+            if pid == root:
+                return True
+            pid = parent.get(pid, 1)
+        return False
+
+    return sum(c for p, c in cpu.items() if under(p))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--connections", type=int, default=8)
     ap.add_argument("--batch-size", type=int, default=100)
+    ap.add_argument("--out-json", help="also write the figures to this JSON file")
     args = ap.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="driftloop-bench-"))
@@ -112,19 +141,24 @@ def main() -> None:
         wait_until(broker.healthy, timeout_s=90, what="kafka", log_path=tmp / "kafka.log")
         create_topics(Settings(kafka_bootstrap=broker.bootstrap))
         env = {"DRIFTLOOP_KAFKA_BOOTSTRAP": broker.bootstrap}
-        intake_port, pid = serve("intake", ROOT / "functions/feedback-intake/main.py", env,
-                                 tmp / "intake.log")
-        pids.append(pid)
+        intake_port, intake_pid = serve("intake", ROOT / "functions/feedback-intake/main.py",
+                                        env, tmp / "intake.log")
+        pids.append(intake_pid)
         hello_port, pid = serve("hello", ROOT / "bench/hello/main.py", env, tmp / "hello.log")
         pids.append(pid)
         load(intake_port, 1.0, 2)  # warm up the producer and the connections
         load(hello_port, 1.0, 2)
         rows: dict[str, list[dict[str, float]]] = {"hello": [], "intake": [], "batch": []}
+        cpu = {k: {"intake": 0.0, "kafka": 0.0, "events": 0.0} for k in ("intake", "batch")}
         for _ in range(args.rounds):
             rows["hello"].append(load(hello_port, args.seconds, args.connections))
-            rows["intake"].append(load(intake_port, args.seconds, args.connections))
-            rows["batch"].append(load(intake_port, args.seconds, args.connections,
-                                      batch=args.batch_size))
+            for kind, batch in (("intake", 1), ("batch", args.batch_size)):
+                before = tree_cpu_s(intake_pid), tree_cpu_s(kproc.pid)
+                r = load(intake_port, args.seconds, args.connections, batch=batch)
+                rows[kind].append(r)
+                cpu[kind]["intake"] += tree_cpu_s(intake_pid) - before[0]
+                cpu[kind]["kafka"] += tree_cpu_s(kproc.pid) - before[1]
+                cpu[kind]["events"] += r["events_per_s"] * args.seconds
         med = {k: {m: statistics.median(r[m] for r in v) for m in v[0]} for k, v in rows.items()}
         h, i, b = med["hello"], med["intake"], med["batch"]
         print(f"medians of {args.rounds} rounds x {args.seconds:.0f}s, "
@@ -139,6 +173,16 @@ def main() -> None:
         print(f"ratio intake/hello: throughput {i['events_per_s'] / h['events_per_s']:.2f}x, "
               f"p50 {i['p50_ms'] / h['p50_ms']:.2f}x, p99 {i['p99_ms'] / h['p99_ms']:.2f}x")
         print(f"ratio batch/hello events/s: {b['events_per_s'] / h['events_per_s']:.2f}x")
+        per_core = {k: {"intake_events_per_core_s": c["events"] / max(c["intake"], 1e-9),
+                        "kafka_events_per_core_s": c["events"] / max(c["kafka"], 1e-9)}
+                    for k, c in cpu.items()}
+        for k, v in per_core.items():
+            print(f"{k}: {v['intake_events_per_core_s']:.0f} events per intake core-second, "
+                  f"{v['kafka_events_per_core_s']:.0f} per broker core-second")
+        if args.out_json:
+            Path(args.out_json).write_text(json.dumps({
+                "bench": "intake", "load_1m": os.getloadavg()[0], "cpus": os.cpu_count(),
+                "args": vars(args), "medians": med, "per_core": per_core}, indent=1))
     finally:
         for pid in reversed(pids):
             stop_pid(pid)

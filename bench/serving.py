@@ -3,6 +3,7 @@
 Run with the serving environment (it loads the models in-process too):
 
     .venv-serving/bin/python bench/serving.py [--n 20] [--models digits,faces,ocr,speech]
+        [--out-json FILE]
 
 Both sides run in the same run on the same inputs: in-process is decode + predict on the
 bytes; served is base64 + JSON + HTTP + MLServer + the same decode + predict. Prediction
@@ -88,6 +89,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=20,
                     help="requests per model and side (x10 for digits)")
     ap.add_argument("--models", default="digits,faces,ocr,speech")
+    ap.add_argument("--out-json", help="also write the figures to this JSON file")
     args = ap.parse_args()
     names = [m.strip() for m in args.models.split(",") if m.strip()]
     with tempfile.TemporaryDirectory() as tmp:
@@ -135,6 +137,20 @@ def main() -> None:
         print(f"{m:8} {n:4d} {pa:7.2f} / {pct(a, 99):7.2f} {pb:7.2f} / {pct(b, 99):7.2f} "
               f"{over:8.2f} ms {pb / pa:8.2f}x {1000 / pa:6.1f} | {ca:6.1f} "
               f"{1000 / pb:6.1f} | {cb:6.1f}")
+    if args.out_json:
+        import json
+        import os
+
+        # One request at a time keeps about one core busy (client + server share the
+        # machine), so 1000 / served p50 is an upper bound of requests per core-second.
+        Path(args.out_json).write_text(json.dumps({
+            "bench": "serving", "load_1m": os.getloadavg()[0], "cpus": os.cpu_count(),
+            "args": vars(args), "models": {
+                m: {"n": n, "p50_ms_inproc": statistics.median(a),
+                    "p50_ms_served": statistics.median(b), "p99_ms_served": pct(b, 99),
+                    "rps_served_sequential": 1000 / statistics.median(b),
+                    "rps_served_4_concurrent": cb, "rps_per_core": 1000 / statistics.median(b)}
+                for m, n, a, b, _, cb in rows}}, indent=1))
 
 
 if __name__ == "__main__":

@@ -14,10 +14,8 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import httpx
 from rich.table import Table
 
-from driftloop import events as ev
 from driftloop import quality
 
 if TYPE_CHECKING:
@@ -74,7 +72,8 @@ def _summary(output: dict[str, Any]) -> str:
 
 def step_predictions(ctx: DemoContext) -> None:
     """Each model family answers over V2 with a prediction id; feedback is posted against it."""
-    from driftloop.serving.client import V2Client
+    from driftloop.client import Client
+    from driftloop.errors import DriftloopError
 
     server = ctx.endpoints.get("mlserver")
     if server is None:
@@ -83,18 +82,19 @@ def step_predictions(ctx: DemoContext) -> None:
     intake = ctx.endpoints.get("feedback-intake")
     table = Table("model", "prediction id", "version", "output", "quality", "feedback")
     results = []
-    with V2Client(server, timeout_s=ctx.settings.serving_timeout_s) as client, \
-            httpx.Client(timeout=30) as http:
+    # The app's side goes through driftloop.client, as an app would.
+    with Client(source="driftloop/demo", serving_url=server, intake_url=intake,
+                timeout_s=ctx.settings.serving_timeout_s) as client:
         for model, data, truth in samples():
-            pred = client.infer_bytes(model, data)
+            pred = client.predict(model, data)
             score = quality.score(model, dict(pred.output), truth)
             status = "-"
             if intake:
-                fb = ev.new_event(ev.FEEDBACK, "driftloop/demo", {
-                    "prediction_id": pred.id, "model": model, "version": pred.version,
-                    "truth": truth})
-                headers, body = ev.to_http_binary(fb)
-                status = str(http.post(intake, headers=headers, content=body).status_code)
+                try:
+                    client.feedback(pred, truth=truth)
+                    status = "202"
+                except DriftloopError as e:
+                    status = f"{e.status} {e.reason}"
             table.add_row(model, pred.id, str(pred.version), _summary(dict(pred.output)),
                           f"{quality.spec(model).metric} {score:.3f}", status)
             results.append({"model": model, "id": pred.id, "version": pred.version,

@@ -11,9 +11,10 @@ from driftloop.serving.demo import step_predictions
 pytestmark = pytest.mark.integration
 
 
-def test_demo_step_predicts_each_family_with_ids(mlserver):
+def test_demo_step_predicts_each_family_with_ids(mlserver, intake_server):
     console = Console(record=True, width=200)
-    ctx = DemoContext(mlserver.settings, console, {"mlserver": mlserver.url})
+    ctx = DemoContext(mlserver.settings, console, {"mlserver": mlserver.url,
+                                                   "feedback-intake": intake_server.url})
     step_predictions(ctx)
     rows = {r["model"]: r for r in ctx.summary["predictions"]}
     assert set(rows) == {"speech", "ocr", "faces", "digits"}
@@ -23,3 +24,4 @@ def test_demo_step_predicts_each_family_with_ids(mlserver):
     assert rows["speech"]["quality"] <= 0.5
     text = console.export_text()
     assert all(r["id"] in text for r in rows.values())
+    assert {r["feedback_status"] for r in rows.values()} == {"202"}  # via driftloop.client
