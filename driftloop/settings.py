@@ -275,6 +275,10 @@ class Settings(BaseSettings):
     kafka_lag_port: int = Field(
         9308, description="Port of the local consumer-group lag exporter (kafka-lag)."
     )
+    serving_stream_metrics_port: int = Field(
+        8095, ge=0, le=65535,
+        description="Prometheus /metrics port of the local streaming predictor (0: not served).",
+    )
     prometheus_url: str = Field("", description="Prometheus base URL; empty means the local one.")
     pushgateway_url: str = Field(
         "", description="Pushgateway base URL drift-check pushes to; empty means the local one."

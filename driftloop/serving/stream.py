@@ -106,6 +106,8 @@ class StreamPredictor:
         self.stop_event = threading.Event()
         self.processed = 0
         self.dead_lettered = 0
+        self.queue_depth = 0
+        """Records behind the consumer's position, for /metrics (refreshed every few s)."""
 
     def run(self) -> None:
         """Until ``stop_event`` is set."""
@@ -120,9 +122,18 @@ class StreamPredictor:
         consumer = bus.make_consumer(s, self.topics, s.serving_stream_group)
         producer = bus.make_producer(s)
         client = V2Client(s.resolved_serving_url, timeout_s=s.serving_timeout_s)
+        from driftloop.monitoring.stream_metrics import queue_depth
+
+        measured = 0.0
         try:
             while not self.stop_event.is_set():
                 batches = consumer.poll(timeout_ms=500, max_records=50)
+                if time.monotonic() - measured > 5.0:
+                    measured = time.monotonic()
+                    try:
+                        self.queue_depth = queue_depth(consumer)
+                    except Exception as e:  # a metric never stops the stream
+                        log.debug("queue depth not measured: %s", e)
                 pending: list[Any] = []
                 for tp, records in batches.items():
                     for i, rec in enumerate(records):
@@ -174,7 +185,12 @@ def main() -> None:
     from driftloop.settings import Settings
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    predictor = StreamPredictor(Settings())
+    settings = Settings()
+    predictor = StreamPredictor(settings)
+    if settings.serving_stream_metrics_port:
+        from driftloop.monitoring.stream_metrics import serve
+
+        serve(predictor, settings.serving_stream_metrics_port)
     signal.signal(signal.SIGTERM, lambda *_: predictor.stop_event.set())
     try:
         predictor.run()

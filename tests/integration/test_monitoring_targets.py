@@ -26,11 +26,12 @@ pytestmark = pytest.mark.integration
 CLI = str(Path(sys.executable).parent / "driftloop")
 DASHBOARD = PROJECT_ROOT / "infra" / "grafana" / "driftloop-overview.json"
 COMPONENTS = ("kafka,kafka-lag,node-exporter,prometheus,pushgateway,alertmanager,mlserver,"
-              "feedback-intake,drift-check,retrain-trigger,promote,dispatcher")
+              "serving-stream,feedback-intake,drift-check,retrain-trigger,promote,dispatcher")
 PORTS = ("KAFKA_PORT", "KAFKA_CONTROLLER_PORT", "KAFKA_METRICS_PORT", "KAFKA_LAG_PORT",
          "NODE_EXPORTER_PORT", "INTAKE_PORT", "DRIFT_CHECK_PORT", "RETRAIN_PORT", "PROMOTE_PORT",
          "PROMETHEUS_PORT", "PUSHGATEWAY_PORT", "ALERTMANAGER_PORT", "DISPATCHER_METRICS_PORT",
-         "SERVING_HTTP_PORT", "SERVING_GRPC_PORT", "SERVING_METRICS_PORT")
+         "SERVING_HTTP_PORT", "SERVING_GRPC_PORT", "SERVING_METRICS_PORT",
+         "SERVING_STREAM_METRICS_PORT")
 TOKEN = "monitoring-targets-token"
 PROMETHEUS_OWN = {"ALERTS", "ALERTS_FOR_STATE", "up", "scrape_duration_seconds",
                   "scrape_samples_scraped", "scrape_series_added"}
@@ -126,7 +127,8 @@ def _exposed(ports: dict[str, int]) -> set[str]:
     names = set(_prom(ports, "/api/v1/label/__name__/values"))
     for family, meta in _prom(ports, "/api/v1/metadata").items():
         for m in meta:
-            names.update(family + s for s in SAMPLE_SUFFIXES.get(m["type"], ("",)))
+            # The family is named with or without _total (text format vs OpenMetrics).
+            names.update(family + s for s in ("", *SAMPLE_SUFFIXES.get(m["type"], ())))
     return names
 
 

@@ -57,7 +57,7 @@ def test_every_part_of_the_stack_serves_metrics(tmp_path: Path) -> None:
     assert serving <= set(specs)
     assert all(specs[name].metrics for name in serving), {n: specs[n].metrics for n in serving}
     if "mlserver" in specs:
-        assert specs["mlserver"].metrics
+        assert specs["mlserver"].metrics and specs["serving-stream"].metrics
     jobs = _scrape_jobs(Settings(state_dir=tmp_path))
     assert set(jobs) == {name for name, s in specs.items() if s.metrics}
 
@@ -167,3 +167,29 @@ def test_cluster_brokers_load_the_local_jmx_rules() -> None:
     ref = kafka["spec"]["kafka"]["metricsConfig"]["valueFrom"]["configMapKeyRef"]
     assert (ref["name"], ref["key"]) == (cm["metadata"]["name"], "kafka-metrics-config.yml")
     assert kafka["spec"]["kafkaExporter"]["groupRegex"] == ".*"
+
+
+def test_metric_names_of_a_query() -> None:
+    from driftloop.monitoring.promql import metric_names
+
+    expr = ('histogram_quantile(0.99, sum by (model, le) (rate(a_bucket{model=~"$model",'
+            'x="b_c"}[5m]))) / on (job) group_left (instance) b_total offset 5m > 1e3 '
+            'or vector(0) and c:recorded')
+    assert metric_names(expr) == {"a_bucket", "b_total", "c:recorded"}
+
+
+def test_stream_metrics_read_the_predictor_counters() -> None:
+    from types import SimpleNamespace
+
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from driftloop.monitoring.stream_metrics import StreamCollector
+
+    state = SimpleNamespace(processed=7, dead_lettered=2, queue_depth=40)
+    reg = CollectorRegistry()
+    reg.register(StreamCollector(state))  # type: ignore[arg-type]
+    state.processed = 9
+    page = generate_latest(reg).decode()
+    assert 'driftloop_serving_stream_records_total{outcome="predicted"} 9.0' in page
+    assert 'driftloop_serving_stream_records_total{outcome="dead_lettered"} 2.0' in page
+    assert "driftloop_serving_stream_queue_depth 40.0" in page

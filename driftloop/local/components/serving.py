@@ -6,6 +6,7 @@ import sys
 
 from driftloop.local.components import ComponentSpec
 from driftloop.local.components.kafka import broker_for
+from driftloop.local.process import http_ok
 from driftloop.settings import PROJECT_ROOT, Settings
 
 
@@ -28,6 +29,8 @@ def components(settings: Settings) -> list[ComponentSpec]:
         server.write_config(s, folder)
 
     stream_env = {**server.settings_env(s), "PYTHONUNBUFFERED": "1"}
+    stream_metrics = (f"127.0.0.1:{s.serving_stream_metrics_port}"
+                      if s.serving_stream_metrics_port else "")
     return [
         ComponentSpec(
             name="mlserver",
@@ -55,9 +58,13 @@ def components(settings: Settings) -> list[ComponentSpec]:
             argv=[sys.executable, "-m", "driftloop.serving.stream"],
             order=41,
             endpoint=f"{s.kafka_bootstrap} -> {url}",
-            health=lambda: True,
-            env=stream_env,
+            health=(lambda: http_ok(f"http://{stream_metrics}/metrics")) if stream_metrics
+            else (lambda: True),
+            env={**stream_env,
+                 "DRIFTLOOP_SERVING_STREAM_METRICS_PORT": str(s.serving_stream_metrics_port)},
             cwd=PROJECT_ROOT,
+            ports=(s.serving_stream_metrics_port,) if stream_metrics else (),
+            metrics=stream_metrics,
             start_timeout_s=10,
             extra={"consumes": "driftloop.preprocessed.*", "produces": "driftloop.predictions"},
         ),
