@@ -24,6 +24,7 @@ from driftloop import bus, events, topics
 from driftloop.blob import open_store
 from driftloop.events import PREPROCESSED
 from driftloop.labeled import labeled_id
+from driftloop.local.components.flink import components as flink_components
 from driftloop.local.components.flink import job_health, settings_env
 from driftloop.settings import PROJECT_ROOT
 from flink.jobs.common import flink_path
@@ -303,6 +304,8 @@ def test_join_survives_poison_and_keeps_one_label_per_prediction(flink_app: Flin
     assert job["state"] == "RUNNING"
     assert flink_app.restarts() == 0
     assert job_health(job, s.flink_restart_grace_s)[0]
+    [spec] = flink_components(s)  # what `driftloop status` asks
+    assert spec.health()
 
     # Quality and training see one label per prediction: P1's latest correction.
     from driftloop.monitoring.quality import aggregate
