@@ -154,7 +154,7 @@ def render(rows: list[Row], markdown: bool) -> str:
     for r in rows:
         lines.append((r.component, r.load, "-" if r.per_core is None else f"{r.per_core:,.0f}",
                       "-" if r.cores is None else f"{r.cores:,.1f}", r.units, r.configured,
-                      "-" if r.saturates_at is None else f"{min(r.saturates_at, 99):.0%}"))
+                      "-" if r.saturates_at is None else f"{min(r.saturates_at, 99):.1%}"))
     if markdown:
         out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         out += ["| " + " | ".join(cells) + " |" for cells in lines]
@@ -183,7 +183,7 @@ def main() -> None:
     if limited:
         first = min(limited, key=lambda r: r.saturates_at or 0)
         print(f"first bottleneck at today's limits: {first.component} "
-              f"({first.configured}) carries {first.saturates_at:.0%} of the target")
+              f"({first.configured}) carries {first.saturates_at:.1%} of the target")
     loads = [b["load_1m"] for n in ("intake", "serving", "flink_preprocess", "drift")
              if (b := load_bench(args.dir, n))]
     if loads:

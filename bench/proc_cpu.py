@@ -9,7 +9,9 @@ from pathlib import Path
 
 
 def tree_cpu_s(root: int) -> float:
-    """User + system CPU seconds of a process and its live descendants (Linux /proc)."""
+    """User + system CPU seconds of a process and its descendants (Linux /proc): live ones
+    directly, exited ones through their parents' children times (e.g. the tesseract
+    processes the OCR runtime spawns per request)."""
     tick = os.sysconf("SC_CLK_TCK")
     parent, cpu = {}, {}
     for d in Path("/proc").iterdir():
@@ -20,7 +22,7 @@ def tree_cpu_s(root: int) -> float:
         except OSError:
             continue
         parent[int(d.name)] = int(fields[1])
-        cpu[int(d.name)] = (int(fields[11]) + int(fields[12])) / tick
+        cpu[int(d.name)] = sum(int(x) for x in fields[11:15]) / tick
 
     def under(pid: int) -> bool:
         while pid > 1:
