@@ -14,6 +14,7 @@ class Rejected(Exception):
     EMPTY = "empty"
     TOO_LARGE = "too_large"
     TOO_LONG = "too_long"
+    UNSUPPORTED_RATE = "unsupported_sample_rate"
     WRONG_CONTENT_TYPE = "wrong_content_type"
     INVALID_EVENT = "invalid_event"
 

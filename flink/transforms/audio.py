@@ -35,6 +35,11 @@ class AudioConfig:
     peak_limit_dbfs: float = -1.0
     max_bytes: int = 20 * 1024 * 1024
     max_duration_s: float = 60.0
+    min_input_rate: int = 1_000
+    """Lowest input sample rate that is audio."""
+    max_input_rate: int = 192_000
+    """Highest input sample rate: the resampler's filter grows with the rate's ratio to the
+    target, so an absurd declared rate would cost seconds and gigabytes."""
     frame_s: float = 0.02
     """Frame length for the SNR estimate."""
 
@@ -175,6 +180,9 @@ def preprocess_audio(data: bytes, content_type: str | None, cfg: AudioConfig) ->
     if len(data) > cfg.max_bytes:
         raise Rejected(Rejected.TOO_LARGE, f"{len(data)} bytes > limit {cfg.max_bytes}")
     x, rate = decode_wav(data)
+    if not cfg.min_input_rate <= rate <= cfg.max_input_rate:
+        raise Rejected(Rejected.UNSUPPORTED_RATE, f"sample rate {rate} Hz is outside "
+                       f"{cfg.min_input_rate}-{cfg.max_input_rate} Hz")
     if x.shape[0] == 0:
         raise Rejected(Rejected.EMPTY, "WAV holds no samples")
     duration = x.shape[0] / rate

@@ -82,6 +82,17 @@ def test_audio_any_rate_and_layout_becomes_mono_16k_at_target_loudness(rate, cha
     assert res.features["clipping_ratio"] == 0.0
 
 
+@pytest.mark.parametrize("rate", [4_000_037, 999])
+def test_a_sample_rate_outside_the_audio_range_is_rejected_before_resampling(rate):
+    # 3 KB of samples declaring 4,000,037 Hz would make the resampler build a filter
+    # proportional to the rate (seconds and gigabytes) before any check.
+    data = wav_bytes(tone(16000, 0.1, amp=0.3), rate)
+    with pytest.raises(Rejected) as err:
+        preprocess_audio(data, "audio/wav", CFG)
+    assert err.value.reason == Rejected.UNSUPPORTED_RATE
+    assert str(rate) in err.value.detail
+
+
 def test_resampled_tone_keeps_its_frequency():
     res = preprocess_audio(wav_bytes(tone(44100, 1.0, freq=1000.0), 44100), "audio/wav", CFG)
     spectrum = np.abs(np.fft.rfft(res.samples))
