@@ -180,10 +180,13 @@ def main() -> None:
     limited = [r for r in plan_rows if r.saturates_at is not None]
     print(f"\ncores for the plan (intake batched, every model family at the full inference "
           f"rate): {total:,.0f}")
-    if limited:
-        first = min(limited, key=lambda r: r.saturates_at or 0)
-        print(f"first bottleneck at today's limits: {first.component} "
-              f"({first.configured}) carries {first.saturates_at:.1%} of the target")
+    for what, pool in (("", limited),
+                       (" outside model compute",
+                        [r for r in limited if not r.component.startswith("MLServer")])):
+        if pool:
+            first = min(pool, key=lambda r: r.saturates_at or 0)
+            print(f"first bottleneck{what} at today's limits: {first.component} "
+                  f"({first.configured}) carries {first.saturates_at:.1%} of the target")
     loads = [b["load_1m"] for n in ("intake", "serving", "flink_preprocess", "drift")
              if (b := load_bench(args.dir, n))]
     if loads:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any
@@ -70,7 +71,7 @@ class AsyncClient:
     async def predict(self, model: str, input: Any, *, version: str | None = None,
                       request_id: str | None = None) -> Prediction:
         rid = wire.new_request_id(request_id)
-        body = httpx.Request("POST", "http://x", json=wire.infer_body(input, rid)).content
+        body = json.dumps(wire.infer_body(input, rid)).encode()
         url = f"{(self.serving_url or '').rstrip('/')}{wire.infer_path(model, version)}" \
             if self.serving_url else None
         r = await self._post(url, {"content-type": "application/json", "x-request-id": rid},

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
@@ -74,7 +75,7 @@ class Client:
         """Infer over V2 REST; retries reuse the request id, so a retried prediction keeps
         its id (feedback refers to it)."""
         rid = wire.new_request_id(request_id)
-        body = httpx.Request("POST", "http://x", json=wire.infer_body(input, rid)).content
+        body = json.dumps(wire.infer_body(input, rid)).encode()
         url = f"{(self.serving_url or '').rstrip('/')}{wire.infer_path(model, version)}" \
             if self.serving_url else None
         r = self._post(url, {"content-type": "application/json", "x-request-id": rid}, body,
