@@ -152,7 +152,9 @@ def render(rows: list[Row], markdown: bool) -> str:
             "today carries")
     lines = []
     for r in rows:
-        lines.append((r.component, r.load, "-" if r.per_core is None else f"{r.per_core:,.0f}",
+        per = "-" if r.per_core is None else (f"{r.per_core:,.0f}" if r.per_core >= 100
+                                              else f"{r.per_core:.3g}")
+        lines.append((r.component, r.load, per,
                       "-" if r.cores is None else f"{r.cores:,.1f}", r.units, r.configured,
                       "-" if r.saturates_at is None else f"{min(r.saturates_at, 99):.1%}"))
     if markdown:
@@ -176,10 +178,15 @@ def main() -> None:
     print(render(rows, args.markdown))
     plan_rows = [r for r in rows if not r.component.startswith("(")
                  and "single events" not in r.component]
-    total = sum(r.cores for r in plan_rows if r.cores)
+    base = sum(r.cores for r in plan_rows if r.cores and not r.component.startswith("MLServer"))
+    serving = {r.component.removeprefix("MLServer "): r.cores for r in plan_rows
+               if r.component.startswith("MLServer") and r.cores}
     limited = [r for r in plan_rows if r.saturates_at is not None]
-    print(f"\ncores for the plan (intake batched, every model family at the full inference "
-          f"rate): {total:,.0f}")
+    print(f"\ncores outside model serving (intake batched, streaming preprocess for every "
+          f"inference): {base:,.0f}")
+    if serving:
+        print("plus model serving, if all inferences go to one family: "
+              + ", ".join(f"{m} {c:,.0f}" for m, c in serving.items()))
     for what, pool in (("", limited),
                        (" outside model compute",
                         [r for r in limited if not r.component.startswith("MLServer")])):
