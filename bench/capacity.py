@@ -118,6 +118,9 @@ def plan(folder: Path, feedback: float, inferences: float,
         rows.append(Row("feedback-intake", f"{feedback:,.0f} events/s", None, None,
                         "not measured", "-", None))
     serving = load_bench(folder, "serving")
+    if serving is None:
+        rows.append(Row("MLServer", f"{inferences:,.0f} req/s", None, None, "not measured",
+                        "-", None))
     for model, fig in (serving or {}).get("models", {}).items():
         per = fig["rps_per_core"]
         cores = inferences / per
@@ -135,8 +138,14 @@ def plan(folder: Path, feedback: float, inferences: float,
                         cores, f"parallelism {math.ceil(cores)}; raw.audio partitions >= it",
                         f"parallelism {par}, {units['raw_audio_partitions']} partitions",
                         units["raw_audio_partitions"] * per / inferences))
+    else:
+        rows.append(Row("Flink preprocess", f"{inferences:,.0f} clips/s", None, None,
+                        "not measured", "-", None))
     drift = load_bench(folder, "drift")
-    if drift:
+    if drift is None:
+        rows.append(Row("drift-check", f"{inferences:,.0f} rows/s", None, None,
+                        "not measured", "-", None))
+    else:
         per = drift["rows_per_core_s"] * drift["features"] / 20
         cores = inferences / per
         rows.append(Row("drift-check (20 features)", f"{inferences:,.0f} rows/s", per, cores,
