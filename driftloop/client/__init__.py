@@ -9,8 +9,9 @@ dependency; this client speaks REST only."""
 from driftloop.client.aio import AsyncClient
 from driftloop.client.retry import RetryPolicy
 from driftloop.client.sync import Client
-from driftloop.client.types import Accepted, BatchResult, Feedback, ItemResult, Prediction
+from driftloop.client.types import Accepted, BatchResult, Feedback, ItemResult
 from driftloop.errors import DriftloopError, Unavailable, ValidationFailed
+from driftloop.serving.v2 import Prediction
 
 __all__ = ["Accepted", "AsyncClient", "BatchResult", "Client", "DriftloopError", "Feedback",
            "ItemResult", "Prediction", "RetryPolicy", "Unavailable", "ValidationFailed"]

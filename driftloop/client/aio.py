@@ -14,8 +14,9 @@ from driftloop.client import wire
 from driftloop.client.errors import error_from_response, retry_after_s
 from driftloop.client.inputs import InputSender
 from driftloop.client.retry import RETRY_STATUSES, Attempts, RetryPolicy
-from driftloop.client.types import Accepted, BatchResult, Feedback, ItemResult, Prediction
+from driftloop.client.types import Accepted, BatchResult, Feedback, ItemResult
 from driftloop.errors import BadRequest, DriftloopError, Unavailable
+from driftloop.serving.v2 import Prediction
 
 if TYPE_CHECKING:
     from driftloop.settings import Settings
@@ -29,11 +30,13 @@ class AsyncClient:
     def __init__(self, *, source: str, intake_url: str | None = None,
                  serving_url: str | None = None, token: str | None = None,
                  retry: RetryPolicy | None = None, timeout_s: float = 30.0,
-                 kafka: Settings | None = None,
+                 kafka: Settings | None = None, max_batch_events: int = 1000,
                  on_response: list[ResponseHook] | None = None) -> None:
         """``on_response``: httpx hooks called with every answer, retries included
-        (logging, metrics)."""
+        (logging, metrics). ``max_batch_events``: larger batches go as several requests
+        (intake refuses a batch over ``DRIFTLOOP_INTAKE_MAX_BATCH_EVENTS`` with 413)."""
         self.source, self.intake_url, self.serving_url = source, intake_url, serving_url
+        self.max_batch_events = max(1, max_batch_events)
         self.retry = retry or RetryPolicy()
         self._http = httpx.AsyncClient(timeout=timeout_s, headers=wire.auth_headers(token),
                                        event_hooks={"response": list(on_response or [])})
@@ -102,14 +105,17 @@ class AsyncClient:
         done: dict[int, ItemResult] = {}
         pending = list(range(len(events)))
         while True:
-            headers, body = wire.batch_request([events[i] for i in pending])
+            sent = pending[: self.max_batch_events]
+            headers, body = wire.batch_request([events[i] for i in sent])
             r = await self._post(self.intake_url, headers, body, "feedback batch", attempts)
-            results = wire.batch_items([events[i] for i in pending], r.status_code, r.content)
-            for i, res in zip(pending, results, strict=True):
+            results = wire.batch_items([events[i] for i in sent], r.status_code, r.content)
+            for i, res in zip(sent, results, strict=True):
                 done[i] = res
-            pending = [i for i in pending if done[i].status in RETRY_STATUSES]
+            pending = [i for i in pending if i not in done or done[i].status in RETRY_STATUSES]
             if not pending:
                 return wire.merge(self.source, events, done)
+            if all(done[i].status not in RETRY_STATUSES for i in sent):
+                continue  # this part is final: send the next one at once
             wait = attempts.next_wait(time.monotonic(), retry_after_s(r.headers))
             if wait is None:
                 return wire.merge(self.source, events, done)

@@ -15,25 +15,6 @@ _UNSET: Any = object()
 
 
 @dataclass(frozen=True)
-class Prediction:
-    """One model answer: ``id`` is what feedback refers to, ``version`` the model that answered."""
-
-    id: str
-    model: str
-    version: str | None
-    output: Mapping[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "model": self.model, "version": self.version,
-                "output": dict(self.output)}
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> Prediction:
-        return cls(id=str(d["id"]), model=str(d["model"]), version=d.get("version"),
-                   output=dict(d.get("output") or {}))
-
-
-@dataclass(frozen=True)
 class Feedback:
     """One feedback event. Its identity (``source``, ``id``) is fixed when it is built, so
     every retry of it carries the same identity and downstream dedup counts it once."""

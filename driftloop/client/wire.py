@@ -9,10 +9,11 @@ from typing import Any
 
 from driftloop import events as ev
 from driftloop.client.errors import body_of, error_from_response
-from driftloop.client.types import Accepted, BatchResult, Feedback, ItemResult, Prediction
+from driftloop.client.types import Accepted, BatchResult, Feedback, ItemResult
 from driftloop.errors import BadRequest, FieldError, ValidationFailed
 from driftloop.naming import is_safe_id
 from driftloop.serving import v2
+from driftloop.serving.v2 import Prediction
 
 MEDIA_TYPES = {"audio/": "audio", "image/": "image"}
 

@@ -43,6 +43,11 @@ class Prediction:
         return {"id": self.id, "model": self.model, "version": self.version,
                 "output": dict(self.output)}
 
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Prediction:
+        return cls(id=str(d["id"]), model=str(d["model"]), version=d.get("version"),
+                   output=dict(d.get("output") or {}))
+
 
 # --------------------------------------------------------------------------- requests
 

@@ -97,6 +97,24 @@ def test_field_errors_of_the_server_are_raised_together(intake_server):
     assert [f.field for f in refused.fields] == ["data.model"]
 
 
+def test_a_batch_over_the_intake_cap_goes_as_several_requests(intake_server, kafka):
+    # Intake refuses a batch over its event cap with 413 for the whole request; the client
+    # splits instead, and each event keeps its (source, id) and its index in the result.
+    src = unique_source()
+    answers: list[int] = []
+    with Client(source=src, intake_url=intake_server.url, max_batch_events=2,
+                on_response=[lambda r: answers.append(r.status_code)]) as client:
+        items = [client.make_feedback(f"pred-{i}", model="digits", truth=i) for i in range(4)]
+        items.append(client.make_feedback("pred-bad", model="../etc", truth=0))
+        result = client.feedback_batch(items)
+    assert len(answers) == 3
+    assert result.accepted == 4
+    assert [(r.index, r.id) for r in result.rejected] == [(4, items[4].id)]
+    assert [i.id for i in result.items] == [f.id for f in items]
+    archived = {e.id for e in kafka.read_events(topics.FEEDBACK) if e.source == src}
+    assert archived == {f.id for f in items[:4]}
+
+
 def test_async_client_batch_and_single(intake_server, kafka):
     src = unique_source()
 
