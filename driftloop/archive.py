@@ -17,7 +17,7 @@ import threading
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -83,32 +83,44 @@ def event_key(event: Event) -> str:
 
 
 class SeenIndex:
-    """Which (source, id) each (kind, model) already holds in the store."""
+    """Which (source, id) each (kind, model) already holds in the store.
+
+    The last ``dedup_days`` of partitions are read once per (kind, model); an event dated
+    before that window also reads its own day's partition, so a redelivered event is
+    recognised whatever its time (the partition it would be written to is always known).
+    """
 
     def __init__(self, store: BlobStore, dedup_days: int) -> None:
         self.store = store
         self.dedup_days = dedup_days
         self._seen: dict[tuple[str, str], set[str]] = {}
+        self._days: dict[tuple[str, str], set[str]] = {}
 
-    def for_model(self, kind: str, model: str) -> set[str]:
+    def for_partition(self, kind: str, model: str, day: date) -> set[str]:
+        """The identities archived for (kind, model), including ``day``'s partition."""
         key = (kind, model)
         if key not in self._seen:
-            self._seen[key] = self._load(kind, model)
+            oldest = (datetime.now(UTC).date() - timedelta(days=self.dedup_days)).isoformat()
+            self._seen[key], self._days[key] = set(), set()
+            self._load(key, f"{kind}/model={model}/", lambda d: d >= oldest)
+        d = day.isoformat()
+        if d not in self._days[key]:
+            self._load(key, f"{kind}/model={model}/date={d}/", lambda found: found == d)
+            self._days[key].add(d)
         return self._seen[key]
 
-    def _load(self, kind: str, model: str) -> set[str]:
-        oldest = (datetime.now(UTC).date() - timedelta(days=self.dedup_days)).isoformat()
-        seen: set[str] = set()
-        for k in archived_keys(self.store, f"{kind}/model={model}/"):
+    def _load(self, key: tuple[str, str], prefix: str, wanted: Callable[[str], bool]) -> None:
+        seen, days = self._seen[key], self._days[key]
+        for k in archived_keys(self.store, prefix):
             part = k.split("/")[2] if k.count("/") >= 3 else ""
-            if not part.startswith("date=") or part[5:] < oldest:
+            if not part.startswith("date=") or not wanted(part[5:]):
                 continue
+            days.add(part[5:])
             for line in self.store.get(k).splitlines():
                 if line.strip():
                     obj = json.loads(line)
                     seen.add(labeled.identity(str(obj.get("source")), str(obj.get("id")),
                                               obj.get("type"), obj.get("data")))
-        return seen
 
 
 def encode_lines(events: Iterable[Event]) -> bytes:
@@ -199,7 +211,7 @@ class Archiver:
         self.dead_lettered += len(dead)
 
     def _write(self, kind: str, model: str, day: date, events: list[Event]) -> None:
-        seen = self.seen.for_model(kind, model)
+        seen = self.seen.for_partition(kind, model, day)
         fresh: list[Event] = []
         batch_keys: set[str] = set()
         for e in events:

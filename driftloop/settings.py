@@ -100,7 +100,8 @@ class Settings(BaseSettings):
         2.0, gt=0, description="Longest time the archive holds records before writing."
     )
     archive_dedup_days: int = Field(
-        7, ge=0, description="How many days of archived ids the archive checks for repeats."
+        7, ge=0, description="Days of archived partitions the archive reads up front to recognise "
+        "repeats; an event dated earlier also reads its own day's partition."
     )
     archive_engine: str = Field(
         "auto",

@@ -33,7 +33,7 @@ def archived(store: BlobStore, kind: str = "feedback") -> list[dict]:
     return out
 
 
-def run_archive_until(settings, store, predicate, timeout_s=180.0) -> Archiver:
+def run_archive_until(settings, store, predicate, timeout_s=60.0) -> Archiver:
     """Run archive v0 in a thread (its own consumer group) until ``predicate(store, archiver)``.
     """
     archiver = Archiver(settings, store, group_id=f"archive-{uuid.uuid4().hex[:8]}",
