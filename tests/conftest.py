@@ -25,6 +25,7 @@ pytest_plugins = [
 SERVER_FIXTURES = frozenset(
     {
         "kafka",
+        "own_kafka",
         "s3",
         "mlserver",
         "monitoring",

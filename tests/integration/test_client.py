@@ -15,23 +15,11 @@ import pytest
 from driftloop import topics
 from driftloop.client import AsyncClient, Client, Feedback, RetryPolicy
 from driftloop.errors import BadRequest, PayloadTooLarge, Unauthorized, ValidationFailed
-from driftloop.local.kafka import KafkaBroker
-from driftloop.local.process import free_port, stop_pid
+from driftloop.local.process import stop_pid
 from driftloop.settings import Settings
 from tests.fixtures.intake import start_intake_server, unique_source
-from tests.fixtures.kafka import KafkaFixture
 
 TOKEN = "client-test-token"
-
-
-@pytest.fixture
-def own_kafka(tmp_path):
-    fixture = KafkaFixture(KafkaBroker(
-        libs_dir=Settings().cache_dir / "kafka" / "libs", data_dir=tmp_path / "kafka",
-        port=free_port(), controller_port=free_port(), heap="384m"))
-    fixture.start()
-    yield fixture
-    fixture.stop()
 
 
 @pytest.fixture

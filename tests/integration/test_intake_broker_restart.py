@@ -13,23 +13,10 @@ import httpx
 import pytest
 
 from driftloop import topics
-from driftloop.local.kafka import KafkaBroker
-from driftloop.local.process import free_port, stop_pid
-from driftloop.settings import Settings
+from driftloop.local.process import stop_pid
 from tests.fixtures.intake import feedback, post_binary, start_intake_server, unique_source
-from tests.fixtures.kafka import KafkaFixture
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def own_kafka(tmp_path):
-    fixture = KafkaFixture(KafkaBroker(
-        libs_dir=Settings().cache_dir / "kafka" / "libs", data_dir=tmp_path / "kafka",
-        port=free_port(), controller_port=free_port(), heap="384m"))
-    fixture.start()
-    yield fixture
-    fixture.stop()
 
 
 @pytest.fixture
