@@ -277,7 +277,7 @@ class Settings(BaseSettings):
         9308, description="Port of the local consumer-group lag exporter (kafka-lag)."
     )
     serving_stream_metrics_port: int = Field(
-        8095, ge=0, le=65535,
+        8096, ge=0, le=65535,
         description="Prometheus /metrics port of the local streaming predictor (0: not served).",
     )
     prometheus_url: str = Field("", description="Prometheus base URL; empty means the local one.")

@@ -71,6 +71,20 @@ def test_settings_defaults_match_design(monkeypatch):
     assert s.intake_max_body_bytes == 1024 * 1024
 
 
+def test_local_stack_default_ports_are_distinct(monkeypatch):
+    # Two components with the same default port: `driftloop up` fails on a fresh machine.
+    for k in list(__import__("os").environ):
+        if k.startswith("DRIFTLOOP_"):
+            monkeypatch.delenv(k)
+    s = Settings()
+    ports = {n: getattr(s, n) for n in Settings.model_fields if n.endswith("_port")}
+    by_port: dict[int, list[str]] = {}
+    for name, port in ports.items():
+        if port:
+            by_port.setdefault(port, []).append(name)
+    assert {p: n for p, n in by_port.items() if len(n) > 1} == {}
+
+
 def test_settings_reject_bad_values(monkeypatch):
     monkeypatch.setenv("DRIFTLOOP_INTAKE_MAX_BODY_BYTES", "-1")
     with pytest.raises(ValueError):
