@@ -25,10 +25,8 @@ from tests.fixtures.intake import (
 
 
 @pytest.fixture
-def client(settings_factory):
-    c, service = intake_client(settings_factory(intake_send_timeout_s=5))
-    yield c
-    service.close()
+def client(intake_app):
+    return intake_app
 
 
 def ids_in_kafka(kafka, source):
