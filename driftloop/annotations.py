@@ -619,7 +619,8 @@ def func_yaml_keys(doc: Mapping[str, Any], file: str) -> Iterator[Found]:
 
 def _field_values(doc: Mapping[str, Any], file: str) -> Iterator[tuple[str, Found]]:
     """(vocabulary name, value) of each spec field with a fixed vocabulary."""
-    spec = doc.get("spec") if isinstance(doc.get("spec"), dict) else {}
+    raw_spec = doc.get("spec")
+    spec: Mapping[str, Any] = raw_spec if isinstance(raw_spec, dict) else {}
     if doc.get("kind") == "KafkaSource" and "ordering" in spec:
         yield (
             "KafkaSource spec.ordering",
@@ -688,14 +689,18 @@ def check_document(doc: Mapping[str, Any], file: str, cat: Catalogue) -> list[An
                 )
                 continue
         if not cat.known(f.key):
-            hint = cat.closest(f.key)
+            closest = cat.closest(f.key)
             errors.append(
                 AnnotationError(
                     f.file,
                     f.where,
                     f.key,
                     "no pinned controller declares this key"
-                    + (f"; closest known key: {hint} ({cat.origin(hint)})" if hint else ""),
+                    + (
+                        f"; closest known key: {closest} ({cat.origin(closest)})"
+                        if closest
+                        else ""
+                    ),
                 )
             )
             continue

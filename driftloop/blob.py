@@ -20,17 +20,22 @@ import os
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import date
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, ParamSpec, Protocol, TypeVar
 from urllib.parse import unquote, urlparse
 
 from driftloop.errors import Unavailable
 from driftloop.naming import safe_segment
 
 if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
     from driftloop.settings import Settings
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
 
 class BlobStore(Protocol):
@@ -179,7 +184,7 @@ class S3Store:
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self._conditional_ok = False
-        self._client = boto3.client(
+        self._client: S3Client = boto3.client(
             "s3",
             endpoint_url=endpoint_url,
             aws_access_key_id=access_key_id,
@@ -201,18 +206,19 @@ class S3Store:
         check_key(key)
         return f"{self.prefix}/{key}" if self.prefix else key
 
-    def _call(self, fn_name: str, **kwargs: object) -> dict:
+    def _call(self, fn: Callable[_P, _R], *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        """``fn`` (a method of the S3 client), an unreachable server raised as 503."""
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
-            return getattr(self._client, fn_name)(**kwargs)
+            return fn(*args, **kwargs)
         except ClientError:
             raise
         except BotoCoreError as e:
             raise Unavailable(f"blob store {self.url} unreachable: {e}") from e
 
     def put(self, key: str, data: bytes) -> None:
-        self._call("put_object", Bucket=self.bucket, Key=self._key(key), Body=data)
+        self._call(self._client.put_object, Bucket=self.bucket, Key=self._key(key), Body=data)
 
     def put_if_absent(self, key: str, data: bytes) -> bool:
         """``PUT`` with ``If-None-Match: *``: 412 means another writer created the key."""
@@ -222,7 +228,7 @@ class S3Store:
         self._check_conditional_writes()
         for attempt in range(CONFLICT_RETRIES):
             try:
-                self._call("put_object", Bucket=self.bucket, Key=full, Body=data,
+                self._call(self._client.put_object, Bucket=self.bucket, Key=full, Body=data,
                            IfNoneMatch="*")
                 return True
             except ClientError as e:
@@ -256,8 +262,9 @@ class S3Store:
 
         probe = self._key(f"_driftloop/conditional-probe/{uuid.uuid4().hex}")
         try:
-            self._call("put_object", Bucket=self.bucket, Key=probe, Body=b"1", IfNoneMatch="*")
-            self._call("put_object", Bucket=self.bucket, Key=probe, Body=b"2", IfNoneMatch="*")
+            put = self._client.put_object
+            self._call(put, Bucket=self.bucket, Key=probe, Body=b"1", IfNoneMatch="*")
+            self._call(put, Bucket=self.bucket, Key=probe, Body=b"2", IfNoneMatch="*")
         except ClientError as e:
             code, status = _error(e)
             if code != "PreconditionFailed" and status != 412:
@@ -266,7 +273,7 @@ class S3Store:
             self._conditional_ok = True
         finally:
             try:
-                self._call("delete_object", Bucket=self.bucket, Key=probe)
+                self._call(self._client.delete_object, Bucket=self.bucket, Key=probe)
             except (ClientError, Unavailable):
                 pass
         if not self._conditional_ok:
@@ -277,7 +284,7 @@ class S3Store:
         from botocore.exceptions import ClientError
 
         try:
-            resp = self._call("get_object", Bucket=self.bucket, Key=self._key(key))
+            resp = self._call(self._client.get_object, Bucket=self.bucket, Key=self._key(key))
         except ClientError as e:
             if e.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
                 raise KeyError(key) from e
@@ -288,7 +295,7 @@ class S3Store:
         from botocore.exceptions import ClientError
 
         try:
-            self._call("head_object", Bucket=self.bucket, Key=self._key(key))
+            self._call(self._client.head_object, Bucket=self.bucket, Key=self._key(key))
         except ClientError as e:
             if e.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
                 return False
@@ -302,10 +309,12 @@ class S3Store:
         keys: list[str] = []
         token: str | None = None
         while True:
-            kwargs: dict[str, object] = {"Bucket": self.bucket, "Prefix": full}
-            if token:
-                kwargs["ContinuationToken"] = token
-            resp = self._call("list_objects_v2", **kwargs)
+            list_page = self._client.list_objects_v2
+            resp = (
+                self._call(list_page, Bucket=self.bucket, Prefix=full, ContinuationToken=token)
+                if token
+                else self._call(list_page, Bucket=self.bucket, Prefix=full)
+            )
             keys.extend(obj["Key"][strip:] for obj in resp.get("Contents", []))
             if not resp.get("IsTruncated"):
                 break
@@ -313,7 +322,7 @@ class S3Store:
         return iter(sorted(k for k in keys if k and not k.endswith("/")))
 
     def delete(self, key: str) -> None:
-        self._call("delete_object", Bucket=self.bucket, Key=self._key(key))
+        self._call(self._client.delete_object, Bucket=self.bucket, Key=self._key(key))
 
 
 CONFLICT_RETRIES = 8

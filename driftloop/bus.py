@@ -152,8 +152,9 @@ def publish(
 def _default_key(event: Event) -> str | None:
     """Kafka key = model name (per-model ordering), when the payload names one."""
     data = event.data
-    if isinstance(data, dict) and isinstance(data.get("model"), str):
-        return data["model"]
+    model = data.get("model") if isinstance(data, dict) else None
+    if isinstance(model, str):
+        return model
     return event.extensions.get("model") or event.extensions.get("partitionkey")
 
 

@@ -29,7 +29,9 @@ class OneLineErrors(TyperGroup):
     """Every failure of a command is one line on stderr and a non-zero exit, never a
     traceback: 2 for bad input (options, files, a 4xx), 1 for anything else."""
 
-    def invoke(self, ctx: typer.Context) -> Any:
+    # TyperGroup always builds a typer.Context; its base class (the click copy vendored in
+    # typer) declares the wider click Context, which only lives in a private module.
+    def invoke(self, ctx: typer.Context) -> Any:  # type: ignore[override]
         try:
             return super().invoke(ctx)
         except (typer.Exit, typer.Abort):
@@ -76,7 +78,9 @@ def settings_error(e: ValidationError) -> str:
 def load_settings(**overrides: object) -> Settings:
     """Settings from the environment with the CLI's flags on top (flags win)."""
     try:
-        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+        # Flag values are checked by Settings itself (the same rules as its variables).
+        flags: dict[str, Any] = {k: v for k, v in overrides.items() if v is not None}
+        return Settings(**flags)
     except ValidationError as e:
         raise fail(settings_error(e), code=2) from e
 

@@ -15,6 +15,7 @@ import sys
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import date, time
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -391,7 +392,7 @@ def validate_directory(directory: Path, schemas: Schemas, kustomize: Path) -> Re
 
 def _rfc3339(value: object) -> str:
     """YAML timestamps (func.yaml's ``created``) as the RFC 3339 strings kn func reads."""
-    if hasattr(value, "isoformat"):
+    if isinstance(value, date | time):
         return value.isoformat()
     raise TypeError(f"not JSON serializable: {type(value).__name__}")
 

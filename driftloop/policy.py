@@ -9,7 +9,7 @@ returns a frozen ``Decision`` that says which rule fired with which values, and 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from driftloop.errors import FieldError, NotFound, ValidationFailed
 from driftloop.events import pydantic_field_errors
+from driftloop.inputlog import InputLogging
 from driftloop.naming import safe_segment
 from driftloop.quality import MODELS
 
@@ -133,6 +134,9 @@ class Policy(_Strict):
     limits: Limits = Field(default_factory=Limits)
     training: Training = Field(default_factory=Training)
     promotion: Promotion = Field(default_factory=Promotion)
+    inputs: InputLogging = Field(default_factory=InputLogging)
+    """Which answered inputs are kept for training, how large, how long
+    (``driftloop.inputlog``)."""
 
     @field_validator("model")
     @classmethod
@@ -344,16 +348,17 @@ def _schedule_due(cron: str, s: Signals, history: RunHistory) -> tuple[bool, str
 def decide(policy: Policy, s: Signals, history: RunHistory) -> Decision:
     """Retrain or not, with the reasons (pure: the caller records the outcome)."""
     rules = evaluate_rules(policy, s, history)
-    base = {"model": policy.model, "rules": rules, "at": s.now.isoformat(), "trigger": s.trigger}
+    base = Decision(model=policy.model, retrain=False, rules=rules, at=s.now.isoformat(),
+                    trigger=s.trigger)
     if not any(r.fired for r in rules):
-        return Decision(retrain=False, **base)
+        return base
     if s.event_key is not None and s.event_key in history.seen_events:
-        return Decision(retrain=False, blocked_by="duplicate",
-                        detail=f"event {s.event_key!r} was already handled", **base)
+        return replace(base, blocked_by="duplicate",
+                       detail=f"event {s.event_key!r} was already handled")
     if history.active >= policy.limits.max_concurrent:
-        return Decision(retrain=False, blocked_by="concurrency",
-                        detail=f"{history.active} run(s) active, cap "
-                        f"{policy.limits.max_concurrent}", **base)
+        return replace(base, blocked_by="concurrency",
+                       detail=f"{history.active} run(s) active, cap "
+                       f"{policy.limits.max_concurrent}")
     if history.last_started is not None and not s.manual:
         cooldown = cooldown_s(policy, history.consecutive_failures)
         ends = history.last_started + timedelta(seconds=cooldown)
@@ -361,10 +366,10 @@ def decide(policy: Policy, s: Signals, history: RunHistory) -> Decision:
             left = (ends - s.now).total_seconds()
             failed = (f" after {history.consecutive_failures} failed run(s) in a row"
                       if history.consecutive_failures else "")
-            return Decision(retrain=False, blocked_by="cooldown",
-                            detail=f"last run started {history.last_started.isoformat()}, "
-                            f"cooldown {cooldown:.0f}s{failed} ({left:.0f}s left)", **base)
-    return Decision(retrain=True, **base)
+            return replace(base, blocked_by="cooldown",
+                           detail=f"last run started {history.last_started.isoformat()}, "
+                           f"cooldown {cooldown:.0f}s{failed} ({left:.0f}s left)")
+    return replace(base, retrain=True)
 
 
 def cooldown_s(policy: Policy, consecutive_failures: int) -> float:
@@ -372,5 +377,5 @@ def cooldown_s(policy: Policy, consecutive_failures: int) -> float:
     limits = policy.limits
     if consecutive_failures <= 0:
         return limits.cooldown_s
-    backoff = limits.failure_backoff_s * 2 ** min(consecutive_failures - 1, 30)
+    backoff = limits.failure_backoff_s * 2.0 ** min(consecutive_failures - 1, 30)
     return max(limits.cooldown_s, min(backoff, limits.max_failure_backoff_s))

@@ -220,7 +220,8 @@ class Registry:
             raw = self.store.get(self._alias_key(model, alias))
         except KeyError:
             return None
-        return json.loads(raw).get("version")
+        version: str | None = json.loads(raw).get("version")
+        return version
 
     def aliases(self, model: str) -> dict[str, str]:
         """Every set alias of ``model``."""

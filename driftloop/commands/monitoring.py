@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 
@@ -88,9 +88,9 @@ def register(app: typer.Typer) -> None:
         try:
             ref_cols = _load_columns(reference)
             cur_cols = _load_columns(current)
-            cfg = DriftConfig(
-                features=_rules(rule or []), drift_share=drift_share, nan_policy=nan_policy
-            )  # type: ignore[arg-type]
+            # _nan_policy already refused anything else.
+            nan: Literal["raise", "omit"] = "omit" if nan_policy == "omit" else "raise"
+            cfg = DriftConfig(features=_rules(rule or []), drift_share=drift_share, nan_policy=nan)
             profile = build_profile(
                 ref_cols, max_sample=None, nan_policy=nan_policy, source=str(reference)
             )

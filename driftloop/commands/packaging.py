@@ -68,8 +68,8 @@ def register(app: typer.Typer) -> None:
                 typer.echo(str(e).splitlines()[0][:2000], err=True)
                 failed = True
                 continue
-            for e in report.errors:
-                typer.echo(str(e), err=True)
+            for error in report.errors:
+                typer.echo(str(error), err=True)
             for u in report.unvalidated:
                 typer.echo(f"{u.file}: {u.kind}/{u.name}: not validated ({u.reason})")
             typer.echo(
@@ -79,8 +79,8 @@ def register(app: typer.Typer) -> None:
         if not dirs:
             for f in sorted(FUNCTIONS_DIR.glob("*/func.yaml")):
                 errors = validate_func_yaml(f, schemas)
-                for e in errors:
-                    typer.echo(str(e), err=True)
+                for error in errors:
+                    typer.echo(str(error), err=True)
                 failed |= bool(errors)
             from driftloop.annotations import Catalogue, check_files, default_files
 

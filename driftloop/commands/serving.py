@@ -20,10 +20,10 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def predict(
+        model: Annotated[str, typer.Option("--model", "-m", help="Model name.",
+                                           callback=safe_name)],
         file: Annotated[Path | None, typer.Argument(
             help="A WAV, PNG or JPEG file, or a JSON tensor.", show_default=False)] = None,
-        model: Annotated[str, typer.Option("--model", "-m", help="Model name.",
-                                           callback=safe_name)] = ...,
         version: Annotated[str | None, typer.Option(
             help="A version or alias (champion, challenger); default: the champion.",
             callback=safe_version)] = None,

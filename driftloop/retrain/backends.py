@@ -119,7 +119,7 @@ class LocalBackend:
 def render_job(settings: Settings, request: TrainingRequest, *,
                template: Path = TEMPLATE) -> dict[str, Any]:
     """The Kubernetes Job manifest of one run (pure; no cluster needed)."""
-    doc = yaml.safe_load(template.read_text())
+    doc: dict[str, Any] = yaml.safe_load(template.read_text())
     name = f"driftloop-train-{request.model}-{request.run_id}"[:63].rstrip("-.")
     doc["metadata"]["name"] = name
     doc["metadata"]["namespace"] = settings.k8s_namespace

@@ -43,13 +43,17 @@ def build(image: str = DEFAULT_IMAGE) -> Callable[..., Any]:
     """The pipeline with its component bound to ``image``."""
     component = dsl.component(base_image=image)(train)
 
-    @dsl.pipeline(name=PIPELINE_NAME, description="Train one driftloop model version.")
     def pipeline(model: str, run_id: str, params: str = "{}") -> str:
         task = component(model=model, run_id=run_id, params=params)
         task.set_caching_options(False)
-        return task.output
+        output: str = task.output  # a placeholder kfp resolves to the component's string
+        return output
 
-    return pipeline
+    # kfp has no type hints: the decorator is applied as a call so its result can be typed.
+    compiled: Callable[..., Any] = dsl.pipeline(
+        name=PIPELINE_NAME, description="Train one driftloop model version."
+    )(pipeline)
+    return compiled
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -111,7 +111,7 @@ class DigitsTrainer:
         try:
             y = int(label)
         except ValueError as e:
-            raise RowSkipped("no_label", f"truth {label[:50]!r} is not a digit") from e
+            raise RowSkipped("no_label", f"truth {str(label)[:50]!r} is not a digit") from e
         if not 0 <= y <= 9:
             raise RowSkipped("no_label", f"truth {y} is not a digit 0..9")
         pixels = truth.get("pixels") if isinstance(truth, Mapping) else None
