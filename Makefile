@@ -13,6 +13,7 @@ demo: setup
 
 test: setup
 	$(VENV)/bin/ruff check driftloop functions flink seldon tests bench
+	$(VENV)/bin/mypy
 	$(VENV)/bin/pytest -ra
 
 # test-unit starts no server: tests that need one (marked `servers` by tests/conftest.py)
@@ -23,9 +24,11 @@ test-unit: setup
 test-integration: setup
 	$(VENV)/bin/pytest -ra -m "servers or integration or e2e" tests
 
+# mypy --strict over driftloop/ (config: [tool.mypy] in pyproject.toml).
 lint:
 	$(VENV)/bin/ruff check driftloop functions flink seldon tests bench
 	$(VENV)/bin/ruff format --check driftloop functions flink seldon tests bench
+	$(VENV)/bin/mypy
 
 # bench: the benches with short defaults, each writing its figures to .driftloop/bench/*.json,
 # then the capacity plan recomputed from them (docs/capacity.md explains the model).

@@ -63,9 +63,10 @@ def installed(settings: Settings) -> bool:
 
 def _read_ready(path: Path) -> dict[str, Any] | None:
     try:
-        return json.loads(path.read_text())
+        ready: dict[str, Any] = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
+    return ready
 
 
 def job_health(job: dict[str, Any], grace_s: float) -> tuple[bool, str]:
