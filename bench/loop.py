@@ -3,7 +3,7 @@
 Starts a local stack with the loop's parts (``driftloop.retrain.stackrun``: Kafka,
 MLServer with digits, Prometheus and Pushgateway, retrain-trigger and promote under
 functions-framework, the dispatcher) on free loopback ports, then runs
-``driftloop.retrain.demo.run_loop`` through it: healthy traffic, injected drift (rotated
+``driftloop.demo.loop.run_loop`` through it: healthy traffic, injected drift (rotated
 digits), drift-check's drift.detected on ``driftloop.events`` → dispatcher →
 retrain-trigger → training subprocess → model.trained → dispatcher → promote (offline
 gate, canary, bake with live traffic) → the champion endpoint answers with the new version.
@@ -36,8 +36,8 @@ def main() -> int:
     args = ap.parse_args()
 
     from driftloop.blob import open_store
+    from driftloop.demo.loop import run_loop
     from driftloop.policy import load_policy
-    from driftloop.retrain.demo import run_loop
     from driftloop.retrain.pipeline import train_model
     from driftloop.retrain.stackrun import loop_stack
 

@@ -17,15 +17,15 @@ def register(app: typer.Typer) -> None:
         """Start the local stack and show events flowing through the loop."""
         from rich.console import Console
 
-        from driftloop import demo as demo_steps
         from driftloop.cli import fail, load_settings
+        from driftloop.demo import runner
         from driftloop.errors import DriftloopError
         from driftloop.local.stack import Stack
 
         console = Console()
         settings = load_settings()
         try:
-            demo_steps.run(settings, console)
+            runner.run(settings, console)
         except (DriftloopError, RuntimeError) as e:
             raise fail(getattr(e, "message", str(e))) from e
         console.rule("status")

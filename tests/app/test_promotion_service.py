@@ -41,7 +41,7 @@ def promoter(env: LoopEnv, **settings) -> PromotionService:
 def publish_labeled(env: LoopEnv, versions: dict[str, int]) -> None:
     """Correct labeled digits records per version, as Flink's join writes them."""
     from driftloop.bus import make_producer, publish
-    from driftloop.retrain.demo import labeled_record
+    from driftloop.demo.traffic import labeled_record
 
     records = []
     for version, n in versions.items():

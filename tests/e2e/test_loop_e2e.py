@@ -18,12 +18,12 @@ import pytest
 from driftloop import events as ev
 from driftloop import topics
 from driftloop.blob import open_store
+from driftloop.demo.traffic import Traffic, digit_samples
 from driftloop.monitoring.check import DriftCheckService
 from driftloop.policy import load_policy
 from driftloop.promotion import routing
 from driftloop.promotion.service import PromotionService
 from driftloop.registry import Registry
-from driftloop.retrain.demo import Traffic, digit_samples
 from driftloop.retrain.pipeline import _save_profile, train_model
 from driftloop.retrain.state import RunStore
 from driftloop.retrain.trainers import trainer_for

@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 
 from driftloop.blob import open_store
+from driftloop.demo.loop import run_loop
 from driftloop.registry import Registry
-from driftloop.retrain.demo import run_loop
 from driftloop.retrain.stackrun import loop_stack
 from driftloop.retrain.state import RunStore
 

@@ -9,8 +9,8 @@ import pytest
 from rich.console import Console
 
 from driftloop.blob import open_store
-from driftloop.demo import DemoContext
-from driftloop.monitoring.demo import step_drift
+from driftloop.demo.context import DemoContext
+from driftloop.demo.drift import step_drift
 from driftloop.registry import Registry
 from driftloop.settings import Settings
 

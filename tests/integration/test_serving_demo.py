@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from rich.console import Console
 
-from driftloop.demo import DemoContext
-from driftloop.serving.demo import step_predictions
+from driftloop.demo.context import DemoContext
+from driftloop.demo.predictions import step_predictions
 
 pytestmark = pytest.mark.integration
 

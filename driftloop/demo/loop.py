@@ -1,129 +1,30 @@
-"""The closed loop, shown: drift → alert/drift event → retrain → canary → promotion.
+"""The demo's loop step, shown: drift → alert/drift event → retrain → canary → promotion.
 
-``Traffic`` plays an app: it sends digits through the canary router (or the champion's
-endpoint) and feeds back their truth the way Flink's join would (labeled records to
-Kafka and the blob store archive). ``run_loop`` drives one whole loop with the same
-services the functions run and reports quality before, during and after, versions and
-timings; ``demo_loop`` is the ``driftloop demo`` step (through the stack's own functions
-when they run, in-process otherwise), and ``bench/loop.py`` times ``run_loop``.
+``run_loop`` drives one whole loop with the same services the functions run and reports
+quality before, during and after, versions and timings; ``step_loop`` is the demo's step
+(through the stack's own functions when they run, in-process otherwise), and
+``bench/loop.py`` times ``run_loop``.
 """
 
 from __future__ import annotations
 
 import json
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from driftloop import events as ev
-from driftloop import quality, topics
+from driftloop import topics
 from driftloop.blob import BlobStore, open_store
+from driftloop.demo.context import DemoContext
+from driftloop.demo.traffic import Traffic, digit_samples
 from driftloop.registry import Registry
 from driftloop.settings import Settings
 
-if TYPE_CHECKING:
-    from driftloop.demo import DemoContext
-    from driftloop.promotion.routing import Router
+__all__ = ["LoopReport", "run_loop", "step_loop"]
 
 Progress = Callable[[str], None]
-
-
-def digit_samples(n: int, *, rotate: bool, seed: int) -> list[tuple[list[float], int]]:
-    """``n`` digits of scikit-learn's set as (pixels, label); ``rotate``: turned 90°."""
-    import numpy as np
-
-    from driftloop.serving.models import digits
-
-    ds = digits.load_dataset()
-    idx = np.random.default_rng(seed).choice(len(ds), n, replace=n > len(ds))
-    out = []
-    for j in idx:
-        px = ds.X[j].reshape(8, 8)
-        if rotate:
-            px = np.rot90(px)
-        out.append((px.reshape(-1).tolist(), int(ds.y[j])))
-    return out
-
-
-def labeled_record(prediction: ev.Event, truth: Any, app: str) -> ev.Event:
-    """The labeled record Flink's join makes of a prediction and its feedback."""
-    fb = ev.new_event(ev.FEEDBACK, app, {"prediction_id": prediction.id, "model":
-                                         prediction.data["model"], "truth": truth},
-                      datacontenttype=ev.JSON)
-    try:
-        from flink.transforms.join import labeled_event
-    except ImportError:  # installed without the flink/ folder: the same record by hand
-        data = {"prediction_id": prediction.id, "feedback_id": fb.id, "feedback_source": app,
-                **{k: prediction.data.get(k) for k in ("model", "version", "output")},
-                "truth": truth, "feedback_time": ev.format_time(fb.time or datetime.now(UTC)),
-                "metric": quality.spec(prediction.data["model"]).metric,
-                "quality": quality.score(prediction.data["model"], prediction.data["output"],
-                                         truth)}
-        return ev.Event(id=fb.id, source="driftloop/flink/join", type="io.driftloop.labeled.v1",
-                        data=data, time=fb.time, datacontenttype=ev.JSON,
-                        extensions={"model": str(prediction.data["model"])})
-    return labeled_event(ev.to_structured(prediction), ev.to_structured(fb))
-
-
-@dataclass
-class TrafficResult:
-    accuracy: float
-    by_version: dict[str, tuple[float, int]]
-    records: list[ev.Event]
-
-
-class Traffic:
-    """An app sending digits and their truth; one Kafka producer for its lifetime."""
-
-    def __init__(self, settings: Settings, store: BlobStore, serving_url: str,
-                 app: str = "driftloop-demo-app") -> None:
-        from driftloop.bus import make_producer
-        from driftloop.promotion.routing import Router
-        from driftloop.serving.client import V2Client
-
-        self.settings, self.store, self.app = settings, store, app
-        self.router: Router = Router(store, serving_url)
-        self.plain = V2Client(serving_url)
-        self.producer = make_producer(settings, linger_ms=5)
-
-    def close(self) -> None:
-        self.router.close()
-        self.plain.close()
-        self.producer.close(timeout=5)
-
-    def send(self, samples: list[tuple[list[float], int]], *, routed: bool = True,
-             archive: bool = True) -> TrafficResult:
-        """Infer each sample (canary split when ``routed``), then feed back the truth."""
-        from driftloop.bus import publish
-
-        records: list[ev.Event] = []
-        hits: dict[str, list[float]] = {}
-        for pixels, label in samples:
-            rid = str(uuid.uuid4())
-            if routed:
-                pred = self.router.infer_tensor("digits", [pixels], request_id=rid)
-            else:
-                pred = self.plain.infer_tensor("digits", [pixels], request_id=rid)
-            prediction = ev.new_event(ev.PREDICTION, "driftloop/serving/digits",
-                                      {"model": "digits", "version": pred.version,
-                                       "output": dict(pred.output)},
-                                      id=pred.id, datacontenttype=ev.JSON)
-            rec = labeled_record(prediction, {"label": label, "pixels": pixels}, self.app)
-            records.append(rec)
-            hits.setdefault(str(pred.version), []).append(float(rec.data["quality"]))
-        publish(self.producer, topics.LABELED, records, key="digits")
-        if archive:
-            day = datetime.now(UTC).date().isoformat()
-            key = f"labeled/model=digits/date={day}/{self.app}-{uuid.uuid4().hex}.jsonl"
-            self.store.put(key, "\n".join(json.dumps(ev.to_structured(e))
-                                          for e in records).encode())
-        allq = [q for qs in hits.values() for q in qs]
-        return TrafficResult(sum(allq) / max(len(allq), 1),
-                             {v: (sum(qs) / len(qs), len(qs)) for v, qs in hits.items()},
-                             records)
 
 
 @dataclass
@@ -140,19 +41,31 @@ class LoopReport:
     decision: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"champion_before": self.champion_before, "new_version": self.new_version,
-                "phase": self.phase, "reason": self.reason, "quality": self.quality,
-                "canary_split": self.canary_split, "timings": self.timings,
-                "decision": self.decision}
+        return {
+            "champion_before": self.champion_before,
+            "new_version": self.new_version,
+            "phase": self.phase,
+            "reason": self.reason,
+            "quality": self.quality,
+            "canary_split": self.canary_split,
+            "timings": self.timings,
+            "decision": self.decision,
+        }
 
 
 def _noop(msg: str) -> None:
     pass
 
 
-def run_loop(settings: Settings, *, progress: Progress = _noop, n_drift: int = 240,
-             via: str = "in-process", trigger_url: str | None = None,
-             timeout_s: float = 300.0) -> LoopReport:
+def run_loop(
+    settings: Settings,
+    *,
+    progress: Progress = _noop,
+    n_drift: int = 240,
+    via: str = "in-process",
+    trigger_url: str | None = None,
+    timeout_s: float = 300.0,
+) -> LoopReport:
     """One whole loop on the given services (Kafka, blob store, model server).
 
     ``via="in-process"`` runs retrain-trigger and promote in this process (the same code
@@ -172,8 +85,14 @@ def run_loop(settings: Settings, *, progress: Progress = _noop, n_drift: int = 2
     champion = registry.alias("digits", "champion") or registry.versions("digits")[-1]
     trainer = trainer_for("digits")
     if not store.exists(f"models/digits/{champion}/reference_profile.json"):
-        _save_profile(store, trainer, "digits", champion, registry.artifact("digits", champion),
-                      trainer.base()[1])
+        _save_profile(
+            store,
+            trainer,
+            "digits",
+            champion,
+            registry.artifact("digits", champion),
+            trainer.base()[1],
+        )
     report = LoopReport(champion_before=champion)
     traffic = Traffic(settings, store, settings.resolved_serving_url)
     promoter = PromotionService(settings, store=store) if via == "in-process" else None
@@ -183,7 +102,8 @@ def run_loop(settings: Settings, *, progress: Progress = _noop, n_drift: int = 2
         report.quality["before"] = traffic.send(digit_samples(60, rotate=False, seed=11)).accuracy
         progress("injecting drift: digits rotated by 90°")
         report.quality["drifted"] = traffic.send(
-            digit_samples(n_drift, rotate=True, seed=12)).accuracy
+            digit_samples(n_drift, rotate=True, seed=12)
+        ).accuracy
         runs = RunStore(store)
         known = {r.run_id for r in runs.runs("digits")}
         event = _drift_event(settings, store, progress)
@@ -202,28 +122,40 @@ def run_loop(settings: Settings, *, progress: Progress = _noop, n_drift: int = 2
             run_id = _new_run(runs, known, timeout_s=30)
             if run_id:
                 report.decision = "; ".join(
-                    f"{r['rule']}: {r['detail']}" for r in runs.get("digits", run_id).reasons)
+                    f"{r['rule']}: {r['detail']}" for r in runs.get("digits", run_id).reasons
+                )
         if not run_id:
-            progress(f"no run started ({report.decision or 'policy held it back'}); "
-                     "asking by hand instead")
+            progress(
+                f"no run started ({report.decision or 'policy held it back'}); "
+                "asking by hand instead"
+            )
             if trigger is not None:
-                answer = json.loads(trigger.handle(
-                    "POST", "/", {"content-type": "application/json"},
-                    b'{"model": "digits"}').body)
+                answer = json.loads(
+                    trigger.handle(
+                        "POST", "/", {"content-type": "application/json"}, b'{"model": "digits"}'
+                    ).body
+                )
             else:
                 import httpx
 
                 from driftloop.auth import client_headers
 
-                answer = httpx.post(trigger_url or "", json={"model": "digits"},
-                                    headers=client_headers(settings), timeout=30).json()
+                answer = httpx.post(
+                    trigger_url or "",
+                    json={"model": "digits"},
+                    headers=client_headers(settings),
+                    timeout=30,
+                ).json()
             run_id = answer.get("run_id")
             report.decision = answer["decision"]["explain"]
             if not run_id:
                 raise RuntimeError(f"no training run: {report.decision}")
         progress(f"training run {run_id}")
-        run = _wait(lambda: (r := runs.get("digits", run_id)).status in ("succeeded", "failed")
-                    and r, timeout_s, f"training run {run_id}")
+        run = _wait(
+            lambda: (r := runs.get("digits", run_id)).status in ("succeeded", "failed") and r,
+            timeout_s,
+            f"training run {run_id}",
+        )
         report.timings["trigger_to_trained_s"] = time.monotonic() - t0
         if run.status != "succeeded":
             report.phase, report.reason = "failed", str(run.error)
@@ -245,7 +177,7 @@ def run_loop(settings: Settings, *, progress: Progress = _noop, n_drift: int = 2
             if p is not None and p.phase not in ("gate", "canary"):
                 break
             if p is not None and p.phase == "canary":
-                r = traffic.send(rotated[i % 1900:][:20], archive=False)
+                r = traffic.send(rotated[i % 1900 :][:20], archive=False)
                 during.append(r.accuracy)
                 for v, (_, n) in r.by_version.items():
                     split[v] = split.get(v, 0) + n
@@ -260,12 +192,16 @@ def run_loop(settings: Settings, *, progress: Progress = _noop, n_drift: int = 2
             report.quality["during_canary"] = sum(during) / len(during)
         if report.phase == "promoted":
             # Serving all traffic: the champion endpoint answers with the new version.
-            _wait(lambda: traffic.plain.infer_tensor("digits", [rotated[0][0]], emit=False
-                                                     ).version == version, 60,
-                  "the champion endpoint to serve the new version")
+            _wait(
+                lambda: (
+                    traffic.plain.infer_tensor("digits", [rotated[0][0]], emit=False).version
+                    == version
+                ),
+                60,
+                "the champion endpoint to serve the new version",
+            )
             report.timings["trigger_to_serving_s"] = time.monotonic() - t0
-        after = traffic.send(digit_samples(100, rotate=True, seed=14), routed=False,
-                             archive=False)
+        after = traffic.send(digit_samples(100, rotate=True, seed=14), routed=False, archive=False)
         report.quality["after"] = after.accuracy
         progress(f"{report.phase}: quality after {after.accuracy:.3f}")
         return report
@@ -312,8 +248,14 @@ def _find_event(settings: Settings, event_id: str) -> ev.Event:
 
 
 def _trained_event(settings: Settings, run_id: str) -> ev.Event:
-    found = _scan(settings, lambda e: e.type == ev.MODEL_TRAINED and isinstance(e.data, dict)
-                  and e.data.get("run_id") == run_id)
+    found = _scan(
+        settings,
+        lambda e: (
+            e.type == ev.MODEL_TRAINED
+            and isinstance(e.data, dict)
+            and e.data.get("run_id") == run_id
+        ),
+    )
     if found is None:
         raise RuntimeError(f"no model.trained event of run {run_id}")
     return found
@@ -343,7 +285,7 @@ def _wait(fn: Callable[[], Any], timeout_s: float, what: str) -> Any:
     raise TimeoutError(f"timed out waiting for {what}")
 
 
-def demo_loop(ctx: DemoContext) -> None:
+def step_loop(ctx: DemoContext) -> None:
     """The whole loop: drift, alert/drift event, retrain, canary, promotion."""
     from rich.table import Table
 
@@ -353,19 +295,29 @@ def demo_loop(ctx: DemoContext) -> None:
     for name, fld in (("prometheus", "prometheus_url"), ("pushgateway", "pushgateway_url")):
         if name in ctx.endpoints:
             settings = settings.model_copy(update={fld: ctx.endpoints[name]})
-    via = "stack" if "retrain-trigger" in ctx.endpoints and "promote" in ctx.endpoints \
-        and "dispatcher" in ctx.endpoints else "in-process"
+    via = (
+        "stack"
+        if "retrain-trigger" in ctx.endpoints
+        and "promote" in ctx.endpoints
+        and "dispatcher" in ctx.endpoints
+        else "in-process"
+    )
     with ctx.console.status("closing the loop") as spinner:
-        report = run_loop(settings, via=via, trigger_url=ctx.endpoints.get("retrain-trigger"),
-                          progress=lambda m: (spinner.update(m), ctx.console.log(m)))
+        report = run_loop(
+            settings,
+            via=via,
+            trigger_url=ctx.endpoints.get("retrain-trigger"),
+            progress=lambda m: (spinner.update(m), ctx.console.log(m)),
+        )
     table = Table("loop", "value")
-    table.add_row("versions", f"v{report.champion_before} → v{report.new_version} "
-                  f"({report.phase})")
+    table.add_row("versions", f"v{report.champion_before} → v{report.new_version} ({report.phase})")
     table.add_row("decision", report.decision)
     for k, v in report.quality.items():
         table.add_row(f"accuracy {k}", f"{v:.3f}")
-    table.add_row("canary split (requests)", ", ".join(f"v{k}: {n}" for k, n in
-                                                      sorted(report.canary_split.items())))
+    table.add_row(
+        "canary split (requests)",
+        ", ".join(f"v{k}: {n}" for k, n in sorted(report.canary_split.items())),
+    )
     for k, v in report.timings.items():
         table.add_row(k.replace("_", " "), f"{v:.1f} s")
     table.add_row("outcome", report.reason[:200])

@@ -1,4 +1,4 @@
-"""The demo's serving step: one prediction per model family, then feedback against each id.
+"""The demo's predictions step: one prediction per model family, then feedback against each id.
 
 Inputs with known truth are made on the spot (flite speech, Pillow text, scikit-image's
 astronaut photo, a scikit-learn digit), so the feedback carries the real truth and the
@@ -12,14 +12,14 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rich.table import Table
 
 from driftloop import quality
+from driftloop.demo.context import DemoContext
 
-if TYPE_CHECKING:
-    from driftloop.demo import DemoContext
+__all__ = ["samples", "step_predictions"]
 
 SENTENCE = "please call me tomorrow morning"
 LINE = "Invoice 2041 due on March 15"
@@ -42,8 +42,12 @@ def samples() -> list[tuple[str, bytes, Any]]:
     if shutil.which("flite"):
         with tempfile.TemporaryDirectory() as tmp:
             wav = Path(tmp) / "s.wav"
-            subprocess.run(["flite", "-voice", "slt", "-t", SENTENCE, "-o", str(wav)],
-                           check=True, capture_output=True, timeout=60)
+            subprocess.run(
+                ["flite", "-voice", "slt", "-t", SENTENCE, "-o", str(wav)],
+                check=True,
+                capture_output=True,
+                timeout=60,
+            )
             out.append(("speech", wav.read_bytes(), {"text": SENTENCE}))
     font = ImageFont.load_default(size=36)
     line = Image.new("L", (640, 80), 255)
@@ -52,8 +56,7 @@ def samples() -> list[tuple[str, bytes, Any]]:
     try:
         from skimage import data
 
-        out.append(("faces", _png(Image.fromarray(data.astronaut())),
-                    {"boxes": [ASTRONAUT_FACE]}))
+        out.append(("faces", _png(Image.fromarray(data.astronaut())), {"boxes": [ASTRONAUT_FACE]}))
     except ImportError:
         pass
     d = load_digits()
@@ -83,8 +86,12 @@ def step_predictions(ctx: DemoContext) -> None:
     table = Table("model", "prediction id", "version", "output", "quality", "feedback")
     results = []
     # The app's side goes through driftloop.client, as an app would.
-    with Client(source="driftloop/demo", serving_url=server, intake_url=intake,
-                timeout_s=ctx.settings.serving_timeout_s) as client:
+    with Client(
+        source="driftloop/demo",
+        serving_url=server,
+        intake_url=intake,
+        timeout_s=ctx.settings.serving_timeout_s,
+    ) as client:
         for model, data, truth in samples():
             pred = client.predict(model, data)
             score = quality.score(model, dict(pred.output), truth)
@@ -95,9 +102,22 @@ def step_predictions(ctx: DemoContext) -> None:
                     status = "202"
                 except DriftloopError as e:
                     status = f"{e.status} {e.reason}"
-            table.add_row(model, pred.id, str(pred.version), _summary(dict(pred.output)),
-                          f"{quality.spec(model).metric} {score:.3f}", status)
-            results.append({"model": model, "id": pred.id, "version": pred.version,
-                            "quality": score, "feedback_status": status})
+            table.add_row(
+                model,
+                pred.id,
+                str(pred.version),
+                _summary(dict(pred.output)),
+                f"{quality.spec(model).metric} {score:.3f}",
+                status,
+            )
+            results.append(
+                {
+                    "model": model,
+                    "id": pred.id,
+                    "version": pred.version,
+                    "quality": score,
+                    "feedback_status": status,
+                }
+            )
     ctx.console.print(table)
     ctx.summary["predictions"] = results

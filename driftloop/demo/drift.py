@@ -1,6 +1,6 @@
-"""The drift part of ``driftloop demo``: inject a shift, watch Prometheus, get the alert, report.
+"""The demo's drift step: inject a shift, watch Prometheus, get the alert, write the report.
 
-``step_drift(ctx)`` follows the demo's step protocol (``driftloop.demo.STEPS``): it uses the
+``step_drift(ctx)`` follows the demo's step protocol (``driftloop.demo.context.Step``): it uses the
 running local stack (Kafka, Pushgateway, Prometheus, Alertmanager) through the endpoints
 in ``ctx`` and records its figures in ``ctx.summary["drift"]``.
 """
@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from driftloop import events as ev
 from driftloop import topics
 from driftloop.bus import make_producer, publish
+from driftloop.demo.context import DemoContext
 from driftloop.drift import build_profile, detect
 from driftloop.events import PREPROCESSED
 from driftloop.monitoring.check import DriftCheckService
@@ -24,8 +25,7 @@ from driftloop.monitoring.prom import PrometheusClient
 from driftloop.quality import MODELS
 from driftloop.registry import Registry
 
-if TYPE_CHECKING:
-    from driftloop.demo import DemoContext
+__all__ = ["DEMO_MODEL", "FEATURES", "step_drift"]
 
 # The face detector: its version has no trained reference profile (digits' does, over its
 # outputs), and it has no retrain policy, so the alert this step fires is shown, not acted on.

@@ -1,0 +1,98 @@
+"""Runs the demo: brings the local stack up (or uses the running one), then each step of
+``STEPS`` in order, then one summary table of what flowed where."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from driftloop import quality
+from driftloop.demo.context import DemoContext, Step
+from driftloop.demo.drift import step_drift
+from driftloop.demo.feedback import step_feedback
+from driftloop.demo.labeled import step_labeled
+from driftloop.demo.loop import step_loop
+from driftloop.demo.predictions import step_predictions
+from driftloop.demo.preprocess import step_preprocess
+from driftloop.settings import Settings
+
+__all__ = ["STEPS", "print_summary", "run"]
+
+STEPS: tuple[Step, ...] = (
+    step_feedback,
+    step_preprocess,
+    step_predictions,
+    step_labeled,
+    # The loop runs before the drift-alert step: that step's alert also reaches
+    # retrain-trigger, and the policy's cooldown would then hold the loop's trigger back.
+    step_loop,
+    step_drift,
+)
+
+
+def print_summary(ctx: DemoContext) -> None:
+    """What flowed where, in one table at the end."""
+    s = ctx.summary
+    table = Table("step", "result")
+    if fb := s.get("feedback"):
+        table.add_row(
+            "feedback",
+            f"{fb['accepted']}/{fb['posted']} accepted, "
+            f"{fb['kafka']} in Kafka, {fb['archived']} archived",
+        )
+    if pre := s.get("preprocess"):
+        table.add_row(
+            "preprocess", f"{pre['inputs']} raw inputs preprocessed by Flink in {pre['seconds']} s"
+        )
+    for p in s.get("predictions", []):
+        metric = quality.spec(p["model"]).metric
+        table.add_row(
+            f"predict {p['model']}",
+            f"v{p['version']} {metric} {p['quality']:.3f}, feedback {p['feedback_status']}",
+        )
+    if lab := s.get("labeled"):
+        table.add_row("join", f"{lab['joined']}/{lab['expected']} predictions labeled")
+    if loop := s.get("loop"):
+        q = loop.get("quality") or {}
+        accuracy = ", ".join(f"{k} {v:.3f}" for k, v in q.items() if isinstance(v, float))
+        timings = ", ".join(
+            f"{k} {v:.1f}" for k, v in (loop.get("timings") or {}).items() if isinstance(v, float)
+        )
+        table.add_row(
+            "loop",
+            f"v{loop.get('champion_before')} → v{loop.get('new_version')} "
+            f"({loop.get('phase')}); accuracy {accuracy}; seconds: {timings}",
+        )
+    if drift := s.get("drift"):
+        table.add_row(
+            "drift alert",
+            f"{drift['model']} share drifted "
+            f"{drift['share_before']:.0%} → {drift['share_after']:.0%}, alert "
+            f"{drift['alert']}, report {drift['report']}",
+        )
+    ctx.console.rule("summary")
+    ctx.console.print(table)
+
+
+def run(settings: Settings, console: Console) -> dict[str, Any]:
+    """Every step on the running (or freshly started) local stack; the summary's figures."""
+    from driftloop.local.stack import Stack
+
+    stack = Stack(settings)
+    if not stack.running():
+        with console.status("starting the local stack") as spinner:
+            stack.up(progress=lambda msg: spinner.update(msg))
+    statuses = stack.status()
+    unhealthy = [s.name for s in statuses if not s.healthy]
+    if unhealthy:
+        raise RuntimeError(
+            f"unhealthy components: {', '.join(unhealthy)} (logs in {stack.log_dir})"
+        )
+    ctx = DemoContext(settings, console, {s.name: s.endpoint for s in statuses})
+    for step in STEPS:
+        console.rule(step.__doc__.splitlines()[0] if step.__doc__ else step.__name__)
+        step(ctx)
+    print_summary(ctx)
+    return ctx.summary
