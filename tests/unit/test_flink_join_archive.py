@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 from driftloop import events, topics
+from driftloop.errors import ValidationFailed
 from driftloop.labeled import labeled_id
 from driftloop.settings import Settings
 from flink.jobs import join as join_job
@@ -92,7 +93,7 @@ def test_window_close_dead_letters_waiting_feedback_and_counts_lonely_prediction
 
 def test_invalid_inputs_raise():
     bad = events.new_event(events.FEEDBACK, "app", {"model": "ocr", "truth": 1})
-    with pytest.raises(events.ValidationFailed):
+    with pytest.raises(ValidationFailed):
         join.parse_side(join.FEEDBACK, bad)
     with pytest.raises(Exception, match="is not"):
         join.parse_side(join.PREDICTION, bad)
