@@ -205,7 +205,7 @@ def test_oidc_valid_expired_wrong_audience_wrong_key(oidc_settings, issuer_key, 
 
 def test_oidc_subject_patterns(oidc_settings, issuer_key):
     auth = FunctionAuth.from_settings(oidc_settings.model_copy(
-        update={"function_oidc_subjects": "system:serviceaccount:driftloop:*"}))
+        update={"function_oidc_subjects": ("system:serviceaccount:driftloop:*",)}))
     check(auth, token(issuer_key))  # sub system:serviceaccount:driftloop:oidc-src
     assert "subject" in refused(auth, token(issuer_key,
                                              sub="system:serviceaccount:other-ns:anything"))
@@ -249,7 +249,7 @@ def test_static_tokens_and_oidc_together(oidc_settings, issuer_key):
 
 def test_own_callers_send_the_first_token(tmp_path):
     from driftloop.auth import client_headers
-    from driftloop.local.dispatcher import delivery_token
+    from driftloop.local.eventing.delivery import delivery_token
 
     s = Settings(state_dir=tmp_path, function_tokens=" first-tok ,second-tok")
     assert client_headers(s) == {"authorization": "Bearer first-tok"}

@@ -22,7 +22,8 @@ import pytest
 from driftloop import bus, events
 from driftloop import topics as topic_names
 from driftloop.local.components.dispatcher import components
-from driftloop.local.dispatcher import Dispatcher, load_eventing
+from driftloop.local.eventing.dispatcher import Dispatcher
+from driftloop.local.eventing.manifests import load_eventing
 from driftloop.local.process import free_port
 from driftloop.settings import Settings
 from tests.fixtures.packaging import kafka_source, unique, write_eventing

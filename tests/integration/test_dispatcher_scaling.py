@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from driftloop import bus, events
-from driftloop.local.dispatcher import Dispatcher, load_eventing
+from driftloop.local.eventing.dispatcher import Dispatcher
+from driftloop.local.eventing.manifests import load_eventing
 from driftloop.local.scaling import (
     CLASS,
     COOLDOWN_PERIOD,

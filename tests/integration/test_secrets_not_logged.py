@@ -19,7 +19,7 @@ import pytest
 from driftloop import events as ev
 from driftloop import topics
 from driftloop.bus import make_producer, publish
-from driftloop.local.dispatcher import heartbeat_path
+from driftloop.local.eventing.endpoints import heartbeat_path
 from driftloop.local.process import free_port
 from driftloop.settings import Settings
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from driftloop.local.dispatcher import EventingError, build_eventing, load_documents
+from driftloop.local.eventing.manifests import EventingError, build_eventing, load_documents
 from driftloop.local.scaling import (
     CLASS,
     KEDA_CLASS,

@@ -8,7 +8,8 @@ import time
 
 from driftloop.local.components import ComponentSpec
 from driftloop.local.components.kafka import broker_for
-from driftloop.local.dispatcher import heartbeat_path, load_eventing
+from driftloop.local.eventing.endpoints import heartbeat_path
+from driftloop.local.eventing.manifests import load_eventing
 from driftloop.settings import Settings
 
 ORDER = 60
@@ -41,7 +42,7 @@ def components(settings: Settings) -> list[ComponentSpec]:
             argv=[
                 sys.executable,
                 "-m",
-                "driftloop.local.dispatcher",
+                "driftloop.local.eventing",
                 "--eventing",
                 str(settings.eventing_dir),
             ],
