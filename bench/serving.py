@@ -92,14 +92,14 @@ def main() -> None:
     ap.add_argument("--models", default="digits,faces,ocr,speech")
     ap.add_argument("--out-json", help="also write the figures to this JSON file")
     args = ap.parse_args()
-    names = [m.strip() for m in args.models.split(",") if m.strip()]
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from bench.proc_cpu import tree_cpu_s
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         settings = Settings(state_dir=folder, kafka_bootstrap=f"127.0.0.1:{free_port()}",
                             serving_http_port=free_port(), serving_grpc_port=free_port(),
-                            serving_metrics_port=free_port(), serving_models=",".join(names))
+                            serving_metrics_port=free_port(), serving_models=args.models)
+        names = settings.serving_model_list
         registry = Registry(open_store(settings.resolved_blob_url, settings))
         champions = ensure_models(registry, names)
         data = inputs(folder)

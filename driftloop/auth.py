@@ -176,7 +176,7 @@ class FunctionAuth:
                 leeway_s=settings.function_oidc_leeway_s,
                 ca_file=settings.function_oidc_ca_file,
                 token_file=settings.function_oidc_token_file,
-                subjects=[p.strip() for p in settings.function_oidc_subjects.split(",")],
+                subjects=settings.function_oidc_subjects,
             )
         if not tokens and oidc is None:
             return None

@@ -27,7 +27,7 @@ DL_SOURCE_OFFSET = "dl_source_offset"
 
 
 def _servers(settings: Settings) -> list[str]:
-    return [s.strip() for s in settings.kafka_bootstrap.split(",") if s.strip()]
+    return settings.kafka_bootstrap_servers
 
 
 SASL_LOGIN_MODULES = {

@@ -61,10 +61,6 @@ def _targets(items: list[str]) -> str:
     return ", ".join(f'"{t}"' for t in items if t)
 
 
-def _csv(value: str) -> list[str]:
-    return [v.strip() for v in value.split(",") if v.strip()]
-
-
 def _duration(seconds: float) -> str:
     return f"{max(int(seconds * 1000), 1)}ms"
 
@@ -101,8 +97,8 @@ def external_jobs(settings: Settings) -> list[ScrapeJob]:
     out = []
     for name, value in (("flink", settings.flink_metrics_targets),
                         ("functions", settings.function_metrics_targets)):
-        if _csv(value):
-            out.append(ScrapeJob(name, tuple(_csv(value))))
+        if value:
+            out.append(ScrapeJob(name, value))
     return out
 
 

@@ -12,9 +12,11 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from driftloop.settings import Settings
+from driftloop.settings.fields import split_commas
 
 PIPELINES = ("preprocess", "join", "archive")
 
@@ -23,8 +25,9 @@ def app_name(pipelines: list[str]) -> str:
     return "-".join(p for p in PIPELINES if p in pipelines)
 
 
-def parse_pipelines(value: str) -> list[str]:
-    chosen = [p.strip() for p in value.split(",") if p.strip()]
+def parse_pipelines(value: str | Sequence[str]) -> list[str]:
+    """``--pipelines``' comma form (parsed as the setting is), or the setting's tuple."""
+    chosen = [str(p) for p in split_commas(value)] if isinstance(value, str) else list(value)
     unknown = sorted(set(chosen) - set(PIPELINES))
     if unknown or not chosen:
         raise SystemExit(f"unknown pipelines {unknown}; choose from {', '.join(PIPELINES)}")

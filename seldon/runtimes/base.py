@@ -39,7 +39,7 @@ from driftloop.registry import DEPLOY_SETTINGS, Registry
 from driftloop.serving import models, v2
 from driftloop.serving.emitter import PredictionEmitter
 from driftloop.serving.inputs import InputLimits
-from driftloop.settings import Settings, get_settings
+from driftloop.settings import Settings
 
 LATENCY = Histogram(
     "driftloop_model_latency_seconds", "Model inference latency (decode + predict).",
@@ -92,7 +92,7 @@ class DriftloopRuntime(MLModel):
     family: ClassVar[str] = ""
 
     async def load(self) -> bool:
-        self._dl_settings = get_settings()
+        self._dl_settings = Settings()  # MLServer loads the runtime: an edge
         extra = (self.settings.parameters.extra if self.settings.parameters else None) or {}
         self.registry_version = str(extra.get("registry_version") or self.version or "")
         if not self.registry_version:

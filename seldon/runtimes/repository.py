@@ -22,7 +22,7 @@ from mlserver.settings import ModelParameters, ModelSettings
 
 from driftloop.blob import open_store
 from driftloop.registry import Registry
-from driftloop.settings import get_settings
+from driftloop.settings import Settings
 from seldon.runtimes import RUNTIMES
 
 
@@ -30,7 +30,7 @@ class RegistryRepository(ModelRepository):
     """Model settings generated from the registry's aliases."""
 
     def __init__(self, root: str = "", models: list[str] | None = None) -> None:
-        self._settings = get_settings()
+        self._settings = Settings()  # MLServer builds the repository: an edge
         self._models = list(models or self._settings.serving_model_list)
         unknown = [m for m in self._models if m not in RUNTIMES]
         if unknown:

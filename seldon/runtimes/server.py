@@ -16,7 +16,7 @@ from mlserver.errors import ModelNotFound
 from mlserver.rest import server as rest_server
 
 from driftloop.serving.guard import KnownModel, RequestGuard
-from driftloop.settings import Settings, get_settings
+from driftloop.settings import Settings
 
 _MARK = "_driftloop_guarded"
 
@@ -55,7 +55,7 @@ def install(settings: Settings) -> None:
 def main() -> None:
     from mlserver.cli.main import main as mlserver_main
 
-    install(get_settings())
+    install(Settings())
     mlserver_main()
 
 

@@ -61,7 +61,7 @@ def selected(settings: Settings) -> list[ComponentSpec]:
     """The components ``driftloop up`` starts: all, or those ``settings.components`` names."""
     from driftloop.errors import StackError
 
-    wanted = {c.strip() for c in settings.components.split(",") if c.strip()}
+    wanted = set(settings.components)
     specs = discover(settings)
     unknown = wanted - {s.name for s in specs}
     if unknown:

@@ -43,7 +43,7 @@ def ready_file(settings: Settings) -> Path:
 
 def pipelines(settings: Settings) -> list[str]:
     """The configured pipelines, without archive when the archive v0 consumer has the job."""
-    chosen = [p.strip() for p in settings.flink_pipelines.split(",") if p.strip()]
+    chosen: list[str] = list(settings.flink_pipelines)
     if settings.archive_engine == "consumer":
         chosen = [p for p in chosen if p != "archive"]
     return chosen

@@ -1,0 +1,94 @@
+"""Flink: the preprocess, join and archive jobs (environment, pacing, transforms)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from driftloop.settings.fields import PROJECT_ROOT, PipelineList
+
+__all__ = ["FlinkSettings"]
+
+
+class FlinkSettings(BaseModel):
+    """The Flink application of the local stack and the jobs' own parameters."""
+
+    flink_venv: Path = Field(
+        PROJECT_ROOT / ".venv-flink",
+        description="Python environment with PyFlink that runs the jobs (make setup creates it).",
+    )
+    flink_lib_dir: Path | None = Field(
+        None, description="Connector jars for the jobs; empty means <cache_dir>/flink/lib."
+    )
+    flink_pipelines: PipelineList = Field(
+        ("preprocess", "join", "archive"),
+        description="Pipelines the local Flink application runs, comma separated "
+        "(preprocess, join, archive).",
+    )
+    flink_parallelism: int = Field(1, ge=1, description="Default parallelism of the jobs.")
+    flink_execution_mode: Literal["thread", "process"] = Field(
+        "thread", description="Python UDF execution mode: 'thread' (fastest) or 'process'."
+    )
+    flink_bundle_size: int = Field(
+        64, ge=1, description="Records per Python bundle (also the Arrow batch size)."
+    )
+    flink_bundle_time_ms: int = Field(
+        200, ge=1, description="Longest time a Python bundle waits before it is processed."
+    )
+    flink_checkpoint_dir: str = Field(
+        "", description="Checkpoint URL or folder; empty means <state_dir>/flink/checkpoints."
+    )
+    flink_checkpoint_interval_ms: int = Field(
+        2000, ge=100, description="Checkpoint interval; output commits at this pace."
+    )
+    flink_group_id: str = Field("driftloop-flink", description="Kafka group id prefix of the jobs.")
+    flink_audio_target_dbfs: float = Field(
+        -20.0, description="RMS loudness preprocessed audio is normalized to."
+    )
+    flink_audio_peak_dbfs: float = Field(-1.0, description="Peak limit of preprocessed audio.")
+    flink_audio_max_duration_s: float = Field(
+        60.0, gt=0, description="Longest audio input accepted."
+    )
+    flink_image_width: int = Field(224, ge=1, description="Width images are letterboxed to.")
+    flink_image_height: int = Field(224, ge=1, description="Height images are letterboxed to.")
+    flink_image_mode: Literal["RGB", "L"] = Field(
+        "RGB", description="Colour mode of preprocessed images: RGB or L."
+    )
+    flink_max_input_bytes: int = Field(
+        8 * 1024 * 1024, ge=1, description="Largest raw input accepted by preprocess."
+    )
+    flink_inline_max_bytes: int = Field(
+        256 * 1024,
+        ge=0,
+        description="Preprocessed payloads up to this size are inlined (base64), bigger ones "
+        "go to the blob store as a reference.",
+    )
+    flink_join_window_s: float = Field(
+        3600.0,
+        gt=0,
+        description="How long a prediction waits for feedback (and feedback for its prediction).",
+    )
+    flink_archive_roll_s: float = Field(
+        10.0, gt=0, description="Longest time an archive file stays open before it is committed."
+    )
+    flink_join_corrections_s: float = Field(
+        7 * 24 * 3600.0,
+        ge=0,
+        description="How long the join keeps a labeled prediction after its window, so a "
+        "later correction (feedback for the same prediction) still applies; 0 drops it.",
+    )
+    flink_rest_port: int = Field(
+        8095,
+        ge=0,
+        le=65535,
+        description="REST port of the local Flink mini-cluster (job state and restarts for "
+        "`driftloop status`); 0 leaves it to Flink.",
+    )
+    flink_restart_grace_s: float = Field(
+        120.0,
+        gt=0,
+        description="The Flink job counts as unhealthy while it restarted less than this long ago "
+        "(a job stuck in a restart loop stays unhealthy).",
+    )
