@@ -15,9 +15,9 @@ from typing import Any
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
 from prometheus_client.exposition import generate_latest
 
+from driftloop.events import media
+
 CONTENT_TYPE = CONTENT_TYPE_LATEST
-STRUCTURED = "application/cloudevents+json"
-BATCH = "application/cloudevents-batch+json"
 MAX_PARSED_BODY = 1024 * 1024
 """Bodies larger than this are not parsed for an event type or a decision (counted as such)."""
 
@@ -81,8 +81,8 @@ def event_types(headers: Mapping[str, str], body: bytes) -> list[str]:
     h = {k.lower(): v for k, v in headers.items()}
     if "ce-type" in h:
         return [_label(h["ce-type"])]
-    ctype = h.get("content-type", "").split(";", 1)[0].strip().lower()
-    if ctype not in (STRUCTURED, BATCH):
+    ctype = h.get("content-type")
+    if not (media.is_cloudevents_structured(ctype) or media.is_cloudevents_batch(ctype)):
         return ["none"]
     doc = _json(body)
     items = doc if isinstance(doc, list) else [doc]

@@ -11,6 +11,7 @@ from driftloop import events as ev
 from driftloop.client.errors import body_of, error_from_response
 from driftloop.client.types import Accepted, BatchResult, Feedback, ItemResult
 from driftloop.errors import BadRequest, FieldError, ValidationFailed
+from driftloop.events import media
 from driftloop.naming import is_safe_id
 from driftloop.serving import v2
 from driftloop.serving.v2 import Prediction
@@ -108,8 +109,9 @@ def prediction(model: str, request_id: str, status: int, headers: Mapping[str, s
 
 
 def modality_of(content_type: str) -> str:
+    essence = media.media_type(content_type)
     for prefix, modality in MEDIA_TYPES.items():
-        if content_type.startswith(prefix):
+        if essence.startswith(prefix):
             return modality
     raise ValidationFailed([FieldError("content_type", "media-type",
                                        "raw inputs are audio/* or image/*")])

@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 
 from driftloop.errors import BadRequest, Unavailable
+from driftloop.events import media
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,7 @@ class PrometheusClient:
             r = self._http.get(path, params=params)
         except httpx.HTTPError as e:
             raise Unavailable(f"Prometheus at {self.base_url} unavailable: {e}") from e
-        body = r.json() if r.headers.get("content-type", "").startswith("application/json") else {}
+        body = r.json() if media.is_json(r.headers.get("content-type")) else {}
         if r.status_code == 400 or body.get("errorType") == "bad_data":
             raise BadRequest(f"Prometheus rejected the query: {body.get('error', r.text)}")
         if r.status_code != 200 or body.get("status") != "success":

@@ -21,6 +21,8 @@ import zlib
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from driftloop.events import media
+
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -51,10 +53,10 @@ class RequestGuard:
                 await _answer(send, 404, refused)
                 return
         headers = {name.lower(): value for name, value in scope.get("headers") or []}
-        ctype = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
-        if ctype and scope.get("method") == "POST" and not _is_json(ctype):
+        ctype = media.media_type(headers.get(b"content-type", b"").decode("latin-1"))
+        if ctype and scope.get("method") == "POST" and not media.is_json(ctype):
             await _answer(send, 415, f"request body: content type "
-                          f"{ctype[:_MAX_SHOWN].decode('latin-1')!r} is not application/json")
+                          f"{ctype[:_MAX_SHOWN]!r} is not application/json")
             return
         encoding = headers.get(b"content-encoding", b"identity").strip().lower()
         if encoding not in (b"identity", b"gzip"):
@@ -131,10 +133,6 @@ class RequestGuard:
             if not message.get("more_body", False):
                 break
         return b"".join(chunks)
-
-
-def _is_json(ctype: bytes) -> bool:
-    return ctype == b"application/json" or ctype.endswith(b"+json")
 
 
 def _content_length(scope: Scope) -> int | None:

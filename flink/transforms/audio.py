@@ -19,6 +19,7 @@ import numpy as np
 from scipy.io import wavfile
 from scipy.signal import resample_poly
 
+from driftloop.events import media
 from flink.transforms import Rejected
 
 AUDIO_CONTENT_TYPES = frozenset({"audio/wav", "audio/x-wav", "audio/wave", "audio/vnd.wave"})
@@ -166,8 +167,7 @@ def features(x: np.ndarray, rate: int, clipping_ratio: float, frame_s: float) ->
 
 
 def check_content_type(content_type: str | None) -> None:
-    ct = (content_type or "").split(";", 1)[0].strip().lower()
-    if ct not in AUDIO_CONTENT_TYPES:
+    if media.media_type(content_type) not in AUDIO_CONTENT_TYPES:
         raise Rejected(Rejected.WRONG_CONTENT_TYPE,
                        f"content type {content_type!r} is not audio/wav")
 

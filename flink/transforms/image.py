@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image, ImageOps
 from scipy.ndimage import laplace
 
+from driftloop.events import media
 from flink.transforms import Rejected
 
 FORMATS = {"image/png": "PNG", "image/jpeg": "JPEG", "image/jpg": "JPEG"}
@@ -53,8 +54,7 @@ class ImageResult:
 
 def check_content_type(content_type: str | None) -> str:
     """The PIL format name expected for ``content_type``; rejects anything else."""
-    ct = (content_type or "").split(";", 1)[0].strip().lower()
-    fmt = FORMATS.get(ct)
+    fmt = FORMATS.get(media.media_type(content_type))
     if fmt is None:
         raise Rejected(Rejected.WRONG_CONTENT_TYPE,
                        f"content type {content_type!r} is not image/png or image/jpeg")
