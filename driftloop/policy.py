@@ -99,6 +99,9 @@ class Training(_Strict):
     recent_share: float = Field(0.3, gt=0, lt=1)
     """Newest share of labeled feedback held out as the 'recent' evaluation set."""
     timeout_s: float = Field(900.0, gt=0)
+    min_feedback_rows: int = Field(1, ge=0)
+    """A run with fewer usable labeled rows is ``skipped`` (with the reason and counts)
+    instead of training the base data again; 0 trains on the base data alone."""
 
 
 class Promotion(_Strict):

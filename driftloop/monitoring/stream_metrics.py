@@ -45,7 +45,9 @@ def queue_depth(consumer: Any) -> int:
     return sum(max(0, ends[tp] - consumer.position(tp)) for tp in parts)
 
 
-def serve(state: StreamState, port: int) -> None:
-    registry = CollectorRegistry()
+def serve(state: StreamState, port: int, *, registry: CollectorRegistry | None = None,
+          ) -> None:
+    """``/metrics`` on loopback: ``state``'s figures plus what ``registry`` holds."""
+    registry = registry if registry is not None else CollectorRegistry()
     registry.register(StreamCollector(state))
     start_http_server(port, addr="127.0.0.1", registry=registry)

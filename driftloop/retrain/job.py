@@ -1,8 +1,9 @@
 """The training job's entry point, the same in every backend's container or process:
 ``python -m driftloop.retrain.job --model M --run-id R [--params JSON]``.
 
-It marks the run ``running``, trains, and marks it ``succeeded`` with the version or
-``failed`` with the error; the exit code says which (0 or 1).
+It marks the run ``running``, trains, and marks it ``succeeded`` with the version,
+``skipped`` with the reason and counts (too little usable feedback: nothing registered,
+nothing to promote) or ``failed`` with the error; the exit code is 0, 0 or 1.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import traceback
 
 from driftloop.blob import open_store
 from driftloop.policy import load_policy
-from driftloop.retrain.pipeline import train_model
+from driftloop.retrain.pipeline import TrainingSkipped, train_model
 from driftloop.retrain.state import RunStore, iso, now_utc
 from driftloop.settings import Settings
 
@@ -37,6 +38,11 @@ def run_job(settings: Settings, model: str, run_id: str, params: dict[str, objec
         policy = load_policy(settings.policy_dir, model)
         result = train_model(settings, policy, run_id=run_id, params=params, reasons=reasons,
                              store=store)
+    except TrainingSkipped as skip:
+        runs.update(model, run_id, status="skipped", finished_at=iso(now_utc()),
+                    skip_reason=skip.reason, metrics=skip.metrics, exit_code=0)
+        print(json.dumps(skip.to_dict(), default=str))
+        return 0
     except Exception as e:
         runs.update(model, run_id, status="failed", finished_at=iso(now_utc()),
                     error=f"{type(e).__name__}: {e}", exit_code=1)

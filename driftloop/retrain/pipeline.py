@@ -6,6 +6,13 @@ is evaluated on the base holdout and on the recent labeled data, the champion on
 same data; the version is registered with metrics, lineage, the evaluation set (so the
 promotion gate can re-run both on identical data) and a reference drift profile; then
 ``io.driftloop.model.trained.v1`` goes to ``driftloop.events``.
+
+A labeled record whose input cannot be read is skipped and counted by reason
+(``n_skipped_<reason>``); records whose input is missing or past its retention are also
+named (``lineage.feedback_skipped_inputs``). A run left with fewer usable feedback rows than
+the policy's ``training.min_feedback_rows`` raises ``TrainingSkipped`` (with the reason and
+the counts) instead of training the base data again and asking for a promotion; a run asked
+for with its own ``params`` (an experiment by hand) trains on the base data alone too.
 """
 
 from __future__ import annotations
@@ -16,11 +23,13 @@ import math
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 from driftloop import events as ev
 from driftloop import topics
 from driftloop.blob import BlobStore, open_store
+from driftloop.inputlog import key_time
 from driftloop.policy import Policy
 from driftloop.registry import ModelVersion, Registry
 from driftloop.retrain.data import LabeledRecord, read_labeled, split_by_time
@@ -48,6 +57,25 @@ class TrainResult:
                 "event_id": self.event_id, "timings": dict(self.timings)}
 
 
+class TrainingSkipped(Exception):
+    """The run trained nothing: too little usable feedback. Carries why and the counts."""
+
+    def __init__(self, reason: str, metrics: Mapping[str, float],
+                 lineage: Mapping[str, Any]) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.metrics = dict(metrics)
+        self.lineage = dict(lineage)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"status": "skipped", "reason": self.reason, "version": None,
+                "metrics": self.metrics, "lineage": self.lineage}
+
+
+NAMED_INPUTS = 20
+"""Input references named per skip reason in a run's lineage (the counts are complete)."""
+
+
 def eval_set_key(model: str, run_id: str) -> str:
     return f"runs/{model}/{run_id}/eval.json"
 
@@ -63,15 +91,27 @@ def load_eval_set(store: BlobStore, trainer: Trainer, key: str | None) -> Any:
 
 
 def training_rows(trainer: Trainer, records: list[LabeledRecord], store: BlobStore,
-                  skipped: Counter[str]) -> list[tuple[Any, Any]]:
+                  skipped: Counter[str], named: dict[str, list[str]] | None = None, *,
+                  expired_before: datetime | None = None) -> list[tuple[Any, Any]]:
     """The records that make training rows; the others are counted in ``skipped`` by
-    reason (never fatal: one unreadable input must not fail every later run)."""
+    reason (never fatal: one unreadable input must not fail every later run). A missing
+    kept input from before ``expired_before`` is ``input_expired`` (the retention job
+    deleted it); the first references of missing and expired inputs go to ``named``."""
     rows = []
     for rec in records:
         try:
             rows.append(trainer.row(rec.data, store))
         except RowSkipped as e:
-            skipped[e.reason] += 1
+            reason = e.reason
+            if reason == "input_missing" and e.ref and expired_before is not None:
+                at = key_time(e.ref)
+                if at is not None and at < expired_before:
+                    reason = "input_expired"
+            skipped[reason] += 1
+            if named is not None and e.ref:
+                refs = named.setdefault(reason, [])
+                if len(refs) < NAMED_INPUTS:
+                    refs.append(e.ref)
             log.warning("labeled record %r skipped: %s", rec.key[:200], e)
     return rows
 
@@ -105,8 +145,25 @@ def train_model(
     labeled = read_labeled(store, model, until=started)
     older, recent = split_by_time(labeled, policy.training.recent_share)
     skipped: Counter[str] = Counter()
-    train_rows = training_rows(trainer, older, store, skipped)
-    recent_rows = training_rows(trainer, recent, store, skipped)
+    named: dict[str, list[str]] = {}
+    expired_before = now_utc() - timedelta(days=policy.inputs.retention_days)
+    train_rows = training_rows(trainer, older, store, skipped, named,
+                               expired_before=expired_before)
+    recent_rows = training_rows(trainer, recent, store, skipped, named,
+                                expired_before=expired_before)
+    usable = len(train_rows) + len(recent_rows)
+    if usable < policy.training.min_feedback_rows and not params:
+        counts = {"n_feedback_records": float(len(labeled)), "n_feedback_usable": float(usable),
+                  "n_skipped": float(sum(skipped.values())),
+                  **{f"n_skipped_{r}": float(n) for r, n in sorted(skipped.items())}}
+        why = (f"{usable} usable feedback rows of {len(labeled)} labeled records, "
+               f"min_feedback_rows {policy.training.min_feedback_rows}")
+        if skipped:
+            why += " (skipped: " + ", ".join(f"{r} {n}" for r, n in sorted(skipped.items())) + ")"
+        raise TrainingSkipped(f"not enough usable feedback: {why}", counts, {
+            "run_id": run_id, "feedback_records": len(labeled), "feedback_usable": usable,
+            "feedback_skipped": dict(sorted(skipped.items())),
+            "feedback_skipped_inputs": named, "feedback_until": started})
     feedback_train = trainer.dataset(train_rows)
     recent_set = trainer.dataset(recent_rows)
     data = trainer.concat(base_train, feedback_train) if train_rows else base_train
@@ -146,6 +203,7 @@ def train_model(
         "feedback_train_rows": len(train_rows),
         "feedback_recent_rows": len(recent_rows),
         "feedback_skipped": dict(sorted(skipped.items())),
+        "feedback_skipped_inputs": named,
         "feedback_until": started,
         "feedback_from": labeled[0].time if labeled else None,
         "recent_from": recent[0].time if recent else None,

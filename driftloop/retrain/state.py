@@ -36,7 +36,7 @@ from driftloop.errors import NotFound
 from driftloop.naming import safe_segment
 from driftloop.policy import RunHistory
 
-Status = Literal["requested", "running", "succeeded", "failed"]
+Status = Literal["requested", "running", "succeeded", "failed", "skipped"]
 ACTIVE: frozenset[str] = frozenset({"requested", "running"})
 PREFIX = "runs"
 
@@ -75,6 +75,8 @@ class Run:
     error: str | None = None
     exit_code: int | None = None
     metrics: dict[str, float] = field(default_factory=dict)
+    skip_reason: str | None = None
+    """Why a ``skipped`` run trained nothing (too little usable feedback, with counts)."""
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -16,26 +16,36 @@ from typing import Any, Protocol
 
 from driftloop.blob import BlobStore, check_key
 from driftloop.errors import BadRequest
+from driftloop.inputlog import decode_tensor
+from driftloop.inputlog import inputs_prefix as kept_inputs_prefix
 from driftloop.naming import safe_segment
 
 INPUTS_KIND = "preprocessed"
-"""Inputs a prediction can reference are what the preprocess job stored for its model."""
+"""Inputs a prediction can reference are what the preprocess job stored for its model,
+and what the model server kept of its answered inputs (``driftloop.inputlog``)."""
 
 
 def inputs_prefix(model: str) -> str:
-    """``preprocessed/model=<m>/``: the only place a training row's input may come from."""
+    """``preprocessed/model=<m>/``: the preprocess job's stored inputs of ``model``."""
     return f"{INPUTS_KIND}/model={safe_segment(model, field='model')}/"
+
+
+def input_prefixes(model: str) -> tuple[str, ...]:
+    """The only places a training row's input may come from."""
+    return inputs_prefix(model), kept_inputs_prefix(model)
 
 
 class RowSkipped(Exception):
     """One labeled record that cannot become a training row, and why (a metric suffix)."""
 
     REASONS = ("no_label", "bad_features", "no_input", "input_outside_inputs",
-               "input_missing", "input_unreadable")
+               "input_missing", "input_expired", "input_unreadable")
 
-    def __init__(self, reason: str, detail: str = "") -> None:
+    def __init__(self, reason: str, detail: str = "", *, ref: str | None = None) -> None:
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
+        self.ref = ref
+        """The input reference the record named, when the reason is about it."""
 
 
 def read_input(store: BlobStore, model: str, ref: object) -> bytes:
@@ -46,13 +56,13 @@ def read_input(store: BlobStore, model: str, ref: object) -> bytes:
         check_key(ref)
     except ValueError as e:
         raise RowSkipped("input_outside_inputs", str(e)[:200]) from e
-    if not ref.startswith(inputs_prefix(model)):
+    if not ref.startswith(input_prefixes(model)):
         raise RowSkipped("input_outside_inputs", f"{ref[:200]!r} is not under "
-                         f"{inputs_prefix(model)}")
+                         f"{' or '.join(input_prefixes(model))}")
     try:
         return store.get(ref)
     except (KeyError, ValueError) as e:
-        raise RowSkipped("input_missing", ref[:200]) from e
+        raise RowSkipped("input_missing", ref[:200], ref=ref[:300]) from e
 
 
 class Trainer(Protocol):
@@ -129,6 +139,16 @@ class DigitsTrainer:
         media = read_input(store, self.model, record.get("input_ref"))
         from driftloop.serving import inputs
 
+        try:
+            tensor = decode_tensor(media)
+        except ValueError:
+            tensor = None
+        if tensor is not None:  # a kept V2 tensor: [64], [1, 64], [8, 8] or [1, 8, 8] pixels
+            x = np.asarray(tensor, dtype=np.float64).reshape(-1)
+            if x.size != digits.N_FEATURES or not np.all(np.isfinite(x)):
+                raise RowSkipped("bad_features", f"kept tensor of shape {list(tensor.shape)}: "
+                                 f"one digit of {digits.N_FEATURES} finite pixels needed")
+            return x, y
         try:
             return digits.image_to_features(inputs.decode_image(media, mode="L"))[0], y
         except Exception as e:  # untrusted bytes: whatever the decoder raises skips the row

@@ -9,6 +9,10 @@ acks=all before the offset is committed: at least once, duplicates share their i
 Inputs the model rejects (4xx) or that run past its time limit (504 from the model) go
 to the dead-letter topic with the reason; an unavailable server is retried without
 losing the record.
+
+An input the preprocess job did not store (inline base64, raw media) is offered to the
+payload logger like one the model server answered over REST or gRPC, and the prediction
+event carries the key it gets (``input_ref``), so feedback on it can train.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import logging
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from driftloop import events, topics
@@ -30,6 +34,7 @@ from driftloop.naming import is_safe_segment
 if TYPE_CHECKING:
     from driftloop.blob import BlobStore
     from driftloop.serving.client import V2Client
+    from driftloop.serving.payloads import LoggingPolicies, PayloadLogger
     from driftloop.serving.v2 import Prediction
     from driftloop.settings import Settings
 
@@ -108,6 +113,12 @@ class StreamPredictor:
         self.dead_lettered = 0
         self.queue_depth = 0
         """Records behind the consumer's position, for /metrics (refreshed every few s)."""
+        from prometheus_client import CollectorRegistry
+
+        self.registry = CollectorRegistry()
+        """The payload logger's metrics (served with the stream's own on /metrics)."""
+        self.payloads: PayloadLogger | None = None
+        self._policies: LoggingPolicies | None = None
 
     def run(self) -> None:
         """Until ``stop_event`` is set."""
@@ -116,9 +127,14 @@ class StreamPredictor:
         from driftloop import bus
         from driftloop.blob import open_store
         from driftloop.serving.client import V2Client
+        from driftloop.serving.payloads import LoggingPolicies, PayloadLogger
 
         s = self.settings
         store = open_store(s.resolved_blob_url, s)
+        if self.payloads is None:
+            self.payloads = PayloadLogger(lambda: open_store(s.resolved_blob_url, s),
+                                          registry=self.registry)
+        self._policies = LoggingPolicies(s.policy_dir)
         consumer = bus.make_consumer(s, self.topics, s.serving_stream_group)
         producer = bus.make_producer(s)
         client = V2Client(s.resolved_serving_url, timeout_s=s.serving_timeout_s)
@@ -154,6 +170,7 @@ class StreamPredictor:
             client.close()
             producer.close(timeout=5)
             consumer.close()
+            self.payloads.close()
 
     def _handle(self, rec: Any, store: BlobStore, client: V2Client, producer: Any) -> Any:
         """Infer one record; return the future of what it published (prediction or dead letter)."""
@@ -174,6 +191,11 @@ class StreamPredictor:
                             partition=rec.partition, offset=rec.offset)
             return
         self.processed += 1
+        if inp.input_ref is None and self.payloads is not None and self._policies is not None:
+            ref = self.payloads.offer(inp.model, inp.id, self._policies.for_model(inp.model),
+                                      media=inp.media)
+            if ref is not None:
+                inp = replace(inp, input_ref=ref)
         return bus.send_event(producer, topics.PREDICTIONS,
                               prediction_event(inp, pred, latency_ms), key=inp.model)
 
@@ -190,7 +212,7 @@ def main() -> None:
     if settings.serving_stream_metrics_port:
         from driftloop.monitoring.stream_metrics import serve
 
-        serve(predictor, settings.serving_stream_metrics_port)
+        serve(predictor, settings.serving_stream_metrics_port, registry=predictor.registry)
     signal.signal(signal.SIGTERM, lambda *_: predictor.stop_event.set())
     try:
         predictor.run()

@@ -6,8 +6,10 @@ metrics port when inference runs in the server process (``parallel_workers: 0``)
 Load: the artifact of one registry version (``parameters.extra.registry_version``)
 from the blob store. Predict: decode the one input, run the model off the event loop,
 count latency, errors and outputs per model and version, answer with the prediction id
-in the body and the ``x-request-id``/``ce-id`` headers, and offer a prediction event
-to the bounded emitter (never failing the inference because of Kafka).
+in the body and the ``x-request-id``/``ce-id`` headers, offer the input to the payload
+logger (kept in the blob store when the model's policy says so) and a prediction event
+carrying its ``input_ref`` to the bounded emitter; neither Kafka nor the blob store can
+fail or hold up the inference.
 
 Each loaded model runs inferences in its own few threads (``serving_model_threads``)
 under its own time limit (``serving_inference_timeout_s``/``serving_model_timeouts``):
@@ -39,6 +41,7 @@ from driftloop.registry import DEPLOY_SETTINGS, Registry
 from driftloop.serving import models, v2
 from driftloop.serving.emitter import PredictionEmitter
 from driftloop.serving.inputs import InputLimits
+from driftloop.serving.payloads import LoggingPolicies, PayloadLogger
 from driftloop.settings import Settings
 
 LATENCY = Histogram(
@@ -58,6 +61,7 @@ CONFIDENCE = Histogram("driftloop_model_confidence", "Confidence of each predict
 
 _emitter: PredictionEmitter | None = None
 _emitter_lock = threading.Lock()
+_payloads: tuple[PayloadLogger, LoggingPolicies] | None = None
 
 
 def emitter(settings: Settings) -> PredictionEmitter:
@@ -72,6 +76,18 @@ def emitter(settings: Settings) -> PredictionEmitter:
             # On a clean shutdown, queued events get a few seconds to reach Kafka.
             atexit.register(_emitter.close, 5.0)
         return _emitter
+
+
+def payload_logger(settings: Settings) -> tuple[PayloadLogger, LoggingPolicies]:
+    """The process's one payload logger and the models' logging policies."""
+    global _payloads
+    with _emitter_lock:
+        if _payloads is None:
+            logger = PayloadLogger(lambda: open_store(settings.resolved_blob_url, settings),
+                                   registry=REGISTRY)
+            _payloads = (logger, LoggingPolicies(settings.policy_dir))
+            atexit.register(logger.close, 5.0)
+        return _payloads
 
 
 def output_class(family: str, output: dict[str, Any]) -> str:
@@ -115,6 +131,7 @@ class DriftloopRuntime(MLModel):
                                               limits=limits)
             self._canary = (str(challenger), c_model, weight / 100.0)
         self._emitter = emitter(self._dl_settings)
+        self._payloads, self._policies = payload_logger(self._dl_settings)
         return True
 
     async def unload(self) -> bool:
@@ -189,7 +206,7 @@ class DriftloopRuntime(MLModel):
         if isinstance(output.get("confidence"), int | float):
             CONFIDENCE.labels(**labels).observe(float(output["confidence"]))
         if headers.get(v2.EMIT_HEADER, "on").lower() not in ("off", "false", "0"):
-            self._emit(pid, version, output, latency, headers)
+            self._emit(pid, version, output, latency, media, tensor)
         return InferenceResponse(
             id=pid,
             model_name=self.name,
@@ -206,15 +223,19 @@ class DriftloopRuntime(MLModel):
         ERRORS.labels(**labels, status=str(e.status)).inc()
 
     def _emit(self, pid: str, version: str, output: dict[str, Any], latency: float,
-              headers: dict[str, str]) -> None:
+              media: bytes | None, tensor: Any) -> None:
         spec = MODELS.get(self.family)
         data: dict[str, Any] = {
             "model": self.family, "version": version, "output": output,
             "latency_ms": round(latency * 1000.0, 3),
             "modality": spec.modality if spec else None,
         }
-        # No input reference from request headers: a client could point training at any
-        # blob. Only the stream predictor sets input_ref (from the preprocess job's key).
+        # The input reference is the key the server itself gives the input: never from the
+        # request (a client could point training at any blob).
+        ref = self._payloads.offer(self.family, pid, self._policies.for_model(self.family),
+                                   media=media, tensor=tensor)
+        if ref is not None:
+            data["input_ref"] = ref
         event = events.new_event(events.PREDICTION, f"driftloop/serving/{self.family}", data,
                                  id=pid, model=self.family)
         self._emitter.offer(event, key=self.family)
