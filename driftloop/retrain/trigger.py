@@ -179,6 +179,12 @@ class RetrainTrigger:
         return self.evaluate(Signals(model=model, now=now_utc(), trigger="feedback"))
 
     def on_schedule(self, data: Mapping[str, Any], key: str) -> dict[str, Any]:
+        if data.get("task") == "inputs-retention":
+            from driftloop.retrain.retention import expire_all
+
+            reports = expire_all(self.store, self.settings.policy_dir, now=now_utc())
+            return {"trigger": "schedule", "task": "inputs-retention",
+                    "results": [r.to_dict() for r in reports]}
         wanted = data.get("models")
         models = wanted if isinstance(wanted, list) else policy_models(self.settings.policy_dir)
         results = []
