@@ -219,10 +219,9 @@ def train_model(
 
     event_id = None
     if emit:
-        event = ev.new_event(ev.MODEL_TRAINED, SOURCE, {
-            "model": model, "version": mv.version, "parent_version": parent,
-            "metrics": _finite(metrics), "run_id": run_id,
-        }, datacontenttype=ev.JSON, model=model)
+        trained = ev.ModelTrainedData(model=model, version=mv.version, parent_version=parent,
+                                      metrics=_finite(metrics), run_id=run_id)
+        event = ev.new_event(ev.MODEL_TRAINED, SOURCE, trained, model=model)
         from driftloop.bus import make_producer, publish
 
         producer = make_producer(settings)

@@ -94,11 +94,9 @@ def parse_record(event: events.Event, store: BlobStore | None) -> StreamInput:
 
 def prediction_event(inp: StreamInput, pred: Prediction, latency_ms: float) -> events.Event:
     """The prediction event of a streamed input: the input's id, the answering version."""
-    data: dict[str, Any] = {"model": inp.model, "version": pred.version,
-                            "output": dict(pred.output), "modality": inp.modality,
-                            "latency_ms": round(latency_ms, 3)}
-    if inp.input_ref:
-        data["input_ref"] = inp.input_ref
+    data = events.PredictionData(model=inp.model, version=pred.version,
+                                 output=dict(pred.output), modality=inp.modality,
+                                 input_ref=inp.input_ref, latency_ms=round(latency_ms, 3))
     return events.new_event(events.PREDICTION, SOURCE, data, id=inp.id, model=inp.model)
 
 

@@ -165,7 +165,8 @@ def _labeled(prediction: dict[str, Any], feedback: dict[str, Any], model: str,
     time = events.parse_time(feedback["time"]) if feedback.get("time") else None
     return events.Event(
         id=labeled.labeled_id(feedback["source"], feedback["id"]), source=SOURCE,
-        type=LABELED, data=data, time=time, datacontenttype=events.JSON,
+        type=LABELED, data=events.LabeledData.parse(data).to_data(), time=time,
+        datacontenttype=events.JSON,
         extensions={"model": model},
     )
 

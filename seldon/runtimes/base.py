@@ -236,6 +236,7 @@ class DriftloopRuntime(MLModel):
                                    media=media, tensor=tensor)
         if ref is not None:
             data["input_ref"] = ref
-        event = events.new_event(events.PREDICTION, f"driftloop/serving/{self.family}", data,
+        event = events.new_event(events.PREDICTION, f"driftloop/serving/{self.family}",
+                                 events.PredictionData.parse(data),
                                  id=pid, model=self.family)
         self._emitter.offer(event, key=self.family)
