@@ -68,7 +68,7 @@ class Payload(BaseModel):
     def to_data(self) -> dict[str, Any]:
         """The event's ``data`` object: the fields the producer set (a default it did not
         pass stays off the wire, an explicit ``None`` is sent as ``null``)."""
-        return self.model_dump(mode="json", exclude_unset=True)
+        return self.model_dump(exclude_unset=True)
 
 
 def pydantic_field_errors(error: PydanticValidationError, *, prefix: str) -> list[FieldError]:
