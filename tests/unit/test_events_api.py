@@ -69,3 +69,24 @@ def test_media_predicates():
     assert media.is_cloudevents_batch("application/cloudevents-batch+json")
     assert not media.is_cloudevents_structured(events.BATCH)
     assert media.is_text("text/csv") and not media.is_text("image/png")
+
+
+def test_producers_send_only_declared_keys():
+    """Every key a driftloop producer puts in ``data`` is a field of its payload model."""
+    from driftloop.serving.stream import parse_record, prediction_event
+    from driftloop.serving.v2 import Prediction
+    from flink.transforms.join import labeled_event
+
+    raw = events.new_event(events.INPUT, "app", b"x", model="digits")
+    pred = prediction_event(
+        parse_record(raw, None), Prediction("p", "digits", "3", {"label": 1}), 2.5
+    )
+    assert events.PredictionData.parse(pred.data).model_extra == {}
+    for truth in (1, "x" * 100_000):  # scored, and too large to score
+        fb = events.new_event(
+            events.FEEDBACK, "app", {"prediction_id": pred.id, "model": "digits", "truth": truth}
+        )
+        out = labeled_event(events.to_structured(pred), events.to_structured(fb))
+        data = events.LabeledData.parse(out.data)
+        assert data.model_extra == {}
+        assert data.metric is not None and (data.quality is not None or data.quality_error)
