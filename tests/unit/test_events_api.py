@@ -82,7 +82,7 @@ def test_producers_send_only_declared_keys():
         parse_record(raw, None), Prediction("p", "digits", "3", {"label": 1}), 2.5
     )
     assert events.PredictionData.parse(pred.data).model_extra == {}
-    for truth in (1, "x" * 100_000):  # scored, and too large to score
+    for truth in (1, "x" * 400_000):  # scored, and too large to score
         fb = events.new_event(
             events.FEEDBACK, "app", {"prediction_id": pred.id, "model": "digits", "truth": truth}
         )
