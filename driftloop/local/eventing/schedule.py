@@ -8,15 +8,26 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import Protocol
 from zoneinfo import ZoneInfo
 
 from driftloop import events as ev
 
-if TYPE_CHECKING:
-    from driftloop.local.eventing.manifests import Ping
+__all__ = ["PingSpec", "ScheduleError", "next_fire", "ping_event"]
 
-__all__ = ["ScheduleError", "next_fire", "ping_event"]
+
+class PingSpec(Protocol):
+    """What a ping's event is made of (``manifests.Ping`` has it; manifests imports this
+    module, so naming ``Ping`` here would tie the two modules in a cycle)."""
+
+    @property
+    def source(self) -> str: ...
+
+    @property
+    def data(self) -> bytes: ...
+
+    @property
+    def content_type(self) -> str: ...
 
 
 class ScheduleError(ValueError):
@@ -46,7 +57,7 @@ def next_fire(schedule: str, after: datetime, timezone: str = "UTC") -> datetime
     return nxt.astimezone(UTC)
 
 
-def ping_event(ping: Ping, when: datetime) -> tuple[dict[str, str], bytes]:
+def ping_event(ping: PingSpec, when: datetime) -> tuple[dict[str, str], bytes]:
     """The binary-mode HTTP request a PingSource sends at ``when`` (a fresh id each time)."""
     event = ev.new_event(
         ev.PING, ping.source, ping.data, datacontenttype=ping.content_type, time=when
