@@ -106,7 +106,7 @@ def input_digest(media: bytes | None, tensor: np.ndarray | None) -> tuple[str, s
     if tensor is None:
         raise ValueError("an input is media bytes or a tensor")
     h = hashlib.sha256(f"{tensor.dtype.str}|{tensor.shape}|".encode())
-    h.update(memoryview(tensor).cast("B") if tensor.flags.c_contiguous else tensor.tobytes())
+    h.update(tensor.data.cast("B") if tensor.flags.c_contiguous else tensor.tobytes())
     return h.hexdigest(), "npy"
 
 
@@ -140,7 +140,8 @@ def decode_tensor(data: bytes) -> np.ndarray:
 
     if not data.startswith(NPY_MAGIC):
         raise ValueError("not a .npy tensor")
-    return np.load(io.BytesIO(data), allow_pickle=False)
+    tensor: np.ndarray = np.load(io.BytesIO(data), allow_pickle=False)
+    return tensor
 
 
 @dataclass
