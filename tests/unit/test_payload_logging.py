@@ -196,3 +196,26 @@ def test_the_policy_section_and_the_models_without_a_policy(tmp_path: Path) -> N
     assert policies.for_model("ocr").mode == "none"  # no policy: nothing kept
     (tmp_path / "ocr.yaml").write_text("model: ocr\n")
     assert policies.for_model("ocr").mode == "all"
+
+
+def test_the_join_carries_a_kept_inputs_ref_into_the_labeled_record() -> None:
+    from driftloop import events
+    from flink.transforms import join
+
+    ref = input_key("digits", NOW, "c" * 64, "npy")
+    p = events.new_event(
+        events.PREDICTION,
+        "driftloop/serving/digits",
+        {"model": "digits", "version": "1", "output": {"label": 3}, "input_ref": ref},
+        id="p1",
+    )
+    f = events.new_event(
+        events.FEEDBACK, "app", {"prediction_id": "p1", "model": "digits", "truth": 3}, id="f1"
+    )
+    cfg = join.JoinConfig(window_ms=1000)
+    state, _, _ = join.on_record(
+        join.empty_state(), join.PREDICTION, join.parse_side(join.PREDICTION, p)[1], 0, cfg
+    )
+    _, out, _ = join.on_record(state, join.FEEDBACK, join.parse_side(join.FEEDBACK, f)[1], 1, cfg)
+    [lab] = out
+    assert lab.event is not None and lab.event.data["input_ref"] == ref
