@@ -94,6 +94,7 @@ def test_repo_eventing_manifests_become_routes_and_pings():
     assert {(p.name, p.sink) for p in ev.pings} == {
         ("drift-check-schedule", "drift-check"),
         ("retrain-schedule", "retrain-trigger"),
+        ("inputs-retention", "retrain-trigger"),
     }
 
 
