@@ -17,11 +17,11 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from driftloop.catalogue import FAMILIES
 from driftloop.errors import FieldError, NotFound, ValidationFailed
 from driftloop.events import pydantic_field_errors
 from driftloop.inputlog import InputLogging
 from driftloop.naming import safe_segment
-from driftloop.quality import MODELS
 
 BACKENDS = ("local", "kubernetes", "airflow", "kubeflow")
 
@@ -42,7 +42,7 @@ class QualityRule(_Strict):
     threshold: float
     min_samples: int = Field(50, ge=1)
     metric: str | None = None
-    """Defaults to the model's declared metric (``driftloop.quality.MODELS``)."""
+    """Defaults to the model's declared metric (``driftloop.catalogue``)."""
 
 
 class DriftRule(_Strict):
@@ -149,14 +149,14 @@ class Policy(_Strict):
 
     @property
     def higher_is_better(self) -> bool:
-        spec = MODELS.get(self.model)
+        spec = FAMILIES.get(self.model)
         return spec.higher_is_better if spec else True
 
     @property
     def metric(self) -> str:
         if self.triggers.quality and self.triggers.quality.metric:
             return self.triggers.quality.metric
-        spec = MODELS.get(self.model)
+        spec = FAMILIES.get(self.model)
         return spec.metric if spec else "accuracy"
 
 

@@ -1,7 +1,10 @@
-"""Per-record quality metrics and the models' declarations of which one they use.
+"""Per-record quality metrics, and each model's score under the metric its
+``driftloop.catalogue`` entry declares.
 
 Shared by Flink's join (quality of each labeled record), drift-check (quality by
-model and version) and the trainers (holdout evaluation).
+model and version) and the trainers (holdout evaluation). ``MODELS``, ``ModelSpec`` and
+``spec`` are the catalogue's ``FAMILIES``, ``Family`` and ``family`` under the names
+their readers already use; families are declared in the catalogue only.
 """
 
 from __future__ import annotations
@@ -9,8 +12,9 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
+
+from driftloop.catalogue import FAMILIES, Family, family
 
 Box = Sequence[float]
 
@@ -84,51 +88,13 @@ def mean_iou(predicted: Sequence[Box], truth: Sequence[Box]) -> float:
     return total / len(truth)
 
 
-@dataclass(frozen=True)
-class ModelSpec:
-    """What driftloop knows about a model family: its task, metric and drift features."""
-
-    name: str
-    task: str
-    metric: str
-    higher_is_better: bool
-    modality: str | None = None
-    drift_features: tuple[str, ...] = field(default_factory=tuple)
-    """Input features (from preprocessing) compared against the reference profile."""
-    output_features: tuple[str, ...] = field(default_factory=tuple)
-    """Prediction features (``prediction_features``) for prediction drift."""
-    runtime: str | None = None
-    """The MLServer runtime class that serves the model (``seldon.runtimes``)."""
-
-
 METRICS = ("accuracy", "wer", "cer", "iou")
 
-MODELS: dict[str, ModelSpec] = {
-    "speech": ModelSpec(
-        "speech", "speech-to-text", "wer", higher_is_better=False, modality="audio",
-        drift_features=("duration_s", "rms_db", "peak", "zcr", "snr_db", "clipping_ratio"),
-        output_features=("confidence", "n_words"),
-        runtime="seldon.runtimes.speech.SpeechRuntime",
-    ),
-    "ocr": ModelSpec(
-        "ocr", "ocr", "cer", higher_is_better=False, modality="image",
-        drift_features=("brightness_mean", "brightness_std", "contrast", "blur", "width", "height"),
-        output_features=("confidence", "n_words", "n_chars"),
-        runtime="seldon.runtimes.ocr.OcrRuntime",
-    ),
-    "faces": ModelSpec(
-        "faces", "object-detection", "iou", higher_is_better=True, modality="image",
-        drift_features=("brightness_mean", "brightness_std", "contrast", "blur", "width", "height"),
-        output_features=("n_boxes", "max_score", "box_area_kpx"),
-        runtime="seldon.runtimes.faces.FacesRuntime",
-    ),
-    "digits": ModelSpec(
-        "digits", "classification", "accuracy", higher_is_better=True, modality="image",
-        drift_features=("brightness_mean", "brightness_std", "contrast", "blur"),
-        output_features=("label", "confidence"),
-        runtime="seldon.runtimes.digits.DigitsRuntime",
-    ),
-}
+ModelSpec = Family
+"""A model family's declaration: ``driftloop.catalogue.Family`` (the name readers knew)."""
+
+MODELS: dict[str, Family] = FAMILIES
+"""The model catalogue, ``driftloop.catalogue.FAMILIES``: declared there, read here."""
 
 
 def prediction_features(model: str, output: Mapping[str, Any]) -> dict[str, float]:
@@ -155,12 +121,9 @@ def prediction_features(model: str, output: Mapping[str, Any]) -> dict[str, floa
     return {k: v for k, v in values.items() if k in wanted}
 
 
-def spec(model: str) -> ModelSpec:
-    """The declaration of ``model``; ``KeyError`` naming the known models otherwise."""
-    try:
-        return MODELS[model]
-    except KeyError as e:
-        raise KeyError(f"unknown model {model!r}; known: {', '.join(sorted(MODELS))}") from e
+def spec(model: str) -> Family:
+    """The catalogue entry of ``model``; ``KeyError`` naming the known models otherwise."""
+    return family(model)
 
 
 def score_metric(metric: str, output: Mapping[str, Any], truth: Any) -> float:

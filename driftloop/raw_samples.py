@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from driftloop import bus, events, topics
+from driftloop.catalogue import FAMILIES
 from driftloop.settings import Settings
 
 __all__ = ["RawSample", "await_preprocessed", "describe", "publish_samples", "sample_inputs"]
@@ -30,14 +31,20 @@ class RawSample:
     model: str
 
 
+def _first_family(modality: str) -> str:
+    return next(name for name, f in FAMILIES.items() if f.modality == modality)
+
+
 def sample_inputs(n_audio: int, n_images: int) -> list[RawSample]:
-    """Tones at 8/16/22.05/44.1 kHz for speech, gradient PNG/JPEG images for ocr."""
+    """Tones at 8/16/22.05/44.1 kHz and gradient PNG/JPEG images, each for the first
+    catalogue family of its modality (speech and ocr)."""
     import io
 
     import numpy as np
     from PIL import Image
     from scipy.io import wavfile
 
+    audio_model, image_model = (_first_family(m) for m in ("audio", "image"))
     out = []
     for i in range(n_audio):
         rate = (8000, 16000, 22050, 44100)[i % 4]
@@ -46,13 +53,15 @@ def sample_inputs(n_audio: int, n_images: int) -> list[RawSample]:
         wavfile.write(
             buf, rate, (0.1 * (i + 1) * np.sin(2 * np.pi * 330 * t) * 32767).astype(np.int16)
         )
-        out.append(RawSample("audio", buf.getvalue(), "audio/wav", "speech"))
+        out.append(RawSample("audio", buf.getvalue(), "audio/wav", audio_model))
     for i in range(n_images):
         arr = np.tile(np.linspace(0, 255, 160 + 20 * i).astype(np.uint8), (120, 1))
         buf = io.BytesIO()
         png = i % 2 == 0
         Image.fromarray(arr).save(buf, format="PNG" if png else "JPEG")
-        out.append(RawSample("image", buf.getvalue(), "image/png" if png else "image/jpeg", "ocr"))
+        out.append(
+            RawSample("image", buf.getvalue(), "image/png" if png else "image/jpeg", image_model)
+        )
     return out
 
 

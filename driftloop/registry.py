@@ -28,9 +28,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from driftloop.blob import BlobStore
+from driftloop.catalogue import FAMILIES
 from driftloop.errors import BadRequest, Conflict, NotFound
 from driftloop.naming import safe_segment
-from driftloop.quality import MODELS
 
 DEPLOY_SETTINGS = "model-settings.json"
 CLAIM = "claim.json"
@@ -155,7 +155,7 @@ class Registry:
         version = self._claim_version(model)
         for name, data in artifact.items():
             self.store.put(self.artifact_key(model, version, name), data)
-        runtime = MODELS[model].runtime if model in MODELS else None
+        runtime = FAMILIES[model].runtime if model in FAMILIES else None
         if runtime and DEPLOY_SETTINGS not in artifact:
             # Seldon Core v2 and KServe download the artifact folder and start MLServer on
             # it: the folder carries its own model-settings.json (not one of the files).

@@ -76,14 +76,14 @@ def register(app: typer.Typer) -> None:
         from rich.table import Table
 
         from driftloop.blob import open_store
-        from driftloop.quality import MODELS
+        from driftloop.catalogue import FAMILIES
         from driftloop.registry import Registry
 
         settings = load_settings()
         try:
             rows = []
             for m in Registry(open_store(settings.resolved_blob_url, settings)).describe():
-                spec = MODELS.get(m["name"])
+                spec = FAMILIES.get(m["name"])
                 rows.append({"name": m["name"], "task": spec.task if spec else None,
                              "metric": spec.metric if spec else None, **m})
         except DriftloopError as e:

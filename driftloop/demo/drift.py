@@ -16,13 +16,13 @@ import numpy as np
 from driftloop import events as ev
 from driftloop import topics
 from driftloop.bus import make_producer, publish
+from driftloop.catalogue import FAMILIES
 from driftloop.demo.context import DemoContext
 from driftloop.drift import build_profile, detect
 from driftloop.events import PREPROCESSED
 from driftloop.monitoring.check import DriftCheckService
 from driftloop.monitoring.profiles import load_profile, save_profile
 from driftloop.monitoring.prom import PrometheusClient
-from driftloop.quality import MODELS
 from driftloop.registry import Registry
 
 __all__ = ["DEMO_MODEL", "FEATURES", "step_drift"]
@@ -51,8 +51,8 @@ def _rows(rng: np.random.Generator, n: int, shifted: bool) -> list[dict[str, flo
 
 
 def _publish(settings: Any, model: str, rows: list[dict[str, float]]) -> None:
-    spec = MODELS.get(model)
-    modality = spec.modality if spec and spec.modality else "image"
+    entry = FAMILIES.get(model)
+    modality = entry.modality if entry else "image"
     events = [
         ev.new_event(
             PREPROCESSED,

@@ -16,12 +16,14 @@ from driftloop import events as ev
 from driftloop import topics
 from driftloop.archive import archived_keys
 from driftloop.blob import open_store
+from driftloop.catalogue import FAMILIES
 from driftloop.demo.context import DemoContext, progress_bar
 from driftloop.settings import Settings
 
 __all__ = ["count_topic", "step_feedback"]
 
-MODELS = ("digits", "ocr", "speech", "faces")
+MODELS = tuple(FAMILIES)
+"""The families the feedback events name, in turn."""
 
 
 def count_topic(settings: Settings, topic: str, predicate: Callable[[Any], bool]) -> int:

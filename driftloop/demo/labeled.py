@@ -47,7 +47,7 @@ def step_labeled(ctx: DemoContext) -> None:
                         except BadRequest:
                             continue
                         pid = e.data.get("prediction_id") if isinstance(e.data, dict) else None
-                        if pid in predictions:
+                        if isinstance(pid, str) and pid in predictions:
                             found[pid] = e.data
     finally:
         consumer.close()

@@ -72,6 +72,7 @@ def run_loop(
     the functions run); ``via="stack"`` posts the trigger to the stack's retrain-trigger
     (``trigger_url``) and lets its dispatcher carry model.trained to its promote.
     """
+    from driftloop.http import Request
     from driftloop.promotion.service import PromotionService
     from driftloop.retrain.pipeline import _save_profile
     from driftloop.retrain.state import RunStore
@@ -114,7 +115,7 @@ def run_loop(
         elif trigger is not None:
             progress("drift.detected → retrain-trigger")
             headers, body = ev.to_http_binary(event)
-            answer = json.loads(trigger.handle("POST", "/", headers, body).body)
+            answer = json.loads(trigger.handle(Request.post(headers, body)).body)
             report.decision = answer["decision"]["explain"]
             run_id = answer.get("run_id")
         else:
@@ -132,7 +133,7 @@ def run_loop(
             if trigger is not None:
                 answer = json.loads(
                     trigger.handle(
-                        "POST", "/", {"content-type": "application/json"}, b'{"model": "digits"}'
+                        Request.post({"content-type": "application/json"}, b'{"model": "digits"}')
                     ).body
                 )
             else:
@@ -303,11 +304,16 @@ def step_loop(ctx: DemoContext) -> None:
         else "in-process"
     )
     with ctx.console.status("closing the loop") as spinner:
+
+        def progress(message: str) -> None:
+            spinner.update(message)
+            ctx.console.log(message)
+
         report = run_loop(
             settings,
             via=via,
             trigger_url=ctx.endpoints.get("retrain-trigger"),
-            progress=lambda m: (spinner.update(m), ctx.console.log(m)),
+            progress=progress,
         )
     table = Table("loop", "value")
     table.add_row("versions", f"v{report.champion_before} → v{report.new_version} ({report.phase})")

@@ -8,7 +8,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from driftloop import quality
+from driftloop.catalogue import family
 from driftloop.demo.context import DemoContext, Step
 from driftloop.demo.drift import step_drift
 from driftloop.demo.feedback import step_feedback
@@ -47,7 +47,7 @@ def print_summary(ctx: DemoContext) -> None:
             "preprocess", f"{pre['inputs']} raw inputs preprocessed by Flink in {pre['seconds']} s"
         )
     for p in s.get("predictions", []):
-        metric = quality.spec(p["model"]).metric
+        metric = family(p["model"]).metric
         table.add_row(
             f"predict {p['model']}",
             f"v{p['version']} {metric} {p['quality']:.3f}, feedback {p['feedback_status']}",

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from driftloop import events as ev
 from driftloop import quality, topics
 from driftloop.blob import BlobStore
+from driftloop.catalogue import family
 from driftloop.settings import Settings
 
 if TYPE_CHECKING:
@@ -59,7 +60,7 @@ def labeled_record(prediction: ev.Event, truth: Any, app: str) -> ev.Event:
             **{k: prediction.data.get(k) for k in ("model", "version", "output")},
             "truth": truth,
             "feedback_time": ev.format_time(fb.time or datetime.now(UTC)),
-            "metric": quality.spec(prediction.data["model"]).metric,
+            "metric": family(prediction.data["model"]).metric,
             "quality": quality.score(prediction.data["model"], prediction.data["output"], truth),
         }
         return ev.Event(

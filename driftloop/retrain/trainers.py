@@ -2,7 +2,8 @@
 
 A trainer knows its base dataset and holdout, how a labeled feedback record becomes a
 training row, how to fit and evaluate an artifact, and which outputs describe its
-predictions for the reference drift profile. Only ``digits`` is retrainable today.
+predictions for the reference drift profile. A family is retrainable when its
+``driftloop.catalogue`` entry names its trainer class here; only ``digits`` is today.
 
 A labeled record that cannot become a row raises ``RowSkipped`` with a short reason: the
 pipeline skips it and counts it per reason in the run's metrics, so one bad record (an
@@ -15,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from driftloop.blob import BlobStore, check_key
+from driftloop.catalogue import FAMILIES, load_path
 from driftloop.errors import BadRequest
 from driftloop.inputlog import decode_tensor
 from driftloop.inputlog import inputs_prefix as kept_inputs_prefix
@@ -100,7 +102,7 @@ class DigitsTrainer:
     """scikit-learn's digits; feedback rows carry 64 pixels or an input image reference."""
 
     model = "digits"
-    metric = "accuracy"
+    metric = FAMILIES["digits"].metric
 
     def base(self) -> tuple[Any, Any]:
         from driftloop.serving.models import digits
@@ -202,13 +204,17 @@ class DigitsTrainer:
         return Dataset(x, np.asarray(doc.get("y") or [], dtype=np.int64))
 
 
-TRAINERS: dict[str, type[DigitsTrainer]] = {"digits": DigitsTrainer}
+def retrainable() -> list[str]:
+    """The families whose catalogue entry names a trainer."""
+    return sorted(name for name, f in FAMILIES.items() if f.trainer)
 
 
-def trainer_for(model: str) -> DigitsTrainer:
-    """The trainer of ``model``; 400 naming the retrainable models otherwise."""
-    try:
-        return TRAINERS[model]()
-    except KeyError as e:
+def trainer_for(model: str) -> Trainer:
+    """The trainer of ``model`` (its ``driftloop.catalogue`` entry's ``trainer``); 400
+    naming the retrainable models otherwise."""
+    entry = FAMILIES.get(model)
+    if entry is None or entry.trainer is None:
         raise BadRequest(f"model {model!r} has no trainer; retrainable: "
-                         f"{', '.join(sorted(TRAINERS))}") from e
+                         f"{', '.join(retrainable())}")
+    trainer: Trainer = load_path(entry.trainer)()
+    return trainer

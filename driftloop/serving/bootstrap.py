@@ -1,39 +1,23 @@
 """First versions of the served models, so a fresh registry has a champion to load.
 
-speech, ocr and faces carry configuration only (their weights ship in packages);
-digits is trained on scikit-learn's bundled digits and carries its holdout accuracy.
+Each family's model class makes its version 1 (``initial_version``): speech, ocr and
+faces carry configuration only (their weights ship in packages); digits is trained on
+scikit-learn's bundled digits and carries its holdout accuracy.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
+from driftloop.catalogue import family
 from driftloop.registry import Registry
 
 
 def initial_artifact(model: str) -> tuple[dict[str, bytes], dict[str, float], dict[str, str]]:
-    """Artifact, metrics and lineage of version 1 of ``model``."""
-    if model == "speech":
-        from driftloop.serving.models.speech import SpeechModel
-
-        return SpeechModel.artifact(), {}, {"weights": "pocketsphinx wheel, en-us model"}
-    if model == "ocr":
-        from driftloop.serving.models.ocr import OcrModel
-
-        return OcrModel.artifact(), {}, {"weights": "Debian tesseract-ocr-eng"}
-    if model == "faces":
-        from driftloop.serving.models.faces import FacesModel
-
-        return FacesModel.artifact(), {}, {"weights": "opencv-python-headless haarcascades"}
-    if model == "digits":
-        from driftloop.serving.models import digits
-
-        train, holdout = digits.split(digits.load_dataset())
-        artifact = digits.train(train, {})
-        metrics = digits.evaluate(artifact, holdout)
-        return artifact, metrics, {"dataset": "sklearn.datasets.load_digits", "split": "seed=0",
-                                   "train_rows": str(len(train))}
-    raise KeyError(f"unknown model {model!r}")
+    """Artifact, metrics and lineage of version 1 of ``model`` (its model class's
+    ``initial_version``, ``driftloop.catalogue``)."""
+    first = family(model).model_class().initial_version()
+    return first.artifact, first.metrics, first.lineage
 
 
 def ensure_models(registry: Registry, models: Iterable[str]) -> dict[str, str]:

@@ -24,7 +24,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from driftloop import events, labeled, quality, topics
+from driftloop import catalogue, events, labeled, quality, topics
 from driftloop.errors import DriftloopError
 from driftloop.events import LABELED
 from flink.transforms.deadletter import Origin, Record, dead_letter, record_size
@@ -147,8 +147,8 @@ def labeled_event(prediction: dict[str, Any], feedback: dict[str, Any],
         "metric": None,
         "quality": None,
     }
-    if truth is not None and model in quality.MODELS:
-        data["metric"] = quality.MODELS[model].metric
+    if truth is not None and model in catalogue.FAMILIES:
+        data["metric"] = catalogue.FAMILIES[model].metric
         cells = len(json.dumps(out)) * len(json.dumps(truth))
         if cells > MAX_SCORE_CELLS:  # edit distances are quadratic: never stall the stream
             data["quality_error"] = f"too large to score ({cells} cells > {MAX_SCORE_CELLS})"

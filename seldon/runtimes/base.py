@@ -34,9 +34,9 @@ from prometheus_client import REGISTRY, Counter, Histogram
 
 from driftloop import events
 from driftloop.blob import open_store
+from driftloop.catalogue import FAMILIES
 from driftloop.errors import DriftloopError, InferenceTimeout
 from driftloop.promotion.routing import canary_point
-from driftloop.quality import MODELS
 from driftloop.registry import DEPLOY_SETTINGS, Registry
 from driftloop.serving import models, v2
 from driftloop.serving.emitter import PredictionEmitter
@@ -103,7 +103,7 @@ def output_class(family: str, output: dict[str, Any]) -> str:
 
 
 class DriftloopRuntime(MLModel):
-    """Base runtime; subclasses name their ``family`` (a key of ``driftloop.quality.MODELS``)."""
+    """Base runtime; subclasses name their ``family`` (``driftloop.catalogue``)."""
 
     family: ClassVar[str] = ""
 
@@ -224,7 +224,7 @@ class DriftloopRuntime(MLModel):
 
     def _emit(self, pid: str, version: str, output: dict[str, Any], latency: float,
               media: bytes | None, tensor: Any) -> None:
-        spec = MODELS.get(self.family)
+        spec = FAMILIES.get(self.family)
         data: dict[str, Any] = {
             "model": self.family, "version": version, "output": output,
             "latency_ms": round(latency * 1000.0, 3),

@@ -1,5 +1,7 @@
 """In-process models: load an artifact (files by name), predict on decoded inputs.
 
+Each family's model class is the ``loader`` of its ``driftloop.catalogue`` entry.
+
 Heavy libraries (pocketsphinx, OpenCV, tesseract, scikit-learn) are imported inside the
 functions that need them, so the rest of driftloop imports without them.
 """
@@ -10,6 +12,7 @@ import threading
 from collections.abc import Mapping
 from typing import Any, Protocol
 
+from driftloop.catalogue import family
 from driftloop.serving.inputs import InputLimits
 
 # Loads run in worker threads; first imports of native packages (cv2 sets up its
@@ -30,26 +33,12 @@ class Model(Protocol):
 def load(name: str, artifact: Mapping[str, bytes], *,
          limits: InputLimits | None = None) -> Model:
     """The model ``name`` loaded from its registry artifact, checking inputs against
-    ``limits`` (the defaults of ``InputLimits`` when not given)."""
+    ``limits`` (the defaults of ``InputLimits`` when not given); ``KeyError`` for a name
+    the catalogue does not know."""
     with _LOAD_LOCK:
         return _load(name, artifact, limits=limits or InputLimits())
 
 
 def _load(name: str, artifact: Mapping[str, bytes], *, limits: InputLimits) -> Model:
-    if name == "speech":
-        from driftloop.serving.models.speech import SpeechModel
-
-        return SpeechModel.from_artifact(artifact, limits=limits)
-    if name == "ocr":
-        from driftloop.serving.models.ocr import OcrModel
-
-        return OcrModel.from_artifact(artifact, limits=limits)
-    if name == "faces":
-        from driftloop.serving.models.faces import FacesModel
-
-        return FacesModel.from_artifact(artifact, limits=limits)
-    if name == "digits":
-        from driftloop.serving.models.digits import DigitsModel
-
-        return DigitsModel.from_artifact(artifact, limits=limits)
-    raise KeyError(f"unknown model {name!r}")
+    model: Model = family(name).model_class().from_artifact(artifact, limits=limits)
+    return model

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from driftloop.catalogue import FirstVersion, Sample
 from driftloop.serving import inputs
 
 N_FEATURES = 64
@@ -105,6 +106,28 @@ class DigitsModel:
                       limits: inputs.InputLimits | None = None) -> DigitsModel:
         # The registry is driftloop's own store: its artifacts are trusted like code.
         return cls(pickle.loads(artifact["model.pkl"]), limits=limits or inputs.InputLimits())
+
+    @classmethod
+    def initial_version(cls) -> FirstVersion:
+        """Trained on scikit-learn's bundled digits; carries its holdout accuracy."""
+        train_set, holdout = split(load_dataset())
+        artifact = train(train_set, {})
+        return FirstVersion(artifact, evaluate(artifact, holdout),
+                            {"dataset": "sklearn.datasets.load_digits", "split": "seed=0",
+                             "train_rows": str(len(train_set))})
+
+    @staticmethod
+    def sample() -> Sample:
+        """Digit 7 of scikit-learn's set as a 64x64 dark-on-light PNG."""
+        import numpy as np
+        from PIL import Image
+        from sklearn.datasets import load_digits
+
+        d = load_digits()
+        digit = Image.fromarray((255 - d.data[7].reshape(8, 8) / 16 * 255).astype(np.uint8))
+        buf = io.BytesIO()
+        digit.resize((64, 64)).save(buf, "PNG")
+        return Sample(buf.getvalue(), {"label": int(d.target[7])})
 
     def predict(self, media: bytes | None, tensor: Any | None) -> dict[str, Any]:
         import numpy as np

@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from driftloop.catalogue import FirstVersion, Sample
 from driftloop.serving import inputs
 
 DEFAULT_CONFIG: dict[str, Any] = {
@@ -17,6 +18,8 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "min_neighbors": 5,
     "min_size": 30,
 }
+ASTRONAUT_FACE = [178, 72, 272, 167]
+"""The face in scikit-image's astronaut photo, ``[x1, y1, x2, y2]`` (``sample()``'s truth)."""
 
 
 @dataclass
@@ -47,6 +50,27 @@ class FacesModel:
     @staticmethod
     def artifact(**overrides: Any) -> dict[str, bytes]:
         return {"config.json": json.dumps({**DEFAULT_CONFIG, **overrides}).encode()}
+
+    @classmethod
+    def initial_version(cls) -> FirstVersion:
+        """Configuration only: the cascade ships in opencv-python-headless."""
+        return FirstVersion(cls.artifact(),
+                            lineage={"weights": "opencv-python-headless haarcascades"})
+
+    @staticmethod
+    def sample() -> Sample | None:
+        """scikit-image's astronaut photo and its one face; None without scikit-image."""
+        import io
+
+        from PIL import Image
+
+        try:
+            from skimage import data
+        except ImportError:
+            return None
+        buf = io.BytesIO()
+        Image.fromarray(data.astronaut()).save(buf, "PNG")
+        return Sample(buf.getvalue(), {"boxes": [ASTRONAUT_FACE]})
 
     def predict(self, media: bytes | None, tensor: Any | None) -> dict[str, Any]:
         if media is not None:

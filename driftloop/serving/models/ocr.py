@@ -7,10 +7,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from driftloop.catalogue import FirstVersion, Sample
 from driftloop.errors import InferenceTimeout
 from driftloop.serving import inputs
 
 DEFAULT_CONFIG: dict[str, Any] = {"lang": "eng", "psm": 6, "min_confidence": 0.0}
+LINE = "Invoice 2041 due on March 15"
+"""The text of ``sample()``'s image."""
 
 
 @dataclass
@@ -35,6 +38,25 @@ class OcrModel:
     @staticmethod
     def artifact(**overrides: Any) -> dict[str, bytes]:
         return {"config.json": json.dumps({**DEFAULT_CONFIG, **overrides}).encode()}
+
+    @classmethod
+    def initial_version(cls) -> FirstVersion:
+        """Configuration only: the weights are Debian's tesseract data."""
+        return FirstVersion(cls.artifact(), lineage={"weights": "Debian tesseract-ocr-eng"})
+
+    @staticmethod
+    def sample() -> Sample:
+        """``LINE`` rendered black on white with Pillow's default font, as PNG."""
+        import io
+
+        from PIL import Image, ImageDraw, ImageFont
+
+        font = ImageFont.load_default(size=36)
+        line = Image.new("L", (640, 80), 255)
+        ImageDraw.Draw(line).text((20, 20), LINE, font=font, fill=0)
+        buf = io.BytesIO()
+        line.save(buf, "PNG")
+        return Sample(buf.getvalue(), {"text": LINE})
 
     def predict(self, media: bytes | None, tensor: Any | None) -> dict[str, Any]:
         if media is not None:

@@ -8,10 +8,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from driftloop.catalogue import FirstVersion, Sample
 from driftloop.serving import inputs
 
 DEFAULT_CONFIG: dict[str, Any] = {"samprate": inputs.SAMPLE_RATE, "max_seconds": 60.0}
 _NOT_DECODER_OPTIONS = ("max_seconds", "max_sample_rate")
+SENTENCE = "please call me tomorrow morning"
+"""What ``sample()`` says."""
 
 
 @dataclass
@@ -42,6 +45,27 @@ class SpeechModel:
     def artifact(**overrides: Any) -> dict[str, bytes]:
         """The registry artifact: decoder options (the acoustic model is the bundled one)."""
         return {"config.json": json.dumps({**DEFAULT_CONFIG, **overrides}).encode()}
+
+    @classmethod
+    def initial_version(cls) -> FirstVersion:
+        """Configuration only: the weights ship in the pocketsphinx wheel."""
+        return FirstVersion(cls.artifact(), lineage={"weights": "pocketsphinx wheel, en-us model"})
+
+    @staticmethod
+    def sample() -> Sample | None:
+        """``SENTENCE`` spoken by flite's slt voice; None without flite."""
+        import shutil
+        import subprocess
+        import tempfile
+        from pathlib import Path
+
+        if not shutil.which("flite"):
+            return None
+        with tempfile.TemporaryDirectory() as tmp:
+            wav = Path(tmp) / "s.wav"
+            subprocess.run(["flite", "-voice", "slt", "-t", SENTENCE, "-o", str(wav)],
+                           check=True, capture_output=True, timeout=60)
+            return Sample(wav.read_bytes(), {"text": SENTENCE})
 
     @property
     def max_seconds(self) -> float:
