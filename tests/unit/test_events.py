@@ -97,6 +97,25 @@ def test_kafka_record_without_ce_headers_is_refused():
         ev.from_kafka(b"{}", [])
 
 
+def test_kafka_binding_refuses_a_record_without_id_and_survives_hostile_headers():
+    """What the SDK's cloudevents.kafka would not keep (see driftloop/events/kafka.py)."""
+    base = [("ce_specversion", b"1.0"), ("ce_source", b"app"), ("ce_type", b"t")]
+    with pytest.raises(ValidationFailed) as info:
+        ev.from_kafka(b"{}", [*base, ("content-type", b"application/json")])
+    assert [f.field for f in info.value.fields] == ["ce_id"]
+    hostile = [("ce_id", b"a\xff"), ("ce_subject", None), ("content-type", b"text/plain")]
+    e = ev.from_kafka(b"raw", [*base, *hostile], b"key")
+    assert isinstance(e.id, str) and e.subject == "" and e.time is None
+    assert "partitionkey" not in e.extensions
+
+
+def test_kafka_event_without_time_or_content_type_reads_back_unchanged():
+    e = ev.Event(id="x", source="app", type="t", extensions={"partitionkey": "k"})
+    rec = ev.to_kafka(e)
+    assert rec.key == b"k" and ("ce_partitionkey", b"k") in rec.headers
+    assert ev.from_kafka(rec.value, rec.headers, rec.key) == e
+
+
 def test_structured_bytes_use_data_base64():
     e = ev.new_event(ev.INPUT, "x", b"\x00\xff", datacontenttype="image/png")
     obj = ev.to_structured(e)
