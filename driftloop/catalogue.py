@@ -37,10 +37,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
-
-if TYPE_CHECKING:
-    from driftloop.serving.inputs import InputLimits
+from typing import Any, Protocol
 
 __all__ = [
     "FAMILIES",
@@ -73,9 +70,11 @@ class Sample:
 class ModelClass(Protocol):
     """What a family's ``loader`` class offers (see the module docstring)."""
 
-    def from_artifact(
-        self, artifact: Mapping[str, bytes], *, limits: InputLimits | None = None
-    ) -> Any: ...
+    def from_artifact(self, artifact: Mapping[str, bytes], *, limits: Any = None) -> Any:
+        """The loaded model (``driftloop.serving.models.Model``) checking inputs against
+        ``limits`` (a ``driftloop.serving.inputs.InputLimits``; not imported here: the
+        catalogue imports nothing of driftloop, so settings can read it)."""
+        ...
 
     def initial_version(self) -> FirstVersion: ...
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
+from driftloop.catalogue import FAMILIES
 from driftloop.settings.fields import CommaList, ModelTimeouts
 
 __all__ = ["ServingSettings"]
@@ -25,7 +26,8 @@ class ServingSettings(BaseModel):
         description="Prometheus /metrics port of the local streaming predictor (0: not served).",
     )
     serving_models: CommaList = Field(
-        ("speech", "ocr", "faces", "digits"), description="Comma-separated models the server loads."
+        tuple(FAMILIES),
+        description="Comma-separated models the server loads (default: every catalogue family).",
     )
     serving_max_input_bytes: int = Field(
         10 * 1024 * 1024, gt=0, description="Largest media input a model accepts (413 above)."
