@@ -28,8 +28,13 @@ Adding a family (an ``objects`` detector, say) is two steps:
    following its ``Trainer`` protocol).
 
 The entry's ``metric`` must be one of ``driftloop.quality.METRICS``; a new metric is
-added there. Nothing here imports the model or trainer code: it is loaded by path when
-used, so reading the catalogue costs nothing and pulls in no heavy library.
+added there. The local stack serves every entry by default (``serving_models``); a
+Kubernetes deployment lists its ``Model``/``InferenceService`` resources in ``seldon/k8s``
+itself (they carry per-deployment sizing), pointing at the registry's version folders.
+
+Nothing here imports driftloop's model or trainer code (nor anything else of driftloop):
+it is loaded by path when used, so reading the catalogue costs nothing, pulls in no
+heavy library, and settings can read it.
 """
 
 from __future__ import annotations

@@ -85,6 +85,10 @@ def test_every_family_is_complete_and_its_code_resolves() -> None:
     assert retrainable["digits"].model == "digits"
 
 
+def test_the_server_loads_every_family_by_default() -> None:
+    assert Settings().serving_model_list == list(FAMILIES)
+
+
 def test_quality_reads_the_catalogue() -> None:
     assert quality.MODELS is FAMILIES
     assert quality.spec("ocr") is FAMILIES["ocr"]
