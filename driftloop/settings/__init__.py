@@ -14,7 +14,8 @@ are ``SecretStr`` and appear in the clear only through ``reveal``/``to_env``.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from collections.abc import Mapping
+from typing import Any, Literal, Self
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -54,6 +55,14 @@ class Settings(
     """Everything driftloop can be told from outside. Each field maps to ``DRIFTLOOP_<NAME>``."""
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
+        """A copy with ``update`` checked like any other value (pydantic's own copy would
+        keep ``"a,b"`` where a tuple belongs, or a choice that is not one)."""
+        copy = super().model_copy(deep=deep)
+        for name, value in (update or {}).items():
+            self.__pydantic_validator__.validate_assignment(copy, name, value)
+        return copy
 
     def reveal(
         self, *, mode: Literal["json", "python"] = "python", include: set[str] | None = None

@@ -209,3 +209,12 @@ def test_a_child_process_rebuilds_the_same_settings(clean_env, tmp_path):
         cwd=Path(PROJECT_ROOT),
     )
     assert Settings.model_validate(json.loads(out.stdout)) == s
+
+
+def test_copies_check_their_updates(tmp_path):
+    s = Settings(state_dir=tmp_path)
+    copy = s.model_copy(update={"components": "kafka, prometheus", "kafka_port": "19998"})
+    assert (copy.components, copy.kafka_port, s.components) == (("kafka", "prometheus"), 19998, ())
+    assert copy.to_env()["DRIFTLOOP_COMPONENTS"] == "kafka,prometheus"
+    with pytest.raises(ValidationError, match="flink_execution_mode"):
+        s.model_copy(update={"flink_execution_mode": "fast"})
