@@ -36,6 +36,7 @@ BENCH_OUT := .driftloop/bench
 bench: setup
 	mkdir -p $(BENCH_OUT)
 	$(PY) bench/intake.py --seconds 3 --rounds 2 --connections 4 --out-json $(BENCH_OUT)/intake.json
+	$(PY) bench/dispatcher.py --events 2000 --rounds 2 --out-json $(BENCH_OUT)/dispatcher.json
 	$(PY) bench/drift.py --rows 200000 --repeat 3 --scipy-repeat 1 --skip-evidently \
 		--out-json $(BENCH_OUT)/drift.json
 	.venv-serving/bin/python bench/serving.py --n 10 --out-json $(BENCH_OUT)/serving.json

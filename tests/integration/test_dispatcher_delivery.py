@@ -385,9 +385,7 @@ def _dead_letter_records(settings: Settings, ce_id: str) -> list[Any]:
     ]
 
 
-def test_record_too_large_to_dead_letter_is_cut_and_the_route_goes_on(
-    settings, receiver, tmp_path
-):
+def test_record_too_large_to_dead_letter_is_cut_and_the_route_goes_on(settings, receiver, tmp_path):
     """A 1.2 MB record (the broker takes 16 MiB) refused by its subscriber: the dead letter
     carries the value's head, its size and sha256 and the record's place; the route
     delivers the next record and reports no failure."""
@@ -471,17 +469,21 @@ def test_a_route_that_cannot_dead_letter_stays_up_reports_it_and_recovers(
             "driftloop_dispatcher_route_up", {"route": "src"}
         )
         assert route_up == 0
-        assert d.metrics.registry.get_sample_value(
-            "driftloop_dispatcher_errors_total", {"route": "src"}
-        ) >= 1
+        assert (
+            d.metrics.registry.get_sample_value(
+                "driftloop_dispatcher_errors_total", {"route": "src"}
+            )
+            >= 1
+        )
         assert all(w.is_alive() for w in d.routes)  # the route waits, it does not die
         assert not any(x["headers"]["ce-id"] == after.id for x in receiver.deliveries())
         bus.ensure_topics(settings, [lost], partitions=1)
         receiver.wait_for(lambda ds: any(x["headers"]["ce-id"] == after.id for x in ds), 90)
         assert d.failed() == []
-        assert d.metrics.registry.get_sample_value(
-            "driftloop_dispatcher_route_up", {"route": "src"}
-        ) == 1
+        assert (
+            d.metrics.registry.get_sample_value("driftloop_dispatcher_route_up", {"route": "src"})
+            == 1
+        )
     finally:
         d.stop()
     parked = [r for r in _records(settings, lost) if dict(r.headers)["ce_id"] == poison.id.encode()]
@@ -629,3 +631,121 @@ def test_the_dispatcher_process_stays_up_and_reports_a_failing_route(
     assert 'driftloop_dispatcher_route_up{route="src"} 1.0' in text
     assert 'driftloop_dispatcher_dead_lettered_total{route="src"} 1.0' in text
     proc.stop()
+
+
+def test_partitions_are_delivered_concurrently_each_in_order(
+    settings, producer, receiver, tmp_path
+):
+    """Each partition has its own lane: a record goes out only once the one before it in
+    its partition was answered, while other partitions' records are in flight."""
+    topic = _topic(settings, partitions=6)
+    ev_dir = write_eventing(
+        tmp_path / "ev", [kafka_source("src", [topic], unique("g"), "Service", "fn")]
+    )
+    evs = [
+        events.new_event(
+            events.FEEDBACK, "/test", {"key": f"k{i % 12}", "seq": i // 12}, k=f"k{i % 12}"
+        )
+        for i in range(240)
+    ]
+    receiver.control(delay_s=0.01)
+    _send(producer, topic, evs)
+    d = _dispatch(settings, ev_dir, {"fn": receiver.url})
+    try:
+        got = receiver.wait_for(
+            lambda ds: len(ds) >= 240 and all("t_end" in x for x in ds), timeout_s=90
+        )
+    finally:
+        d.stop()
+    assert sorted(x["headers"]["ce-id"] for x in got) == sorted(e.id for e in evs)
+    by_key: dict[str, list[dict]] = defaultdict(list)
+    for x in got:
+        by_key[json.loads(x["body"])["key"]].append(x)
+    for key, xs in by_key.items():
+        assert [json.loads(x["body"])["seq"] for x in xs] == list(range(20)), key
+        for before, after in itertools.pairwise(xs):
+            assert after["t"] >= before["t_end"], f"{key}: sent before the previous was answered"
+    spans = sorted((x["t"], x["t_end"]) for x in got)
+    assert any(b[0] < a[1] for a, b in itertools.pairwise(spans)), "no two deliveries overlapped"
+
+
+def _committed(settings: Settings, group: str, topic: str) -> int | None:
+    """The group's committed offset of partition 0, read without joining the group."""
+    from kafka.structs import TopicPartition
+
+    consumer = bus.make_consumer(settings, [], group)
+    try:
+        return consumer.committed(TopicPartition(topic, 0))
+    finally:
+        consumer.close(autocommit=False)
+
+
+def test_offsets_are_committed_after_delivery_not_before(settings, producer, receiver, tmp_path):
+    """While a record is retried, the committed offset stays on it (the records before it are
+    committed); it moves past it only once it is dead-lettered."""
+    topic, group = _topic(settings, partitions=1), unique("g")
+    ev_dir = write_eventing(
+        tmp_path / "ev",
+        [kafka_source("src", [topic], group, "Service", "fn", retry=3, backoff="PT1S")],
+    )
+    evs = [
+        events.new_event(events.FEEDBACK, "/test", {"n": i}, id=unique(f"e{i}")) for i in range(10)
+    ]
+    stuck = evs[5]
+    receiver.control(fail_prefix={stuck.id: 503})
+    _send(producer, topic, evs, key="m")
+    d = _dispatch(settings, ev_dir, {"fn": receiver.url})
+    try:
+        receiver.wait_for(
+            lambda ds: [x["headers"]["ce-id"] for x in ds].count(stuck.id) >= 2, timeout_s=30
+        )
+        during = _committed(settings, group, topic)  # the record is waiting for its 3rd try
+        assert [x["headers"]["ce-id"] for x in receiver.deliveries()].count(stuck.id) < 4
+        receiver.wait_for(lambda ds: any(x["headers"]["ce-id"] == evs[-1].id for x in ds))
+        deadline = time.monotonic() + 10
+        while _committed(settings, group, topic) != 10 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        after = _committed(settings, group, topic)
+    finally:
+        d.stop()
+    assert during == 5, during
+    assert after == 10
+    assert len(_dead_letter_records(settings, stuck.id)) == 1
+
+
+def test_a_kept_alive_connection_the_sink_closed_costs_no_attempt():
+    """Servers close idle keep-alive connections (gunicorn after 2 s): the next delivery
+    goes out on a new connection, without spending a retry."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from driftloop.local.eventing.delivery import Deliverer
+    from driftloop.local.eventing.manifests import Delivery
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        timeout = 0.2  # closes a connection idle for 0.2 s
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("content-length") or 0))
+            self.send_response(200)
+            self.send_header("content-length", "0")
+            self.end_headers()
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    deliverer = Deliverer(threading.Event(), 5.0)
+    url = f"http://127.0.0.1:{server.server_port}/"
+    try:
+        headers, body = events.to_http_binary(events.new_event(events.FEEDBACK, "/t", {"n": 1}))
+        first = deliverer.deliver(url, headers, body, Delivery(retry=0))
+        time.sleep(0.6)
+        second = deliverer.deliver(url, headers, body, Delivery(retry=0))
+    finally:
+        deliverer.close()
+        server.shutdown()
+    assert first.delivered and second.delivered, second.reason
+    assert second.attempts == 1

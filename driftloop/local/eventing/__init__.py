@@ -9,8 +9,10 @@ a record is done (delivered with a 2xx, filtered out, or dead-lettered).
 - ``manifests``: manifests → routes and pings (pure)
 - ``schedule``: PingSource cron schedules (pure)
 - ``delivery``: record → HTTP request → reply, through ``driftloop.events``; retries
-- ``worker``: the route consumers and the ping worker
+- ``worker``: the route consumers (a delivery lane per partition)
+- ``pings``: the PingSource worker
 - ``dispatcher``: runs and sizes the workers
+- ``metrics``: the dispatcher's Prometheus metrics
 - ``endpoints``: the stack's endpoints and the dispatcher's heartbeat file
 - ``__main__``: the process ``driftloop up`` starts
 """

@@ -14,7 +14,9 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from driftloop.local.eventing.manifests import Eventing, Route, invalid_record_owners
-from driftloop.local.eventing.worker import DispatcherMetrics, PingWorker, RouteWorker
+from driftloop.local.eventing.metrics import DispatcherMetrics
+from driftloop.local.eventing.pings import PingWorker
+from driftloop.local.eventing.worker import RouteWorker
 from driftloop.local.scaling import Scaler, measure_lag
 
 if TYPE_CHECKING:

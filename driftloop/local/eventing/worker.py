@@ -1,5 +1,4 @@
-"""The delivery workers: one per route consumer (Kafka → sink, in partition order) and
-one for the PingSources.
+"""The route consumers: Kafka → filter → sink, in partition order, at least once.
 
 A route consumer commits a record's offset only once the record is done: delivered with a
 2xx, filtered out, or dead-lettered. A route never dies on one record: a reply or dead
@@ -11,24 +10,24 @@ offsets, marked failing meanwhile.
 from __future__ import annotations
 
 import logging
+import queue
 import threading
-from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime
+import time
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from driftloop import events as ev
 from driftloop import topics as topic_names
 from driftloop.local.eventing.delivery import (
     Deliverer,
-    Outcome,
     Stopped,
     delivery_token,
     matches,
     record_to_http,
     reply_to_kafka,
 )
-from driftloop.local.eventing.manifests import Delivery, EventingError, Ping, Route
-from driftloop.local.eventing.schedule import next_fire, ping_event
+from driftloop.local.eventing.manifests import EventingError, Route
+from driftloop.local.eventing.metrics import DispatcherMetrics
 
 if TYPE_CHECKING:
     from kafka import KafkaConsumer, KafkaProducer
@@ -36,58 +35,19 @@ if TYPE_CHECKING:
     from driftloop.settings import Settings
 
 __all__ = [
-    "DEFAULT_PING_DELIVERY_RETRY",
     "MAX_ROUTE_BACKOFF_S",
     "RECORD_ATTEMPTS",
-    "DispatcherMetrics",
-    "PingWorker",
     "RouteWorker",
 ]
 
 log = logging.getLogger("driftloop.dispatcher")
 
-DEFAULT_PING_DELIVERY_RETRY = 3
 
-
-class DispatcherMetrics:
-    """The dispatcher's own Prometheus metrics (per route), in a registry of its own."""
-
-    def __init__(self) -> None:
-        from prometheus_client import CollectorRegistry, Counter, Gauge
-
-        self.registry = CollectorRegistry()
-        self.delivered = Counter(
-            "driftloop_dispatcher_delivered",
-            "Records delivered with a 2xx.",
-            ["route"],
-            registry=self.registry,
-        )
-        self.dead_lettered = Counter(
-            "driftloop_dispatcher_dead_lettered",
-            "Records parked on a dead-letter topic.",
-            ["route"],
-            registry=self.registry,
-        )
-        self.truncated = Counter(
-            "driftloop_dispatcher_dead_letters_truncated",
-            "Dead letters whose value was cut to DRIFTLOOP_DEAD_LETTER_MAX_VALUE_BYTES.",
-            ["route"],
-            registry=self.registry,
-        )
-        self.errors = Counter(
-            "driftloop_dispatcher_errors",
-            "Failures of the dispatcher itself (Kafka reads, replies, dead letters).",
-            ["route"],
-            registry=self.registry,
-        )
-        self.route_up = Gauge(
-            "driftloop_dispatcher_route_up",
-            "1 while a route makes progress, 0 while it fails and retries.",
-            ["route"],
-            registry=self.registry,
-        )
-
-
+MAX_POLL_RECORDS = 500
+MAX_QUEUED = 2000
+"""Records a partition's lane may have waiting before the partition is paused."""
+COMMIT_INTERVAL_S = 0.05
+"""Longest a done record waits for its offset commit: what a crash may redeliver."""
 RECORD_ATTEMPTS = 3
 """Tries of a reply or a dead letter before the record is parked by reference only."""
 MAX_ROUTE_BACKOFF_S = 30.0
@@ -126,6 +86,10 @@ class RouteWorker(threading.Thread):
         self.last_error: str | None = None
         self.error: BaseException | None = None
         """Set only if the thread itself ended on an error it could not survive."""
+        self._halt = stop
+        """Set when this consumer's lanes must end (the worker stops, or a lane failed)."""
+        self._lock = threading.Lock()
+        """Guards the counters: the lanes update them concurrently."""
         self.metrics.route_up.labels(route.name).set(1)
 
     def state(self) -> dict[str, Any]:
@@ -141,7 +105,8 @@ class RouteWorker(threading.Thread):
         }
 
     def _failed(self, what: str, e: BaseException) -> None:
-        self.errors += 1
+        with self._lock:
+            self.errors += 1
         self.failing = True
         self.last_error = f"{what}: {type(e).__name__}: {e}"[:500]
         self.metrics.errors.labels(self.route.name).inc()
@@ -153,7 +118,8 @@ class RouteWorker(threading.Thread):
             self.metrics.route_up.labels(self.route.name).set(1)
 
     def _count_delivered(self) -> None:
-        self.delivered += 1
+        with self._lock:
+            self.delivered += 1
         self.metrics.delivered.labels(self.route.name).inc()
 
     def run(self) -> None:
@@ -177,38 +143,62 @@ class RouteWorker(threading.Thread):
             raise
 
     def _consume(self) -> None:
+        """Poll and hand each partition's records to its lane; commit what the lanes have
+        done at most COMMIT_INTERVAL_S later. A partition whose lane is MAX_QUEUED behind is
+        paused. A lane's error (Kafka, say) ends every lane and the consumer; the route then
+        re-reads from its committed offsets."""
         from driftloop import bus
 
         consumer: KafkaConsumer | None = None
-        deliverer = Deliverer(
-            self.stop, self.settings.dispatcher_timeout_s, token=delivery_token(self.settings)
-        )
+        halt = threading.Event()
+        self._halt = halt
+        lanes: dict[Any, _Lane] = {}
+        committed: dict[Any, int] = {}
         try:
             consumer = bus.make_consumer(
                 self.settings,
                 [],
                 self.route.group,
-                max_poll_records=100,
+                max_poll_records=MAX_POLL_RECORDS,
                 metadata_max_age_ms=5_000,
                 auto_offset_reset=self.route.initial_offset,
             )
             consumer.assign(self._partitions(consumer))
+            paused: set[Any] = set()
+            last_commit = time.monotonic()
             while not self.stop.is_set():
-                batch = consumer.poll(timeout_ms=self.settings.dispatcher_poll_ms)
-                done: dict[Any, int] = {}
-                try:
-                    for tp, records in batch.items():
-                        for rec in records:
-                            self._handle_one(rec, deliverer)
-                            self._progressed()
-                            done[tp] = rec.offset + 1
-                            self._commit(consumer, {tp: done[tp]}, sync=False)
-                finally:
-                    if done:  # the batch's progress is durable before the next poll
-                        self._commit(consumer, done, sync=True)
+                for lane in lanes.values():
+                    if lane.error is not None:
+                        raise lane.error
+                busy = any(lane.behind(committed.get(tp)) for tp, lane in lanes.items())
+                wait_ms = self.settings.dispatcher_poll_ms
+                if busy:
+                    wait_ms = min(wait_ms, int(COMMIT_INTERVAL_S * 1000))
+                for tp, records in consumer.poll(timeout_ms=wait_ms).items():
+                    if tp not in lanes:
+                        lanes[tp] = _Lane(self, tp, halt)
+                        lanes[tp].start()
+                    lanes[tp].put(records)
+                for tp, lane in lanes.items():
+                    queued = lane.records.qsize()
+                    if queued >= MAX_QUEUED and tp not in paused:
+                        consumer.pause(tp)
+                        paused.add(tp)
+                    elif queued < MAX_QUEUED // 4 and tp in paused:
+                        consumer.resume(tp)
+                        paused.discard(tp)
+                if time.monotonic() - last_commit >= COMMIT_INTERVAL_S:
+                    self._commit_done(consumer, lanes, committed)
+                    last_commit = time.monotonic()
         finally:
-            deliverer.close()
+            halt.set()
+            for lane in lanes.values():
+                lane.join()
             if consumer is not None:
+                try:  # what the lanes delivered is durable before the consumer goes
+                    self._commit_done(consumer, lanes, committed)
+                except Exception as e:
+                    log.warning("route %s: final commit failed: %s", self.route.name, e)
                 consumer.close(autocommit=False)
 
     def _partitions(self, consumer: KafkaConsumer) -> list[Any]:
@@ -230,16 +220,17 @@ class RouteWorker(threading.Thread):
                 raise Stopped
 
     @staticmethod
-    def _commit(consumer: KafkaConsumer, offsets: Mapping[Any, int], *, sync: bool) -> None:
-        """Commit offsets of records that are done. Each record's commit is sent at once
-        (asynchronously, in order); the batch's last offsets are committed synchronously."""
+    def _commit_done(
+        consumer: KafkaConsumer, lanes: Mapping[Any, _Lane], committed: dict[Any, int]
+    ) -> None:
+        """Commit, synchronously, the offsets after each partition's last done record."""
         from kafka.structs import OffsetAndMetadata
 
-        commit = {tp: OffsetAndMetadata(o, "", -1) for tp, o in offsets.items()}
-        if sync:
-            consumer.commit(commit)
-        else:
-            consumer.commit_async(commit)
+        done = {tp: lane.done for tp, lane in lanes.items() if lane.done is not None}
+        fresh = {tp: o for tp, o in done.items() if committed.get(tp) != o}
+        if fresh:
+            consumer.commit({tp: OffsetAndMetadata(o, "", -1) for tp, o in fresh.items()})
+            committed.update(fresh)
 
     def _handle_one(self, rec: Any, deliverer: Deliverer) -> None:
         """One record, whatever it holds: an error of the record itself (a header HTTP cannot
@@ -319,7 +310,7 @@ class RouteWorker(threading.Thread):
                 )
                 if attempt == RECORD_ATTEMPTS:
                     raise
-                if self.stop.wait(0.5 * 2 ** (attempt - 1)):
+                if self._halt.wait(0.5 * 2 ** (attempt - 1)):
                     raise Stopped from e
 
     def _park(
@@ -386,58 +377,55 @@ class RouteWorker(threading.Thread):
             topic=topic,
         )
         fut.get(timeout=30)
-        self.dead_lettered += 1
+        cut = value is not None and len(value) > limit
+        with self._lock:
+            self.dead_lettered += 1
+            self.truncated += cut
         self.metrics.dead_lettered.labels(self.route.name).inc()
-        if value is not None and len(value) > limit:
-            self.truncated += 1
+        if cut:
             self.metrics.truncated.labels(self.route.name).inc()
         log.warning("dead-lettered %s/%d@%d: %s", rec.topic, rec.partition, rec.offset, reason)
 
 
-class PingWorker(threading.Thread):
-    """Fires every PingSource on its schedule (no catch-up of missed ticks, as in Knative)."""
+class _Lane(threading.Thread):
+    """Delivers one partition's records one at a time, in offset order, with a keep-alive
+    connection of its own; ``done`` is the offset after its last finished record."""
 
-    def __init__(
-        self,
-        pings: Sequence[tuple[Ping, str]],
-        stop: threading.Event,
-        settings: Settings,
-        now: Callable[[], datetime] = lambda: datetime.now(UTC),
-    ) -> None:
-        super().__init__(name="pings", daemon=True)
-        self.pings, self.stop, self.settings, self.now = pings, stop, settings, now
-        self.fired: dict[str, int] = {p.name: 0 for p, _ in pings}
+    def __init__(self, worker: RouteWorker, tp: Any, halt: threading.Event) -> None:
+        super().__init__(name=f"{worker.name}-p{tp.partition}", daemon=True)
+        self.worker, self.halt = worker, halt
+        self.records: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.done: int | None = None
+        self.last: int | None = None
+        """Offset after the last record handed to the lane."""
+        self.error: BaseException | None = None
+
+    def put(self, records: list[Any]) -> None:
+        for rec in records:
+            self.records.put(rec)
+        self.last = records[-1].offset + 1
+
+    def behind(self, committed: int | None) -> bool:
+        """Whether records are queued, in flight or done but not committed yet."""
+        return self.last is not None and (self.done != self.last or committed != self.done)
 
     def run(self) -> None:
+        w = self.worker
         deliverer = Deliverer(
-            self.stop, self.settings.dispatcher_timeout_s, token=delivery_token(self.settings)
+            self.halt, w.settings.dispatcher_timeout_s, token=delivery_token(w.settings)
         )
-        delivery = Delivery(retry=DEFAULT_PING_DELIVERY_RETRY, backoff_delay_s=0.2)
-        start = self.now()
-        due = {p.name: next_fire(p.schedule, start, p.timezone) for p, _ in self.pings}
         try:
-            while not self.stop.is_set() and self.pings:
-                now = self.now()
-                for ping, url in self.pings:
-                    if due[ping.name] <= now:
-                        headers, body = ping_event(ping, due[ping.name])
-                        try:
-                            outcome = deliverer.deliver(url, headers, body, delivery)
-                        except Stopped:
-                            raise
-                        except Exception as e:  # one tick lost, never the schedule
-                            outcome = Outcome(False, 1, None, f"{type(e).__name__}: {e}")
-                        self.fired[ping.name] += 1
-                        if not outcome.delivered:
-                            log.warning(
-                                "ping %s to %s failed: %s", ping.name, ping.sink, outcome.reason
-                            )
-                        due[ping.name] = next_fire(
-                            ping.schedule, max(now, due[ping.name]), ping.timezone
-                        )
-                wait = min((d - self.now()).total_seconds() for d in due.values())
-                self.stop.wait(max(0.01, min(wait, 1.0)))
+            while not self.halt.is_set():
+                try:
+                    rec = self.records.get(timeout=0.1)
+                except queue.Empty:
+                    continue
+                w._handle_one(rec, deliverer)
+                w._progressed()
+                self.done = rec.offset + 1
         except Stopped:
             pass
+        except Exception as e:  # ends the route's consumer, which re-reads from its offsets
+            self.error = e
         finally:
             deliverer.close()
