@@ -2,11 +2,12 @@
 rate and an inference rate, and the first bottleneck at today's manifests.
 
 Inputs are the JSON files the benches write with ``--out-json`` (``make bench`` puts them
-in ``.driftloop/bench``): intake.json, serving.json, flink_preprocess.json, drift.json.
+in ``.driftloop/bench``): intake.json, serving.json, flink_preprocess.json, drift.json,
+dispatcher.json.
 The scaling units are read from the manifests (Kafka partitions, Knative max scale and CPU
-request of feedback-intake, Flink parallelism, KEDA/Knative lag thresholds, MLServer
-workers), so the plan moves with the code and the configuration. A missing bench is shown
-as "not measured", never guessed.
+request of feedback-intake, Flink parallelism, KEDA/Knative lag thresholds and max scale of
+the Kafka sources, MLServer workers), so the plan moves with the code and the
+configuration. A missing bench is shown as "not measured", never guessed.
     .venv/bin/python bench/capacity.py [--dir .driftloop/bench] [--feedback 100000]
         [--inferences 10000] [--markdown]
 """
@@ -66,7 +67,20 @@ def scaling_units(root: Path = ROOT) -> dict[str, Any]:
     source = doc("eventing/31-kafkasource-drift-check.yaml")["metadata"]["annotations"]
     pool = doc("infra/k8s/base/10-kafkanodepool-dual-role.yaml")["spec"]
     broker_cpu = str(pool["resources"]["requests"]["cpu"])
+    partitions = {d["spec"]["topicName"]: int(d["spec"]["partitions"])
+                  for f in sorted((root / "infra/k8s/base").glob("*-kafkatopic-*.yaml"))
+                  if (d := yaml.safe_load(f.read_text()))}
+    sources = [
+        {"name": d["metadata"]["name"], "topics": list(d["spec"]["topics"]),
+         "max_scale": int((d["metadata"].get("annotations") or {})
+                          .get("autoscaling.eventing.knative.dev/max-scale", 1)),
+         "partitions": sum(partitions.get(t, 1) for t in d["spec"]["topics"])}
+        for f in sorted((root / "eventing").glob("*-kafkasource-*.yaml"))
+        for d in yaml.safe_load_all(f.read_text())
+        if d and d.get("kind") == "KafkaSource"
+    ]
     return {
+        "kafka_sources": sources,
         "feedback_partitions": doc("infra/k8s/base/25-kafkatopic-feedback.yaml")["spec"]
         ["partitions"],
         "predictions_partitions": doc("infra/k8s/base/24-kafkatopic-predictions.yaml")["spec"]
@@ -153,6 +167,38 @@ def plan(folder: Path, feedback: float, inferences: float,
                         f"max {units['drift_check_max_scale']}, lag threshold "
                         f"{units['drift_check_lag_threshold']}",
                         units["drift_check_max_scale"] / max(cores, 1e-9)))
+    rows += routing(folder, feedback, inferences, units)
+    return rows
+
+
+def routing(folder: Path, feedback: float, inferences: float,
+            units: dict[str, Any]) -> list[Row]:
+    """Knative Eventing's Kafka sources: each delivers every record of its topics to its
+    function. Sized by the local dispatcher's events per core-second (bench/dispatcher.py),
+    a pessimistic stand-in for eventing-kafka-broker's dispatcher (Java, batched)."""
+    rates = {"driftloop.feedback": feedback, "driftloop.labeled": feedback,
+             "driftloop.predictions": inferences}
+    """Records/s per topic: one labeled record per joined feedback event; control-plane
+    topics (driftloop.events) carry a handful per hour and are left out."""
+    bench = load_bench(folder, "dispatcher")
+    rows = []
+    for src in units["kafka_sources"]:
+        load = sum(rates.get(t, 0.0) for t in src["topics"])
+        if not load:
+            continue
+        name = f"event routing: KafkaSource {src['name']}"
+        topics = "+".join(t.removeprefix("driftloop.") for t in src["topics"])
+        if bench is None:
+            rows.append(Row(name, f"{load:,.0f} events/s ({topics})", None, None,
+                            "not measured", "-", None))
+            continue
+        per = bench["per_core"]["dispatcher_events_per_core_s"]
+        cores = load / per
+        replicas = math.ceil(cores)
+        rows.append(Row(name, f"{load:,.0f} events/s ({topics})", per, cores,
+                        f"{replicas} consumer replicas of 1 core; partitions >= {replicas}",
+                        f"max-scale {src['max_scale']}, {src['partitions']} partitions",
+                        min(src["max_scale"], src["partitions"]) * per / load))
     return rows
 
 
@@ -203,7 +249,8 @@ def main() -> None:
             first = min(pool, key=lambda r: r.saturates_at or 0)
             print(f"first bottleneck{what} at today's limits: {first.component} "
                   f"({first.configured}) carries {first.saturates_at:.1%} of the target")
-    loads = [b["load_1m"] for n in ("intake", "serving", "flink_preprocess", "drift")
+    loads = [b["load_1m"] for n in ("intake", "serving", "flink_preprocess", "drift",
+                                     "dispatcher")
              if (b := load_bench(args.dir, n))]
     if loads:
         print(f"machine load (1 min) during the benches: {', '.join(f'{x:.1f}' for x in loads)}")

@@ -33,3 +33,26 @@ def test_plan_from_bench_output(tmp_path: Path):
     missing = rows["Flink preprocess"]  # no bench output: said so, never guessed
     assert missing.units == "not measured" and missing.cores is None
     assert "| MLServer digits |" in render(list(rows.values()), markdown=True)
+
+
+def test_event_routing_is_sized_by_the_dispatcher_bench(tmp_path: Path):
+    units = {**scaling_units(), "kafka_sources": [
+        {"name": "drift-check", "topics": ["driftloop.labeled", "driftloop.predictions"],
+         "max_scale": 3, "partitions": 12},
+        {"name": "events", "topics": ["driftloop.events"], "max_scale": 1, "partitions": 3}]}
+    rows = {r.component: r for r in plan(tmp_path, 100_000, 10_000, units)}
+    missing = rows["event routing: KafkaSource drift-check"]
+    assert missing.units == "not measured" and missing.cores is None
+    assert "event routing: KafkaSource events" not in rows  # control plane: no data rate
+    (tmp_path / "dispatcher.json").write_text(json.dumps({"load_1m": 1.0, "per_core": {
+        "dispatcher_events_per_core_s": 2_000, "baseline_events_per_core_s": 4_000}}))
+    rows = {r.component: r for r in plan(tmp_path, 100_000, 10_000, units)}
+    routed = rows["event routing: KafkaSource drift-check"]
+    assert routed.cores == 110_000 / 2_000 and routed.units.startswith("55 consumer replicas")
+    assert routed.saturates_at == 3 * 2_000 / 110_000  # max-scale 3 of 12 partitions
+
+
+def test_kafka_sources_are_read_from_the_eventing_manifests():
+    sources = {s["name"]: s for s in scaling_units()["kafka_sources"]}
+    assert "driftloop.labeled" in sources["drift-check"]["topics"]
+    assert sources["drift-check"]["max_scale"] >= 1 and sources["drift-check"]["partitions"] >= 1
