@@ -155,3 +155,15 @@ except RuntimeError as e:
     lines = done.stdout.splitlines()
     assert lines[0] == "['digits', 'faces', 'objects', 'ocr', 'speech']"
     assert lines[1] == "family 'base' would hide the module seldon.runtimes.base: rename the family"
+
+
+def test_raw_samples_go_to_the_first_family_of_their_modality() -> None:
+    from driftloop.raw_samples import sample_inputs
+
+    got = [(s.modality, s.content_type, s.model) for s in sample_inputs(2, 2)]
+    assert got == [
+        ("audio", "audio/wav", "speech"),
+        ("audio", "audio/wav", "speech"),
+        ("image", "image/png", "ocr"),
+        ("image", "image/jpeg", "ocr"),
+    ]
