@@ -1,76 +1,81 @@
 """The functions-framework side of every driftloop function.
 
-A function's ``main.py`` is one line over this: ``FunctionHost`` builds its service
-(``handle(method, path, headers, body) -> Response``) on the first request that needs
-it, from ``Settings()``, so health probes answer before the heavier libraries
-(pydantic models, Kafka clients, numpy) are imported. No thread is started at import:
-functions-framework imports the module before gunicorn forks its worker.
+A function's ``main.py`` is one line over this: ``FunctionHost(factory)`` with a typed
+factory (``Settings -> Service``, ``driftloop.function_factories``) that imports the
+service's module only when called. The service is built on the first request that needs
+it, so health probes answer before the heavier libraries (pydantic models, Kafka
+clients, numpy) are imported. No thread is started at import: functions-framework
+imports the module before gunicorn forks its worker.
 
-Only the standard library and Flask are imported here, to keep cold starts short.
+Only the standard library, Flask and ``driftloop.http`` are imported here, to keep cold
+starts short.
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
-import importlib
 import threading
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import flask
 
-HEALTH_PATHS = ("/healthz", "/readyz")
-DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
+from driftloop.http import OK, Request, Response, error_response, is_health
+
+if TYPE_CHECKING:
+    from driftloop.auth import FunctionAuth
+    from driftloop.function_metrics import FunctionMetrics
+    from driftloop.function_service import Service
+    from driftloop.settings import Settings
+
+Factory = Callable[["Settings"], "Service"]
 
 
 class FunctionHost:
     """One lazily built service per process behind a functions-framework HTTP handler."""
 
-    def __init__(self, factory: str, *, start: str | None = None, auth: bool = False) -> None:
-        """``factory`` is ``"package.module:Name"``, called with the process's Settings;
-        ``start`` names a method to call once it is built (e.g. to resume work); ``auth``
-        makes every request but the health probes show a control-plane credential
+    def __init__(self, factory: Factory, *, auth: bool = False) -> None:
+        """``factory`` builds the service from the process's Settings (its ``open`` is
+        called once it is built, its ``close`` at exit); ``auth`` makes every request
+        but the health probes and ``/metrics`` show a control-plane credential
         (``driftloop.auth``: function tokens or Knative's OIDC token)."""
         self.factory = factory
-        self.start = start
         self.auth = auth
-        self._service: Any = None
-        self._checker: Any = None
+        self._service: Service | None = None
+        self._checker: FunctionAuth | None = None
         self._checker_built = False
-        self._metrics: Any = None
+        self._metrics: FunctionMetrics | None = None
         self._lock = threading.Lock()
 
-    def service(self) -> Any:
+    def service(self) -> Service:
         with self._lock:
             if self._service is None:
                 from driftloop.settings import Settings
 
-                module_name, _, name = self.factory.partition(":")
-                cls = getattr(importlib.import_module(module_name), name)
-                self._service = cls(Settings())
-                if self.start:
-                    getattr(self._service, self.start)()
-                if hasattr(self._service, "close"):
-                    atexit.register(self._service.close)
+                service = self.factory(Settings())
+                service.open()
+                atexit.register(service.close)
+                self._service = service
             return self._service
 
-    def bind(self, service: Any) -> None:
+    def bind(self, service: Service) -> None:
         """Use ``service`` instead of building one (in-process tests); the credential check
         follows the service's settings."""
         with self._lock:
             self._service = service
             self._checker_built = False
-            if self.auth and getattr(service, "settings", None) is not None:
+            if self.auth:
                 self._build_checker(service.settings)
 
-    def _build_checker(self, settings: Any) -> None:
+    def _build_checker(self, settings: Settings) -> None:
         from driftloop.auth import FunctionAuth
 
         self._checker = FunctionAuth.from_settings(settings)
         self._checker_built = True
 
-    def checker(self) -> Any:
+    def checker(self) -> FunctionAuth | None:
         """The credential check (None: open), built before the service: a caller without
         a credential costs no service start."""
         if not self.auth:
@@ -87,30 +92,32 @@ class FunctionHost:
         if checker is None:
             return None
         from driftloop.errors import DriftloopError
-        from driftloop.http import error_response
 
         try:
             checker.check(dict(request.headers))
         except DriftloopError as e:
-            r = error_response(e)
-            return flask.Response(r.body, status=r.status, headers=dict(r.headers))
+            return _flask(error_response(e))
         return None
 
     def __call__(self, request: flask.Request) -> flask.Response:
-        if request.method == "GET" and request.path in HEALTH_PATHS:
-            return flask.Response(b'{"status": "ok"}', status=200,
-                                  content_type="application/json")
+        if request.method in ("GET", "HEAD") and is_health(request.path):
+            return _flask(OK)  # before anything is built
         if request.method == "GET" and request.path == "/metrics":
             return self._metrics_page()  # open like the probes: counts, no payloads
         started = time.perf_counter()
         response, body = self._answer(request)
         with contextlib.suppress(Exception):  # counting never fails a request
-            self.metrics().observe(request.method, dict(request.headers), body,
-                                   response.status_code, response.get_data(),
-                                   time.perf_counter() - started)
+            self.metrics().observe(
+                request.method,
+                dict(request.headers),
+                body,
+                response.status_code,
+                response.get_data(),
+                time.perf_counter() - started,
+            )
         return response
 
-    def metrics(self) -> Any:
+    def metrics(self) -> FunctionMetrics:
         """This process's ``FunctionMetrics`` (driftloop.function_metrics), built once."""
         with self._lock:
             if self._metrics is None:
@@ -122,9 +129,9 @@ class FunctionHost:
     def _metrics_page(self) -> flask.Response:
         """The edge's metrics, then the service's own registry when it has one and is built
         (a scrape never builds the service)."""
-        own = getattr(getattr(self._service, "metrics", None), "registry", None)
         from driftloop.function_metrics import CONTENT_TYPE
 
+        own = self._service.metrics_registry() if self._service is not None else None
         page = self.metrics().exposition(*([own] if own is not None else []))
         return flask.Response(page, status=200, content_type=CONTENT_TYPE)
 
@@ -134,7 +141,7 @@ class FunctionHost:
         if refused is not None:
             return refused, b""
         svc = self.service()
-        limit = body_limit(svc)
+        limit = svc.max_body_bytes
         declared = request.content_length
         if declared is not None and declared > limit:
             return _too_large(limit), b""  # refused on the declared length, nothing is read
@@ -144,27 +151,20 @@ class FunctionHost:
             body = request.get_data(cache=False)
         if len(body) > limit:
             return _too_large(limit), b""
-        result = svc.handle(request.method, request.path, dict(request.headers), body)
-        return (flask.Response(result.body, status=result.status, headers=dict(result.headers)),
-                body)
+        result = svc.handle(Request.of(request.method, request.path, dict(request.headers), body))
+        return _flask(result), body
 
 
-def body_limit(service: Any) -> int:
-    """The largest body ``service`` reads: its own ``max_body_bytes`` (intake), else the
-    ``function_max_body_bytes`` setting, else 8 MiB."""
-    own = getattr(service, "max_body_bytes", None)
-    if own is None:
-        own = getattr(getattr(service, "settings", None), "function_max_body_bytes", None)
-    return int(own) if own is not None else DEFAULT_MAX_BODY_BYTES
+def _flask(r: Response) -> flask.Response:
+    return flask.Response(r.body, status=r.status, headers=dict(r.headers))
 
 
 def _too_large(limit: int) -> flask.Response:
     """413 naming the limit; a body over it is never handed to the service (which would
     otherwise see an empty or truncated body and act on it)."""
-    from driftloop.errors import FieldError, PayloadTooLarge
-    from driftloop.http import error_response
+    from driftloop.function_service import too_large
 
-    r = error_response(PayloadTooLarge(
-        f"body: larger than the limit of {limit} bytes",
-        fields=[FieldError("body", "max-size", f"at most {limit} bytes")]))
-    return flask.Response(r.body, status=r.status, headers=dict(r.headers))
+    return _flask(error_response(too_large(limit)))
+
+
+__all__ = ["Factory", "FunctionHost"]

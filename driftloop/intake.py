@@ -1,8 +1,9 @@
 """Feedback intake: the logic behind ``functions/feedback-intake``.
 
-``IntakeService.handle`` takes a method, path, headers and body and returns a
-``Response``; the function module only adapts its framework's request to that, so the
-whole behaviour is testable without a server.
+``IntakeService`` is a ``driftloop.function_service.FunctionService``: the shared edge
+answers probes, 405/404/413 and decodes the CloudEvents; this module validates feedback
+and writes it. ``handle(Request) -> Response`` is the whole behaviour, testable without
+a server.
 
 Rules:
 - CloudEvents in binary, structured or batch mode; type ``io.driftloop.feedback.v1``.
@@ -27,7 +28,6 @@ from __future__ import annotations
 import hmac
 import logging
 import re
-import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -46,8 +46,10 @@ from driftloop.errors import (
     Unavailable,
     ValidationFailed,
 )
-from driftloop.http import Response, error_response
+from driftloop.function_service import FunctionService, Routes
+from driftloop.http import Request, Response
 from driftloop.naming import SAFE_ID_RULE, is_safe_id
+from driftloop.publisher import LazyProducer
 
 if TYPE_CHECKING:
     from kafka import KafkaProducer
@@ -57,7 +59,16 @@ if TYPE_CHECKING:
 OPENAPI_PATH = Path(__file__).resolve().parent / "openapi" / "feedback-intake.json"
 JSON_CONTENT_TYPE = re.compile(r"application/json(?:; *charset=(?:utf-8|UTF-8))?")
 """Feedback data is JSON: ``application/json``, optionally with a UTF-8 charset."""
-HEALTH_PATHS = ("/healthz", "/readyz", "/health/liveness", "/health/readiness")
+ROUTES = Routes(
+    name="feedback-intake",
+    post="method not allowed",
+    get=("/metrics", "/openapi.json"),
+    post_path="/",
+    plain_json=False,
+    batch_items=True,
+    failure="intake could not process this event; it was not written",
+)
+"""POST feedback CloudEvents to ``/``; read ``/metrics`` and ``/openapi.json``."""
 
 log = logging.getLogger("driftloop.intake")
 
@@ -68,16 +79,22 @@ class IntakeMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self.accepted = Counter(
-            "driftloop_intake_events_accepted", "Feedback events acknowledged by Kafka.",
-            ["mode"], registry=self.registry,
+            "driftloop_intake_events_accepted",
+            "Feedback events acknowledged by Kafka.",
+            ["mode"],
+            registry=self.registry,
         )
         self.rejected = Counter(
-            "driftloop_intake_events_rejected", "Feedback events refused, by reason.",
-            ["reason"], registry=self.registry,
+            "driftloop_intake_events_rejected",
+            "Feedback events refused, by reason.",
+            ["reason"],
+            registry=self.registry,
         )
         self.latency = Histogram(
-            "driftloop_intake_request_seconds", "Time to answer an intake request.",
-            ["mode", "status"], registry=self.registry,
+            "driftloop_intake_request_seconds",
+            "Time to answer an intake request.",
+            ["mode", "status"],
+            registry=self.registry,
             buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
         )
 
@@ -91,8 +108,10 @@ def _mode(headers: Mapping[str, str]) -> str:
     return "binary"
 
 
-class IntakeService:
+class IntakeService(FunctionService):
     """Validates feedback CloudEvents and writes them durably to ``driftloop.feedback``."""
+
+    routes = ROUTES
 
     def __init__(
         self,
@@ -102,14 +121,15 @@ class IntakeService:
         self.settings = settings
         self.metrics = IntakeMetrics()
         self._tokens = settings.intake_token_set
-        self._producer_factory = producer_factory or self._default_producer
-        self._producer: KafkaProducer | None = None
-        self._lock = threading.Lock()
+        self._producer = LazyProducer(producer_factory or self._default_producer)
         self._openapi: bytes | None = None
 
     @property
     def max_body_bytes(self) -> int:
         return self.settings.intake_max_body_bytes
+
+    def metrics_registry(self) -> CollectorRegistry:
+        return self.metrics.registry
 
     # ------------------------------------------------------------------ Kafka
 
@@ -127,95 +147,60 @@ class IntakeService:
         )
 
     def producer(self) -> KafkaProducer:
-        with self._lock:
-            if self._producer is None:
-                try:
-                    self._producer = self._producer_factory()
-                except Exception as e:
-                    raise self._unavailable(e) from e
-            return self._producer
+        try:
+            return self._producer.get()
+        except Exception as e:
+            raise self._unavailable(e) from e
 
     def _unavailable(self, e: Exception) -> Unavailable:
-        return Unavailable(f"Kafka cannot take feedback now: {type(e).__name__}",
-                           retry_after_s=self.settings.intake_retry_after_s)
+        return Unavailable(
+            f"Kafka cannot take feedback now: {type(e).__name__}",
+            retry_after_s=self.settings.intake_retry_after_s,
+        )
 
     def close(self) -> None:
-        with self._lock:
-            if self._producer is not None:
-                self._producer.close(timeout=5)
-                self._producer = None
+        self._producer.close()
 
-    # ------------------------------------------------------------------ routing
+    # ------------------------------------------------------------------ the edge's hooks
 
-    def handle(self, method: str, path: str, headers: Mapping[str, str], body: bytes) -> Response:
-        """Answer one HTTP request (headers are matched case-insensitively)."""
-        h = {k.lower(): v for k, v in headers.items()}
-        if path in (*HEALTH_PATHS, "/metrics", "/openapi.json"):
-            if method not in ("GET", "HEAD"):
-                return _not_allowed("GET")
-            if path == "/metrics":
-                return Response(200, generate_latest(self.metrics.registry),
-                                {"content-type": CONTENT_TYPE_LATEST})
-            if path == "/openapi.json":
-                return Response(200, self.openapi(), {"content-type": "application/json"})
-            return Response.json(200, {"status": "ok"})
-        if path not in ("/", ""):
-            return Response.json(404, {"error": "not_found", "message": "no such route"})
-        if method != "POST":
-            return _not_allowed("POST")
-        mode = _mode(h)
-        started = time.perf_counter()
-        response = self._post(mode, h, body)
-        self.metrics.latency.labels(mode, str(response.status)).observe(
-            time.perf_counter() - started
-        )
-        return response
+    def get(self, request: Request) -> Response:
+        if request.path == "/metrics":
+            return Response(
+                200, generate_latest(self.metrics.registry), {"content-type": CONTENT_TYPE_LATEST}
+            )
+        return Response(200, self.openapi(), {"content-type": "application/json"})
 
     def openapi(self) -> bytes:
         if self._openapi is None:
             self._openapi = OPENAPI_PATH.read_bytes()
         return self._openapi
 
-    # ------------------------------------------------------------------ POST
-
-    def _post(self, mode: str, h: Mapping[str, str], body: bytes) -> Response:
-        try:
-            self._authorize(h)
-            self._check_size(h, body)
-            if mode == "batch":
-                return self._post_batch(body)
-            (event,) = ev.from_http(h, body, max_depth=self.settings.max_json_depth)
-            event = self._validate(event)
-            refused = self._send([_record(event)])[0]
-            if refused is not None:
-                raise refused
-        except DriftloopError as e:
-            self.metrics.rejected.labels(e.reason).inc()
-            return error_response(e)
-        except Exception:  # a defect must not cost the connection: a JSON 500, logged
-            log.exception("intake could not handle a %s request", mode)
-            self.metrics.rejected.labels("internal").inc()
-            return error_response(_internal())
-        self.metrics.accepted.labels(mode).inc()
-        return Response.json(202, {"id": event.id, "source": event.source, "status": "accepted"})
-
-    def _authorize(self, h: Mapping[str, str]) -> None:
+    def authorize(self, request: Request) -> None:
         if not self._tokens:
             return
-        scheme, _, token = h.get("authorization", "").partition(" ")
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not any(
             hmac.compare_digest(token.strip().encode(), t.encode()) for t in self._tokens
         ):
             raise Unauthorized("a valid bearer token is required (Authorization: Bearer ...)")
 
-    def _check_size(self, h: Mapping[str, str], body: bytes) -> None:
-        limit = self.settings.intake_max_body_bytes
-        declared = h.get("content-length", "")
-        if (declared.isdigit() and int(declared) > limit) or len(body) > limit:
-            raise PayloadTooLarge(
-                f"body: larger than the limit of {limit} bytes",
-                fields=[FieldError("body", "max-size", f"at most {limit} bytes")],
-            )
+    def refused(self, error: DriftloopError) -> None:
+        self.metrics.rejected.labels(error.reason).inc()
+
+    def answered(self, request: Request, response: Response, seconds: float) -> None:
+        mode = _mode(request.headers)
+        if mode != "batch" and response.status == 202:
+            self.metrics.accepted.labels(mode).inc()  # a batch counts its own events
+        self.metrics.latency.labels(mode, str(response.status)).observe(seconds)
+
+    def on_events(self, events: list[ev.Event]) -> Response:
+        """One event (binary or structured mode): 202 once Kafka acknowledged it."""
+        (event,) = events
+        event = self._validate(event)
+        refused = self._send([_record(event)])[0]
+        if refused is not None:
+            raise refused
+        return Response.json(202, {"id": event.id, "source": event.source, "status": "accepted"})
 
     def _validate(self, event: ev.Event) -> ev.Event:
         errors: list[FieldError] = [
@@ -224,13 +209,19 @@ class IntakeService:
             if not is_safe_id(value)
         ]
         if event.type != ev.FEEDBACK:
-            errors.append(FieldError("type", "equals " + ev.FEEDBACK,
-                                     f"type must be {ev.FEEDBACK}, got {event.type!r:.80}"))
+            errors.append(
+                FieldError(
+                    "type",
+                    "equals " + ev.FEEDBACK,
+                    f"type must be {ev.FEEDBACK}, got {event.type!r:.80}",
+                )
+            )
         if event.datacontenttype is not None and not JSON_CONTENT_TYPE.fullmatch(
             event.datacontenttype
         ):
-            errors.append(FieldError("datacontenttype", "json",
-                                     "feedback data must be application/json"))
+            errors.append(
+                FieldError("datacontenttype", "json", "feedback data must be application/json")
+            )
         elif isinstance(event.data, bytes | bytearray):
             errors.append(FieldError("data", "json", "feedback data must be a JSON object"))
         else:
@@ -256,8 +247,14 @@ class IntakeService:
             futures = []
             for i, r in enumerate(records):
                 try:
-                    futures.append((i, producer.send(topics.FEEDBACK, key=r.key, value=r.value,
-                                                     headers=r.headers)))
+                    futures.append(
+                        (
+                            i,
+                            producer.send(
+                                topics.FEEDBACK, key=r.key, value=r.value, headers=r.headers
+                            ),
+                        )
+                    )
                 except MessageSizeTooLargeError as e:
                     outcomes[i] = _record_too_large(e)
             deadline = time.monotonic() + timeout
@@ -267,28 +264,19 @@ class IntakeService:
                 except MessageSizeTooLargeError as e:
                     outcomes[i] = _record_too_large(e)
         except (KafkaError, OSError) as e:
-            self._discard_producer(producer)
+            self._producer.discard(producer)
             raise self._unavailable(e) from e
         return outcomes
 
-    def _discard_producer(self, producer: KafkaProducer) -> None:
-        """Drop a producer that failed so the next request starts from a clean one: an
-        idempotent producer can stay wedged after its broker restarted. What it still
-        held was answered with 503, so the client retries and downstream dedup applies."""
-        with self._lock:
-            if self._producer is producer:
-                self._producer = None
-            else:
-                return
-        threading.Thread(target=producer.close, kwargs={"timeout": 0}, daemon=True).start()
-
-    def _post_batch(self, body: bytes) -> Response:
-        items = ev.split_batch(body, max_depth=self.settings.max_json_depth)
+    def on_batch(self, items: list[Any]) -> Response:
+        """Every event of a batch validated and answered on its own (202, 207 or the
+        common status)."""
         limit = self.settings.intake_max_batch_events
         if len(items) > limit:
             raise PayloadTooLarge(
                 f"body: a batch holds at most {limit} events, got {len(items)}",
-                fields=[FieldError("body", "max-items", f"at most {limit} events per batch")])
+                fields=[FieldError("body", "max-items", f"at most {limit} events per batch")],
+            )
         results: list[dict[str, Any]] = [{} for _ in items]
         valid: list[tuple[int, ev.Event, ev.KafkaRecord]] = []
         for i, item in enumerate(items):
@@ -328,8 +316,9 @@ class IntakeService:
         else:
             status = 500
         body_obj = {"accepted": accepted, "rejected": len(items) - accepted, "results": results}
-        headers = ({"retry-after": str(self.settings.intake_retry_after_s)}
-                   if 503 in statuses else None)
+        headers = (
+            {"retry-after": str(self.settings.intake_retry_after_s)} if 503 in statuses else None
+        )
         return Response.json(status, body_obj, headers)
 
     def _rejected(self, index: int, item: Any, e: DriftloopError) -> dict[str, Any]:
@@ -340,8 +329,12 @@ class IntakeService:
         detail = e.to_dict()
         if "fields" in detail:
             del detail["message"]
-        return {"index": index, "id": ident if is_safe_id(ident) else None,
-                "status": e.status, **detail}
+        return {
+            "index": index,
+            "id": ident if is_safe_id(ident) else None,
+            "status": e.status,
+            **detail,
+        }
 
 
 def _record(event: ev.Event) -> ev.KafkaRecord:
@@ -350,9 +343,9 @@ def _record(event: ev.Event) -> ev.KafkaRecord:
     try:
         return ev.to_kafka(event, key=event.data["model"])
     except (ValueError, TypeError) as e:  # e.g. text that is not Unicode
-        raise ValidationFailed([FieldError("event", "encodable",
-                                           f"cannot be written as a Kafka record: {e}"[:200])]
-                               ) from e
+        raise ValidationFailed(
+            [FieldError("event", "encodable", f"cannot be written as a Kafka record: {e}"[:200])]
+        ) from e
 
 
 def _model_extension_errors(event: ev.Event) -> list[FieldError]:
@@ -362,21 +355,21 @@ def _model_extension_errors(event: ev.Event) -> list[FieldError]:
     data_model = event.data.get("model") if isinstance(event.data, Mapping) else None
     if ext is None or not isinstance(data_model, str) or ext == data_model:
         return []
-    return [FieldError("model", "equals data.model",
-                       f"the model extension {ext!r:.70} contradicts data.model "
-                       f"{data_model!r:.70}")]
+    return [
+        FieldError(
+            "model",
+            "equals data.model",
+            f"the model extension {ext!r:.70} contradicts data.model {data_model!r:.70}",
+        )
+    ]
 
 
 def _record_too_large(e: Exception) -> PayloadTooLarge:
     return PayloadTooLarge(
         "event: larger than the largest Kafka record",
-        fields=[FieldError("event", "max-record-size", f"{e}"[:200])])
+        fields=[FieldError("event", "max-record-size", f"{e}"[:200])],
+    )
 
 
 def _internal() -> DriftloopError:
     return DriftloopError("intake could not process this event; it was not written")
-
-
-def _not_allowed(allow: str) -> Response:
-    return Response.json(405, {"error": "method_not_allowed", "message": "method not allowed"},
-                         {"allow": allow})

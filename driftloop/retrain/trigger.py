@@ -25,7 +25,6 @@ from dataclasses import replace
 from typing import Any
 
 from driftloop import events as ev
-from driftloop import labeled, topics
 from driftloop.blob import BlobStore, open_store
 from driftloop.errors import (
     BadRequest,
@@ -33,87 +32,77 @@ from driftloop.errors import (
     FieldError,
     NotFound,
     Unavailable,
-    ValidationFailed,
 )
-from driftloop.http import Response, error_response
-from driftloop.naming import SAFE_NAME_RULE, is_safe_segment
+from driftloop.function_service import FunctionService, Routes, combine
+from driftloop.http import Request, Response
 from driftloop.policy import Decision, Policy, Signals, decide, load_policy, policy_models
+from driftloop.publisher import EventPublisher
 from driftloop.retrain.backends import Backend, TrainingRequest, backend_for
 from driftloop.retrain.state import Run, RunStore, Start, iso, new_run_id, now_utc
+from driftloop.retrain.trigger_input import (
+    manual_request,
+    model_of,
+    parse_alerts,
+    usable_label,
+)
 from driftloop.settings import Settings
 
 log = logging.getLogger("driftloop.retrain")
 SOURCE = "driftloop/retrain-trigger"
 START_ATTEMPTS = 5
 """How often a decision is retaken after another replica claimed the same start."""
-MANUAL_FIELDS = frozenset({"model", "params"})
 
 
-def _model_of(data: Any, event: ev.Event | None = None) -> str:
-    model = data.get("model") if isinstance(data, Mapping) else None
-    if model is None and event is not None:
-        model = event.extensions.get("model")
-    if not is_safe_segment(model):
-        raise BadRequest(f"model: a valid model name is required (got {model!r})",
-                         fields=[FieldError("model", "safe-name", "a valid model name")])
-    return str(model)
+ROUTES = Routes(
+    name="retrain-trigger",
+    post="POST a CloudEvent, an Alertmanager webhook or a retrain request",
+    get_prefixes=("/runs/",),
+)
 
 
-class RetrainTrigger:
+class RetrainTrigger(FunctionService):
     """Everything behind the retrain-trigger function; one instance per process."""
 
-    def __init__(self, settings: Settings, *, store: BlobStore | None = None) -> None:
+    routes = ROUTES
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        store: BlobStore | None = None,
+        publisher: EventPublisher | None = None,
+    ) -> None:
         self.settings = settings
         self.store = store or open_store(settings.resolved_blob_url, settings)
         self.runs = RunStore(self.store)
+        self.publisher = publisher or EventPublisher(settings)
         self._lock = threading.Lock()
         self._model_locks: dict[str, threading.Lock] = {}
         self._backends: dict[str, Backend] = {}
-        self._producer: Any = None
         self._policies: dict[str, tuple[int, Policy]] = {}
 
     def close(self) -> None:
-        if self._producer is not None:
-            self._producer.close(timeout=5)
-            self._producer = None
+        self.publisher.close()
 
-    # ------------------------------------------------------------ HTTP entry
+    # ------------------------------------------------------------ the edge's hooks
 
-    def handle(self, method: str, path: str, headers: Mapping[str, str], body: bytes) -> Response:
-        try:
-            if method == "GET" and path.rstrip("/") in ("/healthz", "/readyz"):
-                return Response.json(200, {"status": "ok"})
-            if method == "GET" and path.startswith("/runs/"):
-                model = path.rstrip("/").split("/")[-1]
-                return Response.json(200, [r.to_dict() for r in self.runs.runs(
-                    _model_of({"model": model}))])
-            if method != "POST":
-                return Response.json(405, {"error": "method_not_allowed",
-                                           "message": "POST a CloudEvent, an Alertmanager "
-                                           "webhook or a retrain request"})
-            lower = {k.lower(): v for k, v in headers.items()}
-            ctype = lower.get("content-type", "").split(";", 1)[0].strip().lower()
-            if "ce-specversion" in lower or ctype in (ev.STRUCTURED, ev.BATCH):
-                results = [self.on_event(e) for e in ev.from_http(
-                    headers, body, max_depth=self.settings.max_json_depth)]
-                status = max(r[0] for r in results)
-                bodies = [r[1] for r in results]
-                return Response.json(status, bodies[0] if len(bodies) == 1 else bodies)
-            doc = ev.load_json(body or b"{}", max_depth=self.settings.max_json_depth)
-            if not isinstance(doc, dict):
-                raise BadRequest("body must be a JSON object",
-                                 fields=[FieldError("body", "object", "must be a JSON object")])
-            if "alerts" in doc:
-                return Response.json(200, self.on_alerts(doc))
-            model, params = _manual_request(doc)
-            return self._result(self.evaluate(Signals(
-                model=model, now=now_utc(), trigger="manual", manual=True), params=params))
-        except DriftloopError as e:
-            return error_response(e)
+    def get(self, request: Request) -> Response:
+        """``GET /runs/<model>``: the model's runs, oldest first."""
+        model = request.path.rstrip("/").split("/")[-1]
+        return Response.json(200, [r.to_dict() for r in self.runs.runs(model_of({"model": model}))])
 
-    @staticmethod
-    def _result(d: dict[str, Any]) -> Response:
-        return Response.json(202 if d.get("run_id") else 200, d)
+    def on_events(self, events: list[ev.Event]) -> Response:
+        return combine([self.on_event(e) for e in events])
+
+    def on_json(self, doc: dict[str, Any]) -> Response:
+        """An Alertmanager webhook (``alerts``), else a manual retrain request."""
+        if "alerts" in doc:
+            return Response.json(200, self.on_alerts(doc))
+        model, params = manual_request(doc)
+        out = self.evaluate(
+            Signals(model=model, now=now_utc(), trigger="manual", manual=True), params=params
+        )
+        return Response.json(202 if out.get("run_id") else 200, out)
 
     def on_event(self, event: ev.Event) -> tuple[int, dict[str, Any]]:
         data = event.data if isinstance(event.data, Mapping) else {}
@@ -121,21 +110,33 @@ class RetrainTrigger:
         if event.type == ev.DRIFT_DETECTED:
             drift = ev.DriftDetectedData.parse(data)
             share = drift.share_drifted
-            out = self.evaluate(Signals(
-                model=_model_of(data, event), now=now_utc(), trigger="drift", event_key=key,
-                drift_detected=bool(data.get("dataset_drift", True)), drift_share=share))
+            out = self.evaluate(
+                Signals(
+                    model=model_of(data, event),
+                    now=now_utc(),
+                    trigger="drift",
+                    event_key=key,
+                    drift_detected=bool(data.get("dataset_drift", True)),
+                    drift_share=share,
+                )
+            )
         elif event.type == ev.PING:
             out = self.on_schedule(data, key)
         elif event.type == ev.LABELED:
             out = self.on_label(event)
         elif event.type == ev.FEEDBACK:
             fb = ev.FeedbackData.parse(data)
-            out = {"model": fb.model, "counted": False,
-                   "reason": "raw feedback is not counted (it may repeat, carry only a reward "
-                   "or match no prediction); the volume rule counts labeled records"}
+            out = {
+                "model": fb.model,
+                "counted": False,
+                "reason": "raw feedback is not counted (it may repeat, carry only a reward "
+                "or match no prediction); the volume rule counts labeled records",
+            }
         else:
-            raise BadRequest(f"event type {event.type!r} does not trigger retraining",
-                             fields=[FieldError("type", "supported", "unsupported event type")])
+            raise BadRequest(
+                f"event type {event.type!r} does not trigger retraining",
+                fields=[FieldError("type", "supported", "unsupported event type")],
+            )
         return (202 if out.get("run_id") else 200), out
 
     # ------------------------------------------------------------ triggers
@@ -167,15 +168,22 @@ class RetrainTrigger:
             return {"model": model, "counted": False, "reason": "the model has no policy"}
         rule = policy.triggers.feedback_volume
         if rule is None:
-            return {"model": model, "counted": False,
-                    "reason": "the policy has no feedback_volume rule"}
+            return {
+                "model": model,
+                "counted": False,
+                "reason": "the policy has no feedback_volume rule",
+            }
         generation = self.runs.generation(model)
         counted = self.runs.count_label(model, label_key, generation)
         count = self.runs.label_count(model, generation)
         if count < rule.min_events:  # (a redelivery past the threshold evaluates too: the
             # delivery that crossed it may have died before its decision)
-            return {"model": model, "counted": counted, "feedback_since_training": count,
-                    "threshold": rule.min_events}
+            return {
+                "model": model,
+                "counted": counted,
+                "feedback_since_training": count,
+                "threshold": rule.min_events,
+            }
         return self.evaluate(Signals(model=model, now=now_utc(), trigger="feedback"))
 
     def on_schedule(self, data: Mapping[str, Any], key: str) -> dict[str, Any]:
@@ -183,21 +191,37 @@ class RetrainTrigger:
             from driftloop.retrain.retention import expire_all
 
             reports = expire_all(self.store, self.settings.policy_dir, now=now_utc())
-            return {"trigger": "schedule", "task": "inputs-retention",
-                    "results": [r.to_dict() for r in reports]}
+            return {
+                "trigger": "schedule",
+                "task": "inputs-retention",
+                "results": [r.to_dict() for r in reports],
+            }
         wanted = data.get("models")
         models = wanted if isinstance(wanted, list) else policy_models(self.settings.policy_dir)
         results = []
         for m in models:
             try:
-                results.append(self.evaluate(self._observed(Signals(
-                    model=_model_of({"model": m}), now=now_utc(), trigger="schedule",
-                    event_key=f"{key}\x1f{m}", schedule_tick=True))))
+                results.append(
+                    self.evaluate(
+                        self._observed(
+                            Signals(
+                                model=model_of({"model": m}),
+                                now=now_utc(),
+                                trigger="schedule",
+                                event_key=f"{key}\x1f{m}",
+                                schedule_tick=True,
+                            )
+                        )
+                    )
+                )
             except DriftloopError as e:
                 results.append({"model": m, "status": e.status, **e.to_dict()})
         started = [r["run_id"] for r in results if r.get("run_id")]
-        return {"trigger": "schedule", "results": results, "run_id": started[0] if started
-                else None}
+        return {
+            "trigger": "schedule",
+            "results": results,
+            "run_id": started[0] if started else None,
+        }
 
     def on_alerts(self, doc: Mapping[str, Any]) -> dict[str, Any]:
         """Alertmanager's webhook: firing alerts grouped per model, one decision each.
@@ -214,9 +238,19 @@ class RetrainTrigger:
         results = []
         for model, triggers in sorted(per_model.items()):
             try:
-                results.append(self.evaluate(self._observed(Signals(
-                    model=model, now=now_utc(), trigger="alert:" + ",".join(sorted(triggers)),
-                    event_key=keys[model], alerts=frozenset(triggers)))))
+                results.append(
+                    self.evaluate(
+                        self._observed(
+                            Signals(
+                                model=model,
+                                now=now_utc(),
+                                trigger="alert:" + ",".join(sorted(triggers)),
+                                event_key=keys[model],
+                                alerts=frozenset(triggers),
+                            )
+                        )
+                    )
+                )
             except DriftloopError as e:
                 results.append({"model": model, "status": e.status, **e.to_dict()})
         return {"trigger": "alertmanager", "results": results, "ignored": ignored}
@@ -232,10 +266,13 @@ class RetrainTrigger:
         prom = PrometheusClient(self.settings.resolved_prometheus_url, timeout_s=2.0)
         try:
             q = prom.query(f'driftloop_quality{{model="{s.model}",metric="{policy.metric}"}}')
-            n = prom.query(f'driftloop_quality_samples{{model="{s.model}",'
-                           f'metric="{policy.metric}"}}')
-            lat = prom.query("histogram_quantile(0.99, sum by (le) (rate("
-                             f'driftloop_model_latency_seconds_bucket{{model="{s.model}"}}[5m])))')
+            n = prom.query(
+                f'driftloop_quality_samples{{model="{s.model}",metric="{policy.metric}"}}'
+            )
+            lat = prom.query(
+                "histogram_quantile(0.99, sum by (le) (rate("
+                f'driftloop_model_latency_seconds_bucket{{model="{s.model}"}}[5m])))'
+            )
         except (Unavailable, DriftloopError) as e:
             log.info("no Prometheus signals for %s: %s", s.model, e)
             return s
@@ -245,8 +282,12 @@ class RetrainTrigger:
         qv = [x for x in q if x.labels.get("version") == champion] or q
         nv = [x for x in n if x.labels.get("version") == champion] or n
         p99 = lat[0].value if lat and lat[0].value == lat[0].value else None
-        return replace(s, quality=qv[0].value if qv else None,
-                       quality_samples=int(nv[0].value) if nv else None, latency_p99_s=p99)
+        return replace(
+            s,
+            quality=qv[0].value if qv else None,
+            quality_samples=int(nv[0].value) if nv else None,
+            latency_p99_s=p99,
+        )
 
     def _champion(self, model: str) -> str | None:
         from driftloop.registry import Registry
@@ -272,52 +313,90 @@ class RetrainTrigger:
         policy = self.policy(s.model)
         with self._lock_for(s.model):  # one claim per model at a time in this process
             for _ in range(START_ATTEMPTS):
-                history = self.runs.history(s.model, now=s.now,
-                                            timeout_s=policy.training.timeout_s,
-                                            dedup_window_s=policy.limits.dedup_window_s)
+                history = self.runs.history(
+                    s.model,
+                    now=s.now,
+                    timeout_s=policy.training.timeout_s,
+                    dedup_window_s=policy.limits.dedup_window_s,
+                )
                 if policy.triggers.feedback_volume is not None:
-                    s = replace(s, feedback_since_training=self.runs.label_count(
-                        s.model, history.generation))
+                    s = replace(
+                        s,
+                        feedback_since_training=self.runs.label_count(s.model, history.generation),
+                    )
                 decision = decide(policy, s, history)
                 if not decision.retrain:
                     log.info("%s", decision.explain())
                     return {"decision": decision.to_dict(), "run_id": None}
                 run = Run(
-                    model=s.model, run_id=new_run_id(s.now), status="requested",
-                    requested_at=iso(s.now), trigger=s.trigger,
+                    model=s.model,
+                    run_id=new_run_id(s.now),
+                    status="requested",
+                    requested_at=iso(s.now),
+                    trigger=s.trigger,
                     reasons=tuple(decision.reasons()),
-                    backend=self.settings.retrain_backend or policy.training.backend)
-                if self.runs.claim_start(Start(
-                        model=s.model, generation=history.generation + 1, run_id=run.run_id,
-                        requested_at=run.requested_at, trigger=s.trigger,
-                        event_key=s.event_key, manual=s.manual)):
+                    backend=self.settings.retrain_backend or policy.training.backend,
+                )
+                if self.runs.claim_start(
+                    Start(
+                        model=s.model,
+                        generation=history.generation + 1,
+                        run_id=run.run_id,
+                        requested_at=run.requested_at,
+                        trigger=s.trigger,
+                        event_key=s.event_key,
+                        manual=s.manual,
+                    )
+                ):
                     break
-                log.info("another replica started run %d of %s first; deciding again",
-                         history.generation + 1, s.model)
+                log.info(
+                    "another replica started run %d of %s first; deciding again",
+                    history.generation + 1,
+                    s.model,
+                )
             else:
-                raise Unavailable(f"could not claim a training start of {s.model!r}: other "
-                                  "replicas kept starting runs")
+                raise Unavailable(
+                    f"could not claim a training start of {s.model!r}: other "
+                    "replicas kept starting runs"
+                )
             self.runs.put(run)
         log.info("%s (run %s)", decision.explain(), run.run_id)
         return self.start(policy, run, decision, params=params)
 
-    def start(self, policy: Policy, run: Run, decision: Decision, *,
-              params: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    def start(
+        self,
+        policy: Policy,
+        run: Run,
+        decision: Decision,
+        *,
+        params: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
         try:
             backend = self.backend(run.backend)
             handle = backend.start(TrainingRequest(run.model, run.run_id, dict(params or {})))
         except DriftloopError as e:
-            self.runs.update(run.model, run.run_id, status="failed", error=e.message,
-                             finished_at=iso(now_utc()))
+            self.runs.update(
+                run.model, run.run_id, status="failed", error=e.message, finished_at=iso(now_utc())
+            )
             raise
         except Exception as e:  # the backend could not start the run: recorded, then 503
-            self.runs.update(run.model, run.run_id, status="failed",
-                             error=f"{type(e).__name__}: {e}", finished_at=iso(now_utc()))
+            self.runs.update(
+                run.model,
+                run.run_id,
+                status="failed",
+                error=f"{type(e).__name__}: {e}",
+                finished_at=iso(now_utc()),
+            )
             raise Unavailable(f"could not start training on {run.backend}: {e}") from e
         self.runs.update(run.model, run.run_id, handle=handle)
         event = self.emit_requested(run, decision)
-        return {"decision": decision.to_dict(), "run_id": run.run_id, "backend": run.backend,
-                "handle": handle, "event_id": event.id}
+        return {
+            "decision": decision.to_dict(),
+            "run_id": run.run_id,
+            "backend": run.backend,
+            "handle": handle,
+            "event_id": event.id,
+        }
 
     def backend(self, name: str) -> Backend:
         if name not in self._backends:
@@ -325,107 +404,20 @@ class RetrainTrigger:
         return self._backends[name]
 
     def emit_requested(self, run: Run, decision: Decision) -> ev.Event:
-        from driftloop.bus import make_producer, publish
-
-        event = ev.new_event(ev.RETRAIN_REQUESTED, SOURCE, {
-            "model": run.model, "run_id": run.run_id, "reasons": decision.reasons(),
-            "trigger": run.trigger, "backend": run.backend, "explain": decision.explain(),
-        }, datacontenttype=ev.JSON, model=run.model)
-        with self._lock:
-            if self._producer is None:
-                self._producer = make_producer(self.settings)
-            producer = self._producer
-        publish(producer, topics.EVENTS, [event], key=run.model)
-        return event
-
-
-
-def _manual_request(doc: Mapping[str, Any]) -> tuple[str, dict[str, Any] | None]:
-    """``{"model": M, "params": {...}}``; any other field is refused (it is not a counter)."""
-    errors = [FieldError(str(k)[:64], "unknown-field",
-                         f"a manual retrain request takes only {', '.join(sorted(MANUAL_FIELDS))}")
-              for k in doc if k not in MANUAL_FIELDS]
-    params = doc.get("params")
-    if params is not None and not isinstance(params, dict):
-        errors.append(FieldError("params", "object", "params must be a JSON object"))
-    if not is_safe_segment(doc.get("model")):
-        errors.append(FieldError("model", "safe-name", f"a valid model name is required: "
-                                 f"{SAFE_NAME_RULE}"))
-    if errors:
-        raise ValidationFailed(errors)
-    return str(doc["model"]), params
+        data = ev.RetrainRequestedData(
+            model=run.model,
+            run_id=run.run_id,
+            reasons=decision.reasons(),
+            trigger=run.trigger,
+            backend=run.backend,
+            explain=decision.explain(),
+        )
+        return self.publisher.publish(
+            ev.new_event(
+                ev.RETRAIN_REQUESTED, SOURCE, data, datacontenttype=ev.JSON, model=run.model
+            ),
+            key=run.model,
+        )
 
 
-def usable_label(event: ev.Event) -> tuple[str, str] | str:
-    """(model, label identity) of a labeled record that can train, else why it cannot.
-
-    Usable: matched to a prediction, carries a truth (not only a reward), names a valid
-    model. The identity is the feedback's own (source, id), so repeated deliveries of one
-    feedback count once and equal ids from different sources count apart.
-    """
-    data = event.data if isinstance(event.data, Mapping) else None
-    if data is None:
-        raise BadRequest("data: a labeled record must carry a JSON object",
-                         fields=[FieldError("data", "object", "must be a JSON object")])
-    model = data.get("model")
-    if not is_safe_segment(model):
-        raise BadRequest(f"data.model: a valid model name is required (got {model!r})",
-                         fields=[FieldError("data.model", "safe-name", SAFE_NAME_RULE)])
-    if not data.get("prediction_id"):
-        return "not matched to a prediction"
-    if data.get("truth") is None:
-        return "no truth (reward-only feedback)"
-    fb_source, fb_id = data.get("feedback_source"), data.get("feedback_id")
-    if not (isinstance(fb_source, str) and isinstance(fb_id, str) and fb_source and fb_id):
-        return "no feedback (source, id)"
-    return str(model), labeled.identity(event.source, event.id, ev.LABELED, data)
-
-
-def parse_alerts(doc: Mapping[str, Any]) -> tuple[list[tuple[str, str, str]], list[dict[str, Any]]]:
-    """Firing alerts as (model, trigger, de-duplication key), and the ignored ones.
-
-    Every structural error of the webhook is collected and refused at once (400).
-    """
-    alerts = doc.get("alerts")
-    if not isinstance(alerts, list):
-        raise ValidationFailed([FieldError("alerts", "array", "alerts must be a JSON array")])
-    errors: list[FieldError] = []
-    firing: list[tuple[str, str, str]] = []
-    ignored: list[dict[str, Any]] = []
-    for i, a in enumerate(alerts):
-        where = f"alerts[{i}]"
-        if not isinstance(a, Mapping):
-            errors.append(FieldError(where, "object", "an alert must be a JSON object"))
-            continue
-        status = a.get("status", "firing")
-        if status not in ("firing", "resolved"):
-            errors.append(FieldError(f"{where}.status", "enum",
-                                     "status must be 'firing' or 'resolved'"))
-        labels = a.get("labels", {})
-        if not isinstance(labels, Mapping):
-            errors.append(FieldError(f"{where}.labels", "object",
-                                     "labels must be an object of string values"))
-            continue
-        for k, v in labels.items():
-            if not isinstance(v, str):
-                errors.append(FieldError(f"{where}.labels.{str(k)[:64]}", "string",
-                                         "label values must be strings"))
-        for name in ("fingerprint", "startsAt"):
-            if name in a and not isinstance(a[name], str):
-                errors.append(FieldError(f"{where}.{name}", "string", f"{name} must be a string"))
-        if status != "firing":
-            continue
-        model = labels.get("model")
-        if model is None:
-            ignored.append({"alert": i, "alertname": str(labels.get("alertname", ""))[:200],
-                            "reason": "no model label"})
-            continue
-        if not is_safe_segment(model):
-            errors.append(FieldError(f"{where}.labels.model", "safe-name", SAFE_NAME_RULE))
-            continue
-        trigger = labels.get("trigger") or labels.get("alertname") or ""
-        firing.append((str(model), str(trigger),
-                       f"alert\x1f{a.get('fingerprint', '')}\x1f{a.get('startsAt', '')}"))
-    if errors:
-        raise ValidationFailed(errors)
-    return firing, ignored
+__all__ = ["ROUTES", "SOURCE", "RetrainTrigger", "parse_alerts", "usable_label"]

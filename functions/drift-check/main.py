@@ -8,9 +8,10 @@ the work and maps errors to 4xx/5xx with a JSON body.
 import flask
 import functions_framework
 
+from driftloop import function_factories as factories
 from driftloop.function_host import FunctionHost
 
-host = FunctionHost("driftloop.monitoring.check:DriftCheckService", auth=True)
+host = FunctionHost(factories.drift_check, auth=True)
 
 
 @functions_framework.http

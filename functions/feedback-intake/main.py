@@ -7,9 +7,10 @@ the request itself (functions-framework's cloud_event signature has no batch mod
 import flask
 import functions_framework
 
+from driftloop import function_factories as factories
 from driftloop.function_host import FunctionHost
 
-host = FunctionHost("driftloop.intake:IntakeService")
+host = FunctionHost(factories.feedback_intake)
 
 
 @functions_framework.http

@@ -8,10 +8,10 @@ bakes interrupted by a restart resume when the service starts.
 import flask
 import functions_framework
 
+from driftloop import function_factories as factories
 from driftloop.function_host import FunctionHost
 
-host = FunctionHost("driftloop.promotion.service:PromotionService", start="resume",
-                    auth=True)
+host = FunctionHost(factories.promote, auth=True)
 
 
 @functions_framework.http

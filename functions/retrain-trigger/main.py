@@ -7,9 +7,10 @@ A thin functions-framework handler over ``driftloop.retrain.trigger.RetrainTrigg
 import flask
 import functions_framework
 
+from driftloop import function_factories as factories
 from driftloop.function_host import FunctionHost
 
-host = FunctionHost("driftloop.retrain.trigger:RetrainTrigger", auth=True)
+host = FunctionHost(factories.retrain_trigger, auth=True)
 
 
 @functions_framework.http

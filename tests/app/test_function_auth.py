@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from driftloop.auth import FunctionAuth, bearer_token
 from driftloop.errors import Unauthorized, Unavailable
+from driftloop.http import Request
 from driftloop.monitoring.check import DriftCheckService
 from driftloop.promotion.service import PromotionService
 from driftloop.retrain.trigger import RetrainTrigger
@@ -39,7 +40,7 @@ def serve(name: str, target: str, cls: Any, settings: Settings) -> tuple[Any, An
 
 def own_answer(service: Any) -> tuple[int, bytes]:
     """What the service answers to BODY when nothing stands in front of it."""
-    r = service.handle("POST", "/", HEADERS, BODY)
+    r = service.handle(Request.post(HEADERS, BODY))
     return r.status, r.body
 
 

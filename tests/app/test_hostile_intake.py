@@ -11,6 +11,7 @@ import pytest
 from driftloop import events as ev
 from driftloop import topics
 from driftloop.errors import MAX_FIELDS
+from driftloop.http import Request
 from tests.fixtures.intake import (
     feedback,
     intake_client,
@@ -201,7 +202,7 @@ def test_binary_mode_ids_follow_the_id_pattern(settings_factory, kafka):
     r = c.post("/", headers={**headers, "ce-source": "my app"}, content=body)
     assert r.status_code == 400 and ("source", "safe-id") in field_rules(r)
     # A server hands non-ASCII header bytes over as Latin-1 text.
-    answer = service.handle("POST", "/", {**headers, "ce-id": "caf\xe9"}, body)
+    answer = service.handle(Request.post({**headers, "ce-id": "caf\xe9"}, body))
     assert answer.status == 400
     assert ("id", "safe-id") in {(f["field"], f["rule"]) for f in json.loads(answer.body)["fields"]}
     assert ids_in_kafka(kafka, src) == []

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from driftloop import events as ev
 from driftloop import topics
+from driftloop.http import Request
 from driftloop.retrain.pipeline import train_model
 from driftloop.serving.server import settings_env
 from tests.fixtures.loop import drift_event, function_client, post_event, wait_run
@@ -42,7 +43,7 @@ def test_fifty_drift_events_within_cooldown_start_one_run(loop_env, kafka):
 
     def send(i: int) -> tuple[int, dict]:
         headers, raw = ev.to_http_binary(drift_event(source=f"drift-{i % 3}"))
-        r = service.handle("POST", "/", headers, raw)
+        r = service.handle(Request.post(headers, raw))
         return r.status, json.loads(r.body)
 
     with ThreadPoolExecutor(8) as pool:
@@ -276,9 +277,9 @@ def test_bake_interrupted_by_a_restart_resumes_and_rolls_back_without_evidence(l
     v2 = train_model(loop_env.settings, policy, run_id="resume-run", store=loop_env.store,
                      emit=False)
     first = loop_env.promoter()
-    first._acquire("digits", v2.version, "promotion")  # what start() holds through the bake
-    first.start_canary(policy, "digits", v2.version, "1")
-    first.save(Promotion("digits", v2.version, "1", "canary", iso(now_utc()),
+    first.ledger.acquire("digits", v2.version, "promotion")  # what start() holds through the bake
+    first.steps.start_canary(policy, "digits", v2.version, "1")
+    first.ledger.save(Promotion("digits", v2.version, "1", "canary", iso(now_utc()),
                          canary_started_ms=int((_time.time() - 60) * 1000)))
     first.close()  # the process is gone; its state is not
 

@@ -235,8 +235,8 @@ def test_resume_never_moves_the_champion(loop_env):
     v2 = new_version(loop_env, "stale-canary")
     loop_env.registry.set_alias("digits", "champion", v2, reason="promoted elsewhere")
     svc = promoter(loop_env)
-    svc.save(Promotion("digits", v2, "1", "canary", iso(now_utc()),
-                       canary_started_ms=int((time.time() - 60) * 1000)))
+    svc.ledger.save(Promotion("digits", v2, "1", "canary", iso(now_utc()),
+                              canary_started_ms=int((time.time() - 60) * 1000)))
     assert svc.resume() == []
     assert svc.state("digits", v2).phase == "abandoned"
     assert loop_env.registry.alias("digits", "champion") == v2

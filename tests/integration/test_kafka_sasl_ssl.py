@@ -19,6 +19,7 @@ import pytest
 from driftloop import bus, topics
 from driftloop import events as ev
 from driftloop.errors import Unavailable
+from driftloop.http import Request
 from driftloop.local.kafka import KafkaBroker
 from driftloop.local.process import free_port, spawn, stop_pid, wait_until
 from driftloop.settings import Settings
@@ -151,7 +152,7 @@ def test_every_client_kind_works_over_sasl_ssl(secured: Settings):
     intake = IntakeService(secured)
     try:
         headers, body = ev.to_http_binary(feedback(3))
-        r = intake.handle("POST", "/", headers, body)
+        r = intake.handle(Request.post(headers, body))
         assert r.status == 202, r.body
     finally:
         intake.close()

@@ -8,7 +8,12 @@ import numpy as np
 import pytest
 
 from driftloop.errors import BadRequest
-from driftloop.monitoring.check import _check_fields, numbers_or_nan, ping_models, split_missing
+from driftloop.monitoring.check_input import (
+    check_fields,
+    numbers_or_nan,
+    ping_models,
+    split_missing,
+)
 from driftloop.monitoring.window import columns
 
 
@@ -46,12 +51,12 @@ def test_ping_models_are_an_object_field_bounded_and_deduplicated():
 
 @pytest.mark.parametrize("key", ["../x", "/etc/passwd", "", "a/./b.csv", "a\\b.csv", "w\x00.csv"])
 def test_window_keys_that_escape_or_are_empty_are_refused(key):
-    (err,) = _check_fields({"model": "digits", "window_key": key})
+    (err,) = check_fields({"model": "digits", "window_key": key})
     assert (err.field, err.rule) == ("window_key", "relative-key")
 
 
 def test_every_field_error_at_once():
-    errors = _check_fields({"model": "", "version": "../1", "window": [1], "window_key": 3})
+    errors = check_fields({"model": "", "version": "../1", "window": [1], "window_key": 3})
     assert {(e.field, e.rule) for e in errors} == {
         ("model", "required"),
         ("version", "safe-name"),
@@ -59,7 +64,7 @@ def test_every_field_error_at_once():
         ("window", "columns"),
         ("window_key", "string"),
     }
-    assert _check_fields({"model": "digits", "version": "2", "window_key": "w/x.parquet"}) == []
+    assert check_fields({"model": "digits", "version": "2", "window_key": "w/x.parquet"}) == []
 
 
 def test_text_in_a_numeric_column_of_a_stream_window_is_missing():

@@ -74,7 +74,7 @@ def test_registry_holds_documented_metric_names() -> None:
     )
     assert 'driftloop_quality_samples{metric="accuracy",model="digits",version="3"} 70.0' in text
     data = drift_event_data("digits", "3", result, {"preprocessed": 500})
-    parsed = DriftDetectedData.parse(data)
+    parsed = DriftDetectedData.parse(data.to_data())
     assert parsed.model == "digits" and set(parsed.features) == {"x", "c"}
 
 
