@@ -18,9 +18,12 @@ from dataclasses import dataclass, field
 from datetime import date, time
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
+
+if TYPE_CHECKING:
+    from jsonschema.protocols import Validator
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CACHE = ROOT / ".cache"
@@ -218,7 +221,7 @@ class Schemas:
         self.dir = index_dir
         self.index: dict[str, Any] = json.loads(path.read_text())
         self._docs: dict[str, Any] = {}
-        self._validators: dict[str, Any] = {}
+        self._validators: dict[str, Validator] = {}
 
     @property
     def sources(self) -> dict[str, str]:
@@ -232,7 +235,7 @@ class Schemas:
             self._docs[file] = json.loads((self.dir / file).read_text())
         return self._docs[file]
 
-    def validator(self, api_version: str, kind: str) -> Any:
+    def validator(self, api_version: str, kind: str) -> Validator | None:
         """A jsonschema validator for the kind, or None when the index lacks it."""
         from jsonschema import Draft4Validator
 
@@ -247,7 +250,7 @@ class Schemas:
         return self._validators[key]
 
     @cached_property
-    def func_yaml_validator(self) -> Any:
+    def func_yaml_validator(self) -> Validator:
         from jsonschema import Draft4Validator
 
         entry = self.index.get("func_yaml")
@@ -256,7 +259,7 @@ class Schemas:
         return Draft4Validator(self._doc(entry["file"]))
 
 
-def _errors_for(validator: Any, doc: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
+def _errors_for(validator: Validator, doc: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
     """(field path, message) per violation, naming the unexpected key for unknown fields."""
     for err in validator.iter_errors(doc):
         leaves = [err]
@@ -265,7 +268,8 @@ def _errors_for(validator: Any, doc: Mapping[str, Any]) -> Iterator[tuple[str, s
         e = leaves[0]
         path = list(e.absolute_path)
         if e.validator == "additionalProperties" and isinstance(e.instance, dict):
-            known = set(e.schema.get("properties", {}))
+            schema = e.schema if isinstance(e.schema, Mapping) else {}  # an object schema here
+            known = set(schema.get("properties", {}))
             for extra in sorted(set(e.instance) - known):
                 yield _field_path([*path, extra]), "unknown field"
             continue
