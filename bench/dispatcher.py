@@ -226,6 +226,7 @@ def main() -> None:
                         "rounds": rows,
                         "medians": med,
                         "ratio": ratio,
+                        "per_core": per_core,
                     },
                     indent=1,
                 )

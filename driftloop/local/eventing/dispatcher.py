@@ -125,12 +125,14 @@ class Dispatcher:
                     w.join(30)
             stop = threading.Event()
             self._generations[r.name] = stop
+            producer = self._producer
+            assert producer is not None, "consumers run between start() and stop()"
             fresh = [
                 RouteWorker(
                     r,
                     self.endpoints[r.sink],
                     self.settings,
-                    self._producer,  # type: ignore[arg-type]
+                    producer,
                     self.eventing.dead_letter_topics,
                     stop,
                     self.metrics,
