@@ -12,10 +12,13 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from driftloop.errors import Unavailable
 from driftloop.policy import Policy
+
+if TYPE_CHECKING:
+    from driftloop.retrain.trainers import Trainer
 
 MIN_RECENT = 20
 
@@ -103,7 +106,7 @@ def _problem(e: BaseException) -> str:
 
 
 def run_gate(policy: Policy, challenger: Mapping[str, bytes] | None,
-             champion: Mapping[str, bytes] | None, holdout: Any, recent: Any, trainer: Any,
+             champion: Mapping[str, bytes] | None, holdout: Any, recent: Any, trainer: Trainer,
              *, champion_problem: str | None = None,
              challenger_problem: str | None = None) -> GateResult:
     """Score both artifacts on the same rows. An artifact that is missing (``None`` with
