@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from driftloop import topics
+from driftloop.errors import Unavailable
 
 if TYPE_CHECKING:
     from kafka import KafkaProducer
@@ -83,14 +84,22 @@ class EventPublisher:
     def publish(self, event: Event, *, key: str) -> Event:
         """Send ``event`` and wait for its acknowledgement (``Unavailable`` when Kafka does
         not take it; the producer is then rebuilt by the next publish)."""
+        from kafka.errors import KafkaError
+
         from driftloop.bus import publish
 
-        producer = self._producer.get()
+        try:
+            producer = self._producer.get()
+        except KafkaError as e:
+            raise Unavailable(f"Kafka cannot take {self.topic} events now: {e}") from e
         try:
             publish(producer, self.topic, [event], key=key)
-        except Exception:
+        except Unavailable:
             self._producer.discard(producer)
             raise
+        except (KafkaError, OSError) as e:
+            self._producer.discard(producer)
+            raise Unavailable(f"Kafka cannot take {self.topic} events now: {e}") from e
         return event
 
     def close(self) -> None:
