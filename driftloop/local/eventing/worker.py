@@ -46,6 +46,8 @@ log = logging.getLogger("driftloop.dispatcher")
 MAX_POLL_RECORDS = 500
 MAX_QUEUED = 2000
 """Records a partition's lane may have waiting before the partition is paused."""
+MAX_QUEUED_BYTES = 16 * 1024 * 1024
+"""Bytes of record values a lane may have waiting before its partition is paused."""
 COMMIT_INTERVAL_S = 0.05
 """Longest a done record waits for its offset commit: what a crash may redeliver."""
 RECORD_ATTEMPTS = 3
@@ -144,9 +146,10 @@ class RouteWorker(threading.Thread):
 
     def _consume(self) -> None:
         """Poll and hand each partition's records to its lane; commit what the lanes have
-        done at most COMMIT_INTERVAL_S later. A partition whose lane is MAX_QUEUED behind is
-        paused. A lane's error (Kafka, say) ends every lane and the consumer; the route then
-        re-reads from its committed offsets."""
+        done at most COMMIT_INTERVAL_S later. A partition whose lane holds MAX_QUEUED records
+        or MAX_QUEUED_BYTES is paused until it has worked off three quarters. A lane's
+        error (Kafka, say) ends every lane and the consumer; the route then re-reads from
+        its committed offsets."""
         from driftloop import bus
 
         consumer: KafkaConsumer | None = None
@@ -180,11 +183,13 @@ class RouteWorker(threading.Thread):
                         lanes[tp].start()
                     lanes[tp].put(records)
                 for tp, lane in lanes.items():
-                    queued = lane.records.qsize()
-                    if queued >= MAX_QUEUED and tp not in paused:
+                    fill = max(
+                        lane.records.qsize() / MAX_QUEUED, lane.queued_bytes / MAX_QUEUED_BYTES
+                    )
+                    if fill >= 1 and tp not in paused:
                         consumer.pause(tp)
                         paused.add(tp)
-                    elif queued < MAX_QUEUED // 4 and tp in paused:
+                    elif fill < 0.25 and tp in paused:
                         consumer.resume(tp)
                         paused.discard(tp)
                 if time.monotonic() - last_commit >= COMMIT_INTERVAL_S:
@@ -399,8 +404,14 @@ class _Lane(threading.Thread):
         self.last: int | None = None
         """Offset after the last record handed to the lane."""
         self.error: BaseException | None = None
+        self.queued_bytes = 0
+        """Bytes of the values waiting in ``records``."""
+        self._lock = threading.Lock()
 
     def put(self, records: list[Any]) -> None:
+        size = sum(len(rec.value or b"") for rec in records)
+        with self._lock:
+            self.queued_bytes += size
         for rec in records:
             self.records.put(rec)
         self.last = records[-1].offset + 1
@@ -420,6 +431,8 @@ class _Lane(threading.Thread):
                     rec = self.records.get(timeout=0.1)
                 except queue.Empty:
                     continue
+                with self._lock:
+                    self.queued_bytes -= len(rec.value or b"")
                 w._handle_one(rec, deliverer)
                 w._progressed()
                 self.done = rec.offset + 1
