@@ -4,6 +4,8 @@ A real Kafka broker on loopback holds N CloudEvents (binary mode, keys spread ov
 topic's partitions). The sink is a functions-framework handler that answers 200 and
 counts arrivals, served like the functions are. Each round:
 
+(0) sink alone: one prepared request POSTed N times over one keep-alive connection, no
+    Kafka: the ceiling the sink's framework sets on this machine;
 (a) baseline: one KafkaConsumer reads the topic and POSTs each record (its ``ce_*``
     headers as ``ce-*``) over one keep-alive connection, nothing else;
 (b) dispatcher: a ``RouteWorker`` of ``driftloop.local.eventing`` delivers the same
@@ -84,6 +86,19 @@ def produce(settings: Settings, topic: str, n: int) -> None:
         producer.flush(60)
     finally:
         producer.close(timeout=10)
+
+
+def sink_alone(n: int, port: int) -> None:
+    """The sink's own ceiling: the same request POSTed n times, no Kafka."""
+    e = ev.new_event(ev.FEEDBACK, "/bench", {"prediction_id": "p0", "model": "digits", "truth": 1})
+    headers, body = ev.to_http_binary(e)
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        for _ in range(n):
+            conn.request("POST", "/", body=body, headers=headers)
+            conn.getresponse().read()
+    finally:
+        conn.close()
 
 
 def baseline(settings: Settings, topic: str, n: int, port: int) -> None:
@@ -179,14 +194,16 @@ def main() -> None:
         pids.append(pid)
         produce(settings, topic, args.events)
         producer = bus.make_producer(settings)
-        rows: dict[str, list[float]] = {"baseline": [], "dispatcher": []}
-        cpu = {"baseline": 0.0, "dispatcher": 0.0}
+        rows: dict[str, list[float]] = {"sink": [], "baseline": [], "dispatcher": []}
+        cpu = {"sink": 0.0, "baseline": 0.0, "dispatcher": 0.0}
         try:
             for _ in range(args.rounds):
-                for kind in ("baseline", "dispatcher"):
+                for kind in ("sink", "baseline", "dispatcher"):
                     sink_stats(port, reset=True)
                     cpu0 = time.process_time()  # this process: the loop or the worker
-                    if kind == "baseline":
+                    if kind == "sink":
+                        sink_alone(args.events, port)
+                    elif kind == "baseline":
                         baseline(settings, topic, args.events, port)
                     else:
                         dispatcher(settings, topic, args.events, port, producer)
@@ -202,9 +219,13 @@ def main() -> None:
             f"medians of {args.rounds} rounds, {args.events} events on one route, "
             f"{partitions} partitions, broker + sink + dispatcher on this machine"
         )
+        print(f"{'sink alone (same request POSTed, no Kafka)':44}{med['sink']:8.0f} events/s")
         print(f"{'baseline (consume + POST, one connection)':44}{med['baseline']:8.0f} events/s")
         print(f"{'dispatcher (one route)':44}{med['dispatcher']:8.0f} events/s")
-        print(f"ratio dispatcher/baseline: {ratio:.2f}x")
+        print(
+            f"ratio dispatcher/baseline: {ratio:.2f}x, "
+            f"dispatcher/sink alone: {med['dispatcher'] / med['sink']:.2f}x"
+        )
         per_core = {
             f"{k}_events_per_core_s": args.events * args.rounds / max(c, 1e-9)
             for k, c in cpu.items()
