@@ -159,6 +159,11 @@ class Stack:
                 except Exception:
                     healthy = False
             extra = {k: v for k, v in r.items() if k not in ("name", "pid", "endpoint")}
+            if alive and spec is not None and spec.details is not None:
+                try:
+                    extra |= dict(spec.details())
+                except Exception as e:  # status reports; it never fails on one component
+                    extra["details_error"] = str(e)
             out.append(ComponentStatus(r["name"], pid, r.get("endpoint", ""), healthy, extra))
         return out
 

@@ -83,8 +83,30 @@ class FlinkSettings(BaseModel):
         8095,
         ge=0,
         le=65535,
-        description="REST port of the local Flink mini-cluster (job state and restarts for "
-        "`driftloop status`); 0 leaves it to Flink.",
+        description="REST port of the JobManager (job submission, job state, checkpoints and "
+        "restarts for `driftloop status`); 0 leaves it to Flink (mini-cluster only).",
+    )
+    flink_target: Literal["session", "mini-cluster"] = Field(
+        "mini-cluster",
+        description="Where the application runs: 'session' submits it to the standalone "
+        "session cluster at flink_rest_port (what `driftloop up` starts), 'mini-cluster' runs "
+        "it inside its own process (unit-level tests, one-off runs).",
+    )
+    flink_jobmanager_rpc_port: int = Field(
+        6123, ge=1, le=65535, description="RPC port of the local session cluster's JobManager."
+    )
+    flink_taskmanagers: int = Field(
+        1, ge=1, le=16, description="TaskManager processes of the local session cluster."
+    )
+    flink_taskmanager_slots: int = Field(
+        4, ge=1, description="Task slots per TaskManager (taskmanager.numberOfTaskSlots)."
+    )
+    flink_metrics_port: int = Field(
+        9249,
+        ge=1,
+        le=65535,
+        description="Prometheus reporter port of the JobManager; TaskManager n (1, 2, ...) "
+        "serves on this port + n.",
     )
     flink_restart_grace_s: float = Field(
         120.0,

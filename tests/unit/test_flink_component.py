@@ -15,22 +15,35 @@ def test_component_lists_pipelines_and_passes_settings(tmp_path):
     lib = tmp_path / "lib"
     lib.mkdir()
     (lib / "connector.jar").write_bytes(b"")
-    s = Settings(state_dir=tmp_path / "state", flink_venv=venv, flink_lib_dir=lib,
-                 kafka_bootstrap="127.0.0.1:1234", s3_endpoint_url=None)
-    [spec] = flink.components(s)
+    s = Settings(
+        state_dir=tmp_path / "state",
+        flink_venv=venv,
+        flink_lib_dir=lib,
+        kafka_bootstrap="127.0.0.1:1234",
+        s3_endpoint_url=None,
+    )
+    *cluster, spec = flink.components(s)
+    assert [c.name for c in cluster] == ["flink-jobmanager", "flink-taskmanager-1"]
     assert spec.name == "flink" and spec.order == 30
     assert spec.extra["pipelines"] == ["preprocess", "join", "archive"]
     assert spec.argv[1:3] == ["-m", "flink.jobs.app"]
     assert spec.env["DRIFTLOOP_KAFKA_BOOTSTRAP"] == "127.0.0.1:1234"
+    # The stack's application goes to the session cluster, whatever the default target.
+    assert spec.env["DRIFTLOOP_FLINK_TARGET"] == "session"
     assert "DRIFTLOOP_S3_ENDPOINT_URL" not in spec.env
     assert not spec.health()
     ready = s.state_dir / "flink" / "ready.json"
     ready.parent.mkdir(parents=True)
     ready.write_text(json.dumps({"job_id": "x"}))
     assert spec.health()
-    rebuilt = Settings(**{k[len("DRIFTLOOP_"):].lower(): v for k, v in spec.env.items()
-                          if k.startswith("DRIFTLOOP_")})
-    assert rebuilt.model_dump() == s.model_dump()
+    rebuilt = Settings(
+        **{
+            k[len("DRIFTLOOP_") :].lower(): v
+            for k, v in spec.env.items()
+            if k.startswith("DRIFTLOOP_")
+        }
+    )
+    assert rebuilt.model_dump() == s.model_copy(update={"flink_target": "session"}).model_dump()
 
 
 def test_component_absent_without_environment(tmp_path):
@@ -44,16 +57,25 @@ def test_archive_left_to_consumer_when_asked(tmp_path):
 
 def test_job_stuck_in_restarts_is_unhealthy():
     now = 1_000_000_000
-    running = {"state": "RUNNING", "now": now, "timestamps": {"RUNNING": now - 500_000,
-                                                             "RESTARTING": 0}}
+    running = {
+        "state": "RUNNING",
+        "now": now,
+        "timestamps": {"RUNNING": now - 500_000, "RESTARTING": 0},
+    }
     assert flink.job_health(running, grace_s=120) == (True, "running")
-    looping = {"state": "RUNNING", "now": now,
-               "timestamps": {"RUNNING": now - 1_000, "RESTARTING": now - 3_000}}
+    looping = {
+        "state": "RUNNING",
+        "now": now,
+        "timestamps": {"RUNNING": now - 1_000, "RESTARTING": now - 3_000},
+    }
     ok, why = flink.job_health(looping, grace_s=120)
     assert not ok and "restarted 3 s ago" in why
     assert not flink.job_health({"state": "RESTARTING", "now": now}, grace_s=120)[0]
-    long_ago = {"state": "RUNNING", "now": now,
-                "timestamps": {"RUNNING": now - 600_000, "RESTARTING": now - 601_000}}
+    long_ago = {
+        "state": "RUNNING",
+        "now": now,
+        "timestamps": {"RUNNING": now - 600_000, "RESTARTING": now - 601_000},
+    }
     assert flink.job_health(long_ago, grace_s=120)[0]
 
 
@@ -64,10 +86,51 @@ def test_health_asks_the_job_when_a_rest_url_is_known(tmp_path):
     (tmp_path / "lib").mkdir()
     (tmp_path / "lib" / "c.jar").write_bytes(b"")
     s = Settings(state_dir=tmp_path / "state", flink_venv=venv, flink_lib_dir=tmp_path / "lib")
-    [spec] = flink.components(s)
-    assert spec.ports == (s.flink_rest_port,)
+    *_, spec = flink.components(s)
     ready = s.state_dir / "flink" / "ready.json"
     ready.parent.mkdir(parents=True)
     # A REST URL nobody answers on: the job's state is unknown, so not healthy.
     ready.write_text(json.dumps({"job_id": "x", "rest_url": "http://127.0.0.1:9"}))
     assert not spec.health()
+
+
+def test_session_cluster_components_one_scrape_port_each(tmp_path):
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "python").write_text("")
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "lib" / "c.jar").write_bytes(b"")
+    s = Settings(
+        state_dir=tmp_path / "state",
+        flink_venv=venv,
+        flink_lib_dir=tmp_path / "lib",
+        flink_taskmanagers=3,
+        flink_metrics_port=19249,
+        flink_rest_port=18081,
+        flink_jobmanager_rpc_port=16123,
+    )
+    specs = {c.name: c for c in flink.components(s)}
+    assert list(specs) == [
+        "flink-jobmanager",
+        "flink-taskmanager-1",
+        "flink-taskmanager-2",
+        "flink-taskmanager-3",
+        "flink",
+    ]
+    assert [specs[n].metrics for n in list(specs)[:4]] == [
+        "127.0.0.1:19249",
+        "127.0.0.1:19250",
+        "127.0.0.1:19251",
+        "127.0.0.1:19252",
+    ]
+    assert specs["flink"].metrics == ""  # the submitter holds no operator; the cluster does
+    assert set(specs["flink-jobmanager"].ports) == {18081, 16123, 19249}
+    tm = specs["flink-taskmanager-2"]
+    assert "metrics.reporter.prom.port=19251" in tm.argv
+    assert "taskmanager.resource-id=taskmanager-2" in tm.argv
+    # Started before the submitter, each waited on: JobManager, then TaskManagers.
+    assert specs["flink-jobmanager"].order < tm.order < specs["flink"].order
+    # Nobody answers on the REST port: no TaskManager is registered, no job is known.
+    assert not tm.health() and not specs["flink-jobmanager"].health()
+    assert specs["flink"].details is not None
+    assert specs["flink"].details() == {"jobs": None}

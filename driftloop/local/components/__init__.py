@@ -41,6 +41,8 @@ class ComponentSpec:
     """Runs once the process is healthy (create topics, buckets)."""
     extra: Mapping[str, object] = field(default_factory=dict)
     """Shown by ``status --json`` beside the standard keys (e.g. pipelines, models)."""
+    details: Callable[[], Mapping[str, object]] | None = None
+    """What ``status`` adds while the process runs (e.g. Flink jobs and their checkpoints)."""
     metrics: str = ""
     """``host:port`` serving Prometheus ``/metrics`` ('' : none); the stack's Prometheus
     scrapes exactly the started components that set it, as job ``name``."""

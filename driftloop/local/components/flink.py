@@ -1,7 +1,11 @@
-"""The Flink application of the local stack: preprocess, join and archive in one mini-cluster.
+"""Flink in the local stack: a standalone session cluster and the application submitted to it.
 
-It runs in ``.venv-flink`` (PyFlink's dependencies conflict with the library's); the
-component is left out when that environment or the connector jars are missing.
+Components ``flink-jobmanager`` and ``flink-taskmanager-<n>`` are the cluster (see
+``driftloop.local.flink_cluster``), each scraped by Prometheus; ``flink`` submits the
+preprocess, join and archive pipelines to it as one job (remote execution through the
+JobManager's REST API) and stays attached to it. PyFlink runs in ``.venv-flink`` (its
+dependencies conflict with the library's); everything is left out when that environment or
+the connector jars are missing.
 """
 
 from __future__ import annotations
@@ -10,11 +14,15 @@ import json
 import os
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from driftloop.local import flink_cluster
 from driftloop.local.components import ComponentSpec
 from driftloop.settings import PROJECT_ROOT, Settings
+
+ORDER = 30
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
@@ -50,8 +58,13 @@ def pipelines(settings: Settings) -> list[str]:
 
 
 def argv(settings: Settings, ready: Path | None = None) -> list[str]:
-    cmd = [str(python(settings)), "-m", "flink.jobs.app", "--pipelines",
-           ",".join(pipelines(settings))]
+    cmd = [
+        str(python(settings)),
+        "-m",
+        "flink.jobs.app",
+        "--pipelines",
+        ",".join(pipelines(settings)),
+    ]
     if ready is not None:
         cmd += ["--ready-file", str(ready)]
     return cmd
@@ -93,10 +106,65 @@ def fetch_job(rest_url: str, job_id: str, timeout_s: float = 3.0) -> dict[str, A
     return body if isinstance(body, dict) else None
 
 
+def _registered(rest: str, tm_id: str) -> Callable[[], bool]:
+    """Healthy once the TaskManager registered with the JobManager."""
+    return lambda: tm_id in flink_cluster.taskmanager_ids(rest)
+
+
+def cluster_components(settings: Settings) -> list[ComponentSpec]:
+    """The JobManager and ``flink_taskmanagers`` TaskManagers of the session cluster."""
+    layout = flink_cluster.ClusterLayout(settings)
+    rest = flink_cluster.rest_url(settings)
+    env = {**layout.env(), "PATH": f"{settings.flink_venv / 'bin'}:{os.environ.get('PATH', '')}"}
+    specs = [
+        ComponentSpec(
+            name="flink-jobmanager",
+            argv=layout.jobmanager_argv(),
+            order=ORDER - 2,
+            endpoint=rest,
+            health=lambda: isinstance(flink_cluster.rest_get(rest, "/overview"), dict),
+            env=env,
+            cwd=layout.root,
+            ports=(
+                settings.flink_rest_port,
+                settings.flink_jobmanager_rpc_port,
+                settings.flink_metrics_port,
+            ),
+            start_timeout_s=120,
+            prepare=layout.prepare,
+            extra={
+                "rpc": f"127.0.0.1:{settings.flink_jobmanager_rpc_port}",
+                "slots": settings.flink_taskmanager_slots * settings.flink_taskmanagers,
+            },
+            metrics=f"127.0.0.1:{settings.flink_metrics_port}",
+        )
+    ]
+    for n in range(1, settings.flink_taskmanagers + 1):
+        tm_id = flink_cluster.taskmanager_id(n)
+        specs.append(
+            ComponentSpec(
+                name=f"flink-{tm_id}",
+                argv=layout.taskmanager_argv(n),
+                order=ORDER - 1,
+                endpoint=f"{rest}/taskmanagers/{tm_id}",
+                health=_registered(rest, tm_id),
+                env=env,
+                cwd=layout.root,
+                ports=(settings.flink_metrics_port + n,),
+                start_timeout_s=120,
+                extra={"slots": settings.flink_taskmanager_slots},
+                metrics=f"127.0.0.1:{settings.flink_metrics_port + n}",
+            )
+        )
+    return specs
+
+
 def components(settings: Settings) -> list[ComponentSpec]:
     if not installed(settings):
         return []
+    session = settings.model_copy(update={"flink_target": "session"})
     ready = ready_file(settings)
+    rest = flink_cluster.rest_url(session)
 
     def prepare() -> None:
         ready.unlink(missing_ok=True)
@@ -110,22 +178,33 @@ def components(settings: Settings) -> list[ComponentSpec]:
         job = fetch_job(str(info["rest_url"]), str(info.get("job_id")))
         return job is not None and job_health(job, settings.flink_restart_grace_s)[0]
 
-    env = {**settings_env(settings), "PYTHONPATH": str(PROJECT_ROOT),
-           "PATH": os.environ.get("PATH", os.defpath)}
+    def details() -> dict[str, object]:
+        """Each job's state and last checkpoint, from the JobManager's REST API."""
+        return {"jobs": flink_cluster.job_summaries(rest)}
+
+    env = {
+        **settings_env(session),
+        "PYTHONPATH": str(PROJECT_ROOT),
+        "PATH": os.environ.get("PATH", os.defpath),
+    }
     return [
+        *cluster_components(session),
         ComponentSpec(
             name="flink",
-            argv=argv(settings, ready),
-            order=30,
-            endpoint=f"local mini-cluster: {','.join(pipelines(settings))}",
+            argv=argv(session, ready),
+            order=ORDER,
+            endpoint=f"{rest} (session cluster): {','.join(pipelines(settings))}",
             health=health,
             env=env,
             cwd=PROJECT_ROOT,
             start_timeout_s=240,
-            ports=(settings.flink_rest_port,) if settings.flink_rest_port else (),
             prepare=prepare,
-            extra={"pipelines": pipelines(settings),
-                   "checkpoints": str(settings.flink_checkpoint_dir
-                                      or settings.state_dir / "flink" / "checkpoints")},
-        )
+            details=details,
+            extra={
+                "pipelines": pipelines(settings),
+                "checkpoints": str(
+                    settings.flink_checkpoint_dir or settings.state_dir / "flink" / "checkpoints"
+                ),
+            },
+        ),
     ]

@@ -1,0 +1,236 @@
+"""The local Flink standalone session cluster: a JobManager and TaskManagers from PyFlink's wheel.
+
+The apache-flink wheel in ``.venv-flink`` is a Flink distribution (``bin/``, ``lib/``,
+``opt/``, ``conf/``, ``plugins/``). The stack lays out ``<state_dir>/flink/cluster`` like
+the Kubernetes image (``flink/k8s/``): ``lib/`` = the wheel's jars + ``flink-python`` + the
+Kafka connector, ``plugins/`` = the S3 file system + the Prometheus reporter, ``conf/`` =
+the wheel's logging files + a ``config.yaml`` rendered from the settings. Each process
+starts in the foreground through Flink's own scripts (they size the TaskManager's memory)
+and serves Prometheus metrics on a port of its own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from driftloop.settings import PROJECT_ROOT, Settings
+
+__all__ = [
+    "PROMETHEUS_REPORTER",
+    "ClusterLayout",
+    "cluster_config",
+    "job_summaries",
+    "rest_get",
+    "taskmanager_ids",
+]
+
+PROMETHEUS_REPORTER = "org.apache.flink.metrics.prometheus.PrometheusReporterFactory"
+PLUGINS_FROM_WHEEL = ("metrics-prometheus",)
+"""Plugins of the wheel the cluster loads (the S3 plugin comes from make setup's cache)."""
+
+
+def cluster_config(settings: Settings) -> dict[str, str]:
+    """``config.yaml`` of the session cluster (flat keys); per-process keys (the metrics port,
+    the TaskManager id) are passed as ``-D`` by the process's argv."""
+    return {
+        "jobmanager.rpc.address": "127.0.0.1",
+        "jobmanager.rpc.port": str(settings.flink_jobmanager_rpc_port),
+        "jobmanager.bind-host": "127.0.0.1",
+        "jobmanager.memory.process.size": "1024m",
+        "jobmanager.execution.failover-strategy": "region",
+        "taskmanager.bind-host": "127.0.0.1",
+        "taskmanager.host": "127.0.0.1",
+        "taskmanager.numberOfTaskSlots": str(settings.flink_taskmanager_slots),
+        "taskmanager.memory.process.size": "1600m",
+        "rest.address": "127.0.0.1",
+        "rest.bind-address": "127.0.0.1",
+        "rest.port": str(settings.flink_rest_port),
+        "parallelism.default": str(settings.flink_parallelism),
+        "metrics.reporter.prom.factory.class": PROMETHEUS_REPORTER,
+        # Keep directory markers: S3-compatible servers backed by folders refuse to delete them.
+        "s3.directory.marker.retention": "keep",
+    }
+
+
+@dataclass(frozen=True)
+class ClusterLayout:
+    """Where one stack's Flink distribution lives and how its processes start."""
+
+    settings: Settings
+
+    @property
+    def wheel(self) -> Path:
+        """The pyflink package folder of ``.venv-flink`` (a Flink distribution)."""
+        found = sorted(self.settings.flink_venv.glob("lib/python3*/site-packages/pyflink"))
+        return found[0] if found else self.settings.flink_venv / "pyflink-missing"
+
+    @property
+    def root(self) -> Path:
+        return self.settings.state_dir / "flink" / "cluster"
+
+    @property
+    def lib(self) -> Path:
+        return self.root / "lib"
+
+    @property
+    def plugins(self) -> Path:
+        return self.root / "plugins"
+
+    @property
+    def conf(self) -> Path:
+        return self.root / "conf"
+
+    @property
+    def connector_jars(self) -> list[Path]:
+        lib = self.settings.flink_lib_dir or self.settings.cache_dir / "flink" / "lib"
+        return sorted(lib.glob("*.jar"))
+
+    @property
+    def cache_plugins(self) -> Path:
+        lib = self.settings.flink_lib_dir or self.settings.cache_dir / "flink" / "lib"
+        return lib.parent / "plugins"
+
+    def installed(self) -> bool:
+        return (self.wheel / "bin" / "jobmanager.sh").exists() and bool(self.connector_jars)
+
+    def jars(self) -> list[Path]:
+        """The cluster's class path: the wheel's lib, flink-python (in the wheel's opt; the
+        TaskManagers run Python functions) and the connectors."""
+        return [
+            *sorted((self.wheel / "lib").glob("*.jar")),
+            *sorted((self.wheel / "opt").glob("flink-python-*.jar")),
+            *self.connector_jars,
+        ]
+
+    def plugin_dirs(self) -> list[Path]:
+        wheel = [self.wheel / "plugins" / p for p in PLUGINS_FROM_WHEEL]
+        cached = sorted(p for p in self.cache_plugins.glob("*") if p.is_dir())
+        return [p for p in (*wheel, *cached) if p.is_dir()]
+
+    def prepare(self) -> None:
+        """(Re)build lib/, plugins/ (symbolic links) and conf/ from the settings."""
+        import yaml
+
+        for folder, targets in ((self.lib, self.jars()), (self.plugins, self.plugin_dirs())):
+            folder.mkdir(parents=True, exist_ok=True)
+            for old in folder.iterdir():
+                old.unlink()
+            for target in targets:
+                (folder / target.name).symlink_to(target.resolve())
+        self.conf.mkdir(parents=True, exist_ok=True)
+        for f in (self.wheel / "conf").glob("log4j*.properties"):
+            (self.conf / f.name).write_bytes(f.read_bytes())
+        wheel_conf = yaml.safe_load((self.wheel / "conf" / "config.yaml").read_text()) or {}
+        java_opts = str(wheel_conf.get("env", {}).get("java", {}).get("opts", {}).get("all", ""))
+        from flink.jobs.common import s3_config
+
+        # File systems are the cluster's (each process initializes them from its own
+        # configuration): the S3 endpoint and credentials go here, not with the job.
+        conf = {
+            "env.java.opts.all": java_opts,
+            **cluster_config(self.settings),
+            **s3_config(self.settings),
+        }
+        path = self.conf / "config.yaml"
+        path.unlink(missing_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # holds the S3 secret
+        with os.fdopen(fd, "w") as out:
+            out.write("".join(f"{k}: {json.dumps(v)}\n" for k, v in conf.items()))
+        (self.root / "log").mkdir(exist_ok=True)
+
+    def env(self) -> dict[str, str]:
+        """Environment of a cluster process: Flink's folders, and for thread-mode Python
+        inside the TaskManager JVM the venv's site-packages and the project."""
+        site = [str(p) for p in sorted(self.settings.flink_venv.glob("lib/python3*/site-packages"))]
+        return {
+            "FLINK_CONF_DIR": str(self.conf),
+            "FLINK_LIB_DIR": str(self.lib),
+            "FLINK_PLUGINS_DIR": str(self.plugins),
+            "FLINK_LOG_DIR": str(self.root / "log"),
+            "FLINK_PID_DIR": str(self.root),
+            "PYTHONPATH": ":".join([*site, str(PROJECT_ROOT)]),
+        }
+
+    def jobmanager_argv(self) -> list[str]:
+        return [
+            "bash",
+            str(self.wheel / "bin" / "jobmanager.sh"),
+            "start-foreground",
+            "-D",
+            f"metrics.reporter.prom.port={self.settings.flink_metrics_port}",
+        ]
+
+    def taskmanager_argv(self, n: int) -> list[str]:
+        return [
+            "bash",
+            str(self.wheel / "bin" / "taskmanager.sh"),
+            "start-foreground",
+            "-D",
+            f"metrics.reporter.prom.port={self.settings.flink_metrics_port + n}",
+            "-D",
+            f"taskmanager.resource-id={taskmanager_id(n)}",
+        ]
+
+
+def taskmanager_id(n: int) -> str:
+    return f"taskmanager-{n}"
+
+
+def rest_url(settings: Settings) -> str:
+    return f"http://127.0.0.1:{settings.flink_rest_port}"
+
+
+def rest_get(url: str, path: str, timeout_s: float = 3.0) -> Any:
+    """GET the JobManager's REST API; None when it does not answer."""
+    try:
+        with urllib.request.urlopen(f"{url}{path}", timeout=timeout_s) as r:
+            return json.loads(r.read())
+    except (OSError, ValueError):
+        return None
+
+
+def taskmanager_ids(url: str) -> set[str]:
+    """Ids of the TaskManagers registered with the JobManager."""
+    body = rest_get(url, "/taskmanagers")
+    tms = body.get("taskmanagers", []) if isinstance(body, dict) else []
+    return {str(t.get("id")) for t in tms if isinstance(t, dict)}
+
+
+def job_summaries(url: str) -> list[dict[str, Any]] | None:
+    """Each job that is not finished: name, id, state, and its last completed checkpoint
+    (id, when, duration, age) with the failed-checkpoint count; None when the JobManager
+    does not answer."""
+    body = rest_get(url, "/jobs/overview")
+    if not isinstance(body, dict):
+        return None
+    out = []
+    for job in body.get("jobs", []):
+        if job.get("state") in ("FINISHED", "CANCELED", "FAILED"):
+            continue
+        summary: dict[str, Any] = {
+            "name": job.get("name"),
+            "id": job.get("jid"),
+            "state": job.get("state"),
+            "last_checkpoint": None,
+        }
+        cps = rest_get(url, f"/jobs/{job.get('jid')}/checkpoints")
+        if isinstance(cps, dict):
+            counts = cps.get("counts") or {}
+            summary["failed_checkpoints"] = counts.get("failed", 0)
+            done = (cps.get("latest") or {}).get("completed")
+            if isinstance(done, dict):
+                ts = int(done.get("latest_ack_timestamp") or 0)
+                summary["last_checkpoint"] = {
+                    "id": done.get("id"),
+                    "completed_ms": ts,
+                    "age_s": round(time.time() - ts / 1000, 1) if ts else None,
+                    "duration_ms": done.get("end_to_end_duration"),
+                }
+        out.append(summary)
+    return out
