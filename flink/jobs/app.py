@@ -1,4 +1,5 @@
-"""The driftloop Flink application: the chosen pipelines in one job on one mini-cluster JVM.
+"""The driftloop Flink application: the chosen pipelines in one job, submitted to the session
+cluster (``flink_target=session``, what the local stack runs) or run on a mini-cluster.
 
 ``python -m flink.jobs.app --pipelines preprocess,join,archive [--ready-file PATH]``
 (inside .venv-flink). It restores from the newest retained checkpoint of the same set of
@@ -47,6 +48,14 @@ def main(argv: list[str] | None = None) -> int:
 
     from flink.jobs.common import checkpoint_root, create_env, latest_checkpoint
 
+    if settings.flink_target == "session":
+        from flink.jobs.session import find_active_job, wait_for_end
+
+        adopted = find_active_job(settings, f"driftloop-{name}")
+        if adopted:  # a restarted submitter: the job never stopped, do not run it twice
+            logging.info("adopted running job %s (%s)", name, adopted)
+            _write_ready(args.ready_file, settings, adopted, pipelines, 0.0, None)
+            return 0 if wait_for_end(settings, adopted) == "FINISHED" else 1
     restored_from = latest_checkpoint(checkpoint_root(settings, name), settings)
     t0 = time.monotonic()
     env, t_env = create_env(settings, name)
@@ -69,17 +78,24 @@ def main(argv: list[str] | None = None) -> int:
     job_id = str(client.get_job_id())
     startup = time.monotonic() - t0
     logging.info("submitted %s (%s) in %.1f s", name, job_id, startup)
-    if args.ready_file:
-        args.ready_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = args.ready_file.with_suffix(".tmp")
-        rest = (f"http://127.0.0.1:{settings.flink_rest_port}" if settings.flink_rest_port
-                else None)
-        tmp.write_text(json.dumps({"job_id": job_id, "pipelines": pipelines,
-                                   "submit_s": round(startup, 2), "rest_url": rest,
-                                   "restored_from": restored_from}))
-        tmp.replace(args.ready_file)
+    _write_ready(args.ready_file, settings, job_id, pipelines, startup, restored_from)
     client.get_job_execution_result().result()
     return 0
+
+
+def _write_ready(path: Path | None, settings: Settings, job_id: str, pipelines: list[str],
+                 startup: float, restored_from: str | None) -> None:
+    """The ready file the stack and the tests wait for (written atomically)."""
+    if path is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    rest = f"http://127.0.0.1:{settings.flink_rest_port}" if settings.flink_rest_port else None
+    tmp.write_text(json.dumps({"job_id": job_id, "pipelines": pipelines,
+                               "submit_s": round(startup, 2), "rest_url": rest,
+                               "target": settings.flink_target,
+                               "restored_from": restored_from}))
+    tmp.replace(path)
 
 
 if __name__ == "__main__":

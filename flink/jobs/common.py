@@ -146,6 +146,10 @@ def flink_config(settings: Settings, app: str, *, streaming: bool = True) -> dic
         if restore:
             conf["execution.state-recovery.path"] = restore
     conf |= s3_config(settings)
+    if streaming and settings.flink_target == "session":
+        from flink.jobs.session import remote_config
+
+        return remote_config(conf, settings)
     return conf
 
 
@@ -184,7 +188,12 @@ def create_env(
     conf = Configuration()
     for k, v in flink_config(settings, app, streaming=streaming).items():
         conf.set_string(k, v)
-    env = StreamExecutionEnvironment.get_execution_environment(conf)
+    if streaming and settings.flink_target == "session":
+        from flink.jobs.session import remote_environment
+
+        env = remote_environment(conf._j_configuration, settings)
+    else:
+        env = StreamExecutionEnvironment.get_execution_environment(conf)
     env.set_parallelism(settings.flink_parallelism)
     _init_file_systems(conf, plugins_dir(settings))
     if not streaming:
