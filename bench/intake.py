@@ -7,7 +7,10 @@ alternating rounds; the ratio is intake over baseline, so noise on the shared ma
 hits both sides alike.
 
     .venv/bin/python bench/intake.py [--seconds 5] [--rounds 3] [--connections 8]
-        [--out-json FILE]
+        [--compare-client kafka-python] [--out-json FILE]
+The intake runs on the default producer client (Settings.kafka_producer_client); a second
+intake on ``--compare-client`` is measured in the same rounds, so the two clients compare
+under the same load.
 The CPU seconds the intake (all its processes) and the broker spent during the intake
 rounds give events per core-second, the figure the capacity plan (bench/capacity.py) uses.
 """
@@ -39,8 +42,17 @@ from driftloop.settings import Settings  # noqa: E402
 
 def serve(target: str, source: Path, env: dict[str, str], log: Path) -> tuple[int, int]:
     port = free_port()
-    argv = [str(Path(sys.executable).parent / "functions-framework"), "--target", target,
-            "--source", str(source), "--host", "127.0.0.1", "--port", str(port)]
+    argv = [
+        str(Path(sys.executable).parent / "functions-framework"),
+        "--target",
+        target,
+        "--source",
+        str(source),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
     proc = spawn(argv, log_path=log, env=env, cwd=ROOT)
 
     def ready() -> bool:
@@ -60,13 +72,23 @@ def _worker(port: int, seconds: float, batch: int, out: mp.Queue) -> None:
     end = time.perf_counter() + seconds
     while time.perf_counter() < end:
         if batch == 1:
-            e = ev.new_event(ev.FEEDBACK, src, {"prediction_id": f"p{n}", "model": "digits",
-                                                "truth": n % 10}, id=f"{src}-{n}")
+            e = ev.new_event(
+                ev.FEEDBACK,
+                src,
+                {"prediction_id": f"p{n}", "model": "digits", "truth": n % 10},
+                id=f"{src}-{n}",
+            )
             headers, body = ev.to_http_binary(e)
         else:
-            evs = [ev.new_event(ev.FEEDBACK, src, {"prediction_id": f"p{n}-{i}",
-                                                   "model": "digits", "truth": i % 10},
-                                id=f"{src}-{n}-{i}") for i in range(batch)]
+            evs = [
+                ev.new_event(
+                    ev.FEEDBACK,
+                    src,
+                    {"prediction_id": f"p{n}-{i}", "model": "digits", "truth": i % 10},
+                    id=f"{src}-{n}-{i}",
+                )
+                for i in range(batch)
+            ]
             headers = {"content-type": ev.BATCH}
             body = json.dumps([ev.to_structured(x) for x in evs]).encode()
         t0 = time.perf_counter()
@@ -104,13 +126,23 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--connections", type=int, default=8)
     ap.add_argument("--batch-size", type=int, default=100)
+    ap.add_argument(
+        "--compare-client",
+        default="kafka-python",
+        help="also run an intake on this producer client (empty: none), to "
+        "compare with the default client in the same run",
+    )
     ap.add_argument("--out-json", help="also write the figures to this JSON file")
     args = ap.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="driftloop-bench-"))
     settings = Settings()
-    broker = KafkaBroker(libs_dir=settings.cache_dir / "kafka" / "libs", data_dir=tmp / "kafka",
-                         port=free_port(), controller_port=free_port())
+    broker = KafkaBroker(
+        libs_dir=settings.cache_dir / "kafka" / "libs",
+        data_dir=tmp / "kafka",
+        port=free_port(),
+        controller_port=free_port(),
+    )
     broker.format_storage()
     kproc = spawn(broker.argv(), log_path=tmp / "kafka.log")
     pids = [kproc.pid]
@@ -118,14 +150,28 @@ def main() -> None:
         wait_until(broker.healthy, timeout_s=90, what="kafka", log_path=tmp / "kafka.log")
         create_topics(Settings(kafka_bootstrap=broker.bootstrap))
         env = {"DRIFTLOOP_KAFKA_BOOTSTRAP": broker.bootstrap}
-        intake_port, intake_pid = serve("intake", ROOT / "functions/feedback-intake/main.py",
-                                        env, tmp / "intake.log")
+        intake_port, intake_pid = serve(
+            "intake", ROOT / "functions/feedback-intake/main.py", env, tmp / "intake.log"
+        )
         pids.append(intake_pid)
         hello_port, pid = serve("hello", ROOT / "bench/hello/main.py", env, tmp / "hello.log")
         pids.append(pid)
+        default_client = Settings().kafka_producer_client
+        other = args.compare_client if args.compare_client != default_client else ""
+        if other:
+            other_port, other_pid = serve(
+                "intake",
+                ROOT / "functions/feedback-intake/main.py",
+                {**env, "DRIFTLOOP_KAFKA_PRODUCER_CLIENT": other},
+                tmp / "intake-other.log",
+            )
+            pids.append(other_pid)
+            load(other_port, 1.0, 2)
         load(intake_port, 1.0, 2)  # warm up the producer and the connections
         load(hello_port, 1.0, 2)
         rows: dict[str, list[dict[str, float]]] = {"hello": [], "intake": [], "batch": []}
+        if other:
+            rows |= {f"intake[{other}]": [], f"batch[{other}]": []}
         # The broker burns CPU when idle too (controller, log cleaner, GC); at the low rates a
         # shared machine reaches that would dominate, so the idle rate is subtracted.
         idle0 = tree_cpu_s(kproc.pid)
@@ -139,34 +185,84 @@ def main() -> None:
                 r = load(intake_port, args.seconds, args.connections, batch=batch)
                 rows[kind].append(r)
                 cpu[kind]["intake"] += tree_cpu_s(intake_pid) - before[0]
-                cpu[kind]["kafka"] += max(0.0, tree_cpu_s(kproc.pid) - before[1]
-                                          - kafka_idle_per_s * args.seconds)
+                cpu[kind]["kafka"] += max(
+                    0.0, tree_cpu_s(kproc.pid) - before[1] - kafka_idle_per_s * args.seconds
+                )
                 cpu[kind]["events"] += r["events_per_s"] * args.seconds
+            if other:
+                rows[f"intake[{other}]"].append(load(other_port, args.seconds, args.connections))
+                rows[f"batch[{other}]"].append(
+                    load(other_port, args.seconds, args.connections, batch=args.batch_size)
+                )
         med = {k: {m: statistics.median(r[m] for r in v) for m in v[0]} for k, v in rows.items()}
         h, i, b = med["hello"], med["intake"], med["batch"]
-        print(f"medians of {args.rounds} rounds x {args.seconds:.0f}s, "
-              f"{args.connections} keep-alive connections, 2 cores shared with the load generator")
+        print(
+            f"medians of {args.rounds} rounds x {args.seconds:.0f}s, "
+            f"{args.connections} keep-alive connections, 2 cores shared with the load generator"
+        )
         print(f"{'':28}{'events/s':>10}{'p50 ms':>9}{'p99 ms':>9}")
-        print(f"{'hello-world handler':28}{h['events_per_s']:10.0f}{h['p50_ms']:9.2f}"
-              f"{h['p99_ms']:9.2f}")
-        print(f"{'feedback-intake (binary)':28}{i['events_per_s']:10.0f}{i['p50_ms']:9.2f}"
-              f"{i['p99_ms']:9.2f}")
-        print(f"{'feedback-intake (batch ' + str(args.batch_size) + ')':28}"
-              f"{b['events_per_s']:10.0f}{b['p50_ms']:9.2f}{b['p99_ms']:9.2f}")
-        print(f"ratio intake/hello: throughput {i['events_per_s'] / h['events_per_s']:.2f}x, "
-              f"p50 {i['p50_ms'] / h['p50_ms']:.2f}x, p99 {i['p99_ms'] / h['p99_ms']:.2f}x")
+        print(
+            f"{'hello-world handler':28}{h['events_per_s']:10.0f}{h['p50_ms']:9.2f}"
+            f"{h['p99_ms']:9.2f}"
+        )
+        print(
+            f"{'feedback-intake (binary)':28}{i['events_per_s']:10.0f}{i['p50_ms']:9.2f}"
+            f"{i['p99_ms']:9.2f}"
+        )
+        print(
+            f"{'feedback-intake (batch ' + str(args.batch_size) + ')':28}"
+            f"{b['events_per_s']:10.0f}{b['p50_ms']:9.2f}{b['p99_ms']:9.2f}"
+        )
+        print(
+            f"ratio intake/hello: throughput {i['events_per_s'] / h['events_per_s']:.2f}x, "
+            f"p50 {i['p50_ms'] / h['p50_ms']:.2f}x, p99 {i['p99_ms'] / h['p99_ms']:.2f}x"
+        )
         print(f"ratio batch/hello events/s: {b['events_per_s'] / h['events_per_s']:.2f}x")
-        per_core = {k: {"intake_events_per_core_s": c["events"] / max(c["intake"], 1e-9),
-                        "kafka_events_per_core_s": c["events"] / max(c["kafka"], 1e-9)}
-                    for k, c in cpu.items()}
+        if other:
+            oi, ob = med[f"intake[{other}]"], med[f"batch[{other}]"]
+            print(
+                f"{'intake (binary) on ' + other:28}{oi['events_per_s']:10.0f}"
+                f"{oi['p50_ms']:9.2f}{oi['p99_ms']:9.2f}"
+            )
+            print(
+                f"{'intake (batch) on ' + other:28}{ob['events_per_s']:10.0f}"
+                f"{ob['p50_ms']:9.2f}{ob['p99_ms']:9.2f}"
+            )
+            print(
+                f"ratio {default_client}/{other}: binary events/s "
+                f"{i['events_per_s'] / oi['events_per_s']:.2f}x, p50 "
+                f"{i['p50_ms'] / oi['p50_ms']:.2f}x; batch events/s "
+                f"{b['events_per_s'] / ob['events_per_s']:.2f}x"
+            )
+        per_core = {
+            k: {
+                "intake_events_per_core_s": c["events"] / max(c["intake"], 1e-9),
+                "kafka_events_per_core_s": c["events"] / max(c["kafka"], 1e-9),
+            }
+            for k, c in cpu.items()
+        }
         for k, v in per_core.items():
-            print(f"{k}: {v['intake_events_per_core_s']:.0f} events per intake core-second, "
-                  f"{v['kafka_events_per_core_s']:.0f} per broker core-second")
+            print(
+                f"{k}: {v['intake_events_per_core_s']:.0f} events per intake core-second, "
+                f"{v['kafka_events_per_core_s']:.0f} per broker core-second"
+            )
         if args.out_json:
-            Path(args.out_json).write_text(json.dumps({
-                "bench": "intake", "load_1m": os.getloadavg()[0], "cpus": os.cpu_count(),
-                "args": vars(args), "medians": med, "per_core": per_core,
-                "kafka_idle_cores": kafka_idle_per_s}, indent=1))
+            Path(args.out_json).write_text(
+                json.dumps(
+                    {
+                        "bench": "intake",
+                        "load_1m": os.getloadavg()[0],
+                        "cpus": os.cpu_count(),
+                        "client": default_client,
+                        "compared_client": other or None,
+                        "args": vars(args),
+                        "medians": med,
+                        "per_core": per_core,
+                        "kafka_idle_cores": kafka_idle_per_s,
+                    },
+                    indent=1,
+                )
+            )
     finally:
         for pid in reversed(pids):
             stop_pid(pid)

@@ -1,4 +1,5 @@
-"""Kafka clients (kafka-python) with driftloop's durability defaults.
+"""Kafka clients with driftloop's durability defaults (producers: librdkafka or
+kafka-python, ``Settings.kafka_producer_client``; consumers and admin: kafka-python).
 
 Producers wait for every in-sync replica (``acks=all``), retry, and are idempotent, so
 a record that was acknowledged is durable and a retried send is not written twice.
@@ -8,7 +9,7 @@ Consumers start at the earliest offset and commit by hand, after the work is don
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from driftloop import topics as topic_names
 from driftloop.errors import Unavailable
@@ -63,9 +64,11 @@ def client_config(settings: Settings, name: str) -> dict[str, Any]:
     """What every Kafka client of driftloop is built from: the bootstrap servers, a client
     id, and the security options. Every KafkaProducer/KafkaConsumer/KafkaAdminClient in
     driftloop takes these, so a secured cluster secures all of them."""
-    return {"bootstrap_servers": _servers(settings),
-            "client_id": f"{settings.kafka_client_id}-{name}",
-            **security_config(settings)}
+    return {
+        "bootstrap_servers": _servers(settings),
+        "client_id": f"{settings.kafka_client_id}-{name}",
+        **security_config(settings),
+    }
 
 
 def java_properties(settings: Settings, *, shaded_prefix: str = "") -> dict[str, str]:
@@ -93,7 +96,12 @@ def java_properties(settings: Settings, *, shaded_prefix: str = "") -> dict[str,
 
 
 def make_producer(settings: Settings, **overrides: Any) -> KafkaProducer:
-    """A producer whose acknowledged records are durable (acks=all, idempotent, retried)."""
+    """A producer whose acknowledged records are durable (acks=all, idempotent, retried).
+
+    The client is ``settings.kafka_producer_client``: librdkafka (``confluent-kafka``,
+    ``driftloop.rdkafka``) or kafka-python; both take the options below in kafka-python's
+    names and answer through the same interface (``send(...).get``, ``flush``, ``close``,
+    ``kafka.errors`` exceptions)."""
     from kafka import KafkaProducer
     from kafka.errors import KafkaError
 
@@ -114,6 +122,10 @@ def make_producer(settings: Settings, **overrides: Any) -> KafkaProducer:
     }
     config.update(overrides)
     try:
+        if settings.kafka_producer_client == "confluent-kafka":
+            from driftloop.rdkafka import RdKafkaProducer
+
+            return cast("KafkaProducer", RdKafkaProducer(config))
         return KafkaProducer(**config)
     except KafkaError as e:
         raise Unavailable(f"Kafka at {settings.kafka_bootstrap} unavailable: {e}") from e
@@ -138,8 +150,9 @@ def publish(
     """Send events and wait for every acknowledgement; raise ``Unavailable`` on failure."""
     from kafka.errors import KafkaError
 
-    futures = [send_event(producer, topic, e, key if key is not None else _default_key(e))
-               for e in events]
+    futures = [
+        send_event(producer, topic, e, key if key is not None else _default_key(e)) for e in events
+    ]
     producer.flush(timeout=timeout_s)
     try:
         for f in futures:
@@ -207,8 +220,15 @@ def ensure_topics(
             n = partitions or settings.topic_partitions
             try:
                 admin.create_topics(
-                    [NewTopic(t, num_partitions=n, replication_factor=1,
-                              topic_configs=topic_configs(settings)) for t in missing]
+                    [
+                        NewTopic(
+                            t,
+                            num_partitions=n,
+                            replication_factor=1,
+                            topic_configs=topic_configs(settings),
+                        )
+                        for t in missing
+                    ]
                 )
             except TopicAlreadyExistsError:
                 pass
@@ -221,10 +241,17 @@ DL_VALUE_BYTES = "dl_value_bytes"
 """Size of the original value when the dead letter carries only its head (truncated)."""
 DL_VALUE_SHA256 = "dl_value_sha256"
 DL_TRUNCATED_HEADERS = "dl_truncated_headers"
-DL_OWN = frozenset({
-    DL_REASON, DL_SOURCE_TOPIC, DL_SOURCE_PARTITION, DL_SOURCE_OFFSET,
-    DL_VALUE_BYTES, DL_VALUE_SHA256, DL_TRUNCATED_HEADERS,
-})
+DL_OWN = frozenset(
+    {
+        DL_REASON,
+        DL_SOURCE_TOPIC,
+        DL_SOURCE_PARTITION,
+        DL_SOURCE_OFFSET,
+        DL_VALUE_BYTES,
+        DL_VALUE_SHA256,
+        DL_TRUNCATED_HEADERS,
+    }
+)
 """The headers ``dead_letter`` writes; others (``dl_sink``…) are kept as they come."""
 DEAD_LETTER_MAX_VALUE_BYTES = 256 * 1024
 DEAD_LETTER_MAX_HEADER_BYTES = 8 * 1024

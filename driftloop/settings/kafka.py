@@ -30,6 +30,12 @@ class KafkaSettings(BaseModel):
         "framing. Bigger records are dead-lettered (with their reason) or carried by reference.",
     )
     topic_partitions: int = Field(3, ge=1, description="Partitions for topics the stack creates.")
+    kafka_producer_client: Literal["confluent-kafka", "kafka-python"] = Field(
+        "confluent-kafka",
+        description="The client every driftloop producer uses: librdkafka (confluent-kafka, "
+        "encodes and sends outside the GIL) or the pure-Python kafka-python. Both are "
+        "acks=all and idempotent behind one interface (``driftloop.bus.make_producer``).",
+    )
 
     # --- security ---
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
