@@ -149,7 +149,8 @@ def render_alertmanager(
 
 
 ABSENCE_ALERTS = {"DriftloopFeedbackIntakeDown": "feedback-intake",
-                  "DriftloopModelServersDown": "mlserver"}
+                  "DriftloopModelServersDown": "mlserver",
+                  "DriftloopFlinkJobMissing": "flink-jobmanager"}
 """Alerts that fire when a component's targets are absent, by the component they watch."""
 
 

@@ -141,8 +141,11 @@ def test_every_dashboard_panel_reads_metrics_the_stack_exposes(stack: Any) -> No
     assert wanted
     deadline = time.monotonic() + 120
     while True:
+        # Flink's panels are held to a running session cluster in test_flink_pipelines
+        # (this stack leaves Flink out: it would double the test's memory).
         missing = {n: title for n, title in wanted.items()
-                   if n not in _exposed(ports) and n not in PROMETHEUS_OWN | PUSHED_BY_CHECKS}
+                   if n not in _exposed(ports) and n not in PROMETHEUS_OWN | PUSHED_BY_CHECKS
+                   and not n.startswith("flink_")}
         if not missing or time.monotonic() > deadline:
             break
         time.sleep(2)

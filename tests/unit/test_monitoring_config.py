@@ -28,6 +28,9 @@ ALERTS = {
     "DriftloopDispatcherRouteFailing",
     "DriftloopDriftCheckStale",
     "DriftloopFlinkJobRestarting",
+    "DriftloopFlinkCheckpointsFailing",
+    "DriftloopFlinkJobMissing",
+    "DriftloopFlinkLagGrowing",
     "DriftloopHostDiskAlmostFull",
     "DriftloopHostMemoryPressure",
     "DriftloopKafkaUnderReplicatedPartitions",
@@ -135,7 +138,7 @@ def test_grafana_dashboard_structure() -> None:
         assert needed in exprs
     rows = [p["title"] for p in dash["panels"] if p["type"] == "row"]
     assert rows == ["Models", "Quality and drift", "Host (node-exporter)", "Kafka", "Functions",
-                    "Dispatcher", "Processes and scrapes"]
+                    "Dispatcher", "Flink", "Processes and scrapes"]
     for p in dash["panels"]:
         if p["type"] == "row":
             assert p["gridPos"]["w"] == 24 and not p["panels"]

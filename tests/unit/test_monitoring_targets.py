@@ -47,7 +47,7 @@ def test_prometheus_scrapes_exactly_the_selected_components(tmp_path: Path) -> N
     assert out.returncode == 0, out.stdout + out.stderr
     alerts = {r["alert"] for g in yaml.safe_load(rules.read_text())["groups"] for r in g["rules"]}
     defined = {r["alert"] for g in yaml.safe_load(RULES.read_text())["groups"] for r in g["rules"]}
-    assert alerts == defined - {"DriftloopModelServersDown"}
+    assert alerts == defined - {"DriftloopModelServersDown", "DriftloopFlinkJobMissing"}
 
 
 def test_every_part_of_the_stack_serves_metrics(tmp_path: Path) -> None:
@@ -58,6 +58,8 @@ def test_every_part_of_the_stack_serves_metrics(tmp_path: Path) -> None:
     assert all(specs[name].metrics for name in serving), {n: specs[n].metrics for n in serving}
     if "mlserver" in specs:
         assert specs["mlserver"].metrics and specs["serving-stream"].metrics
+    if "flink" in specs:  # the session cluster: each JobManager and TaskManager process
+        assert specs["flink-jobmanager"].metrics and specs["flink-taskmanager-1"].metrics
     jobs = _scrape_jobs(Settings(state_dir=tmp_path))
     assert set(jobs) == {name for name, s in specs.items() if s.metrics}
 
