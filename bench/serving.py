@@ -91,6 +91,8 @@ def main() -> None:
                     help="requests per model and side (x10 for digits)")
     ap.add_argument("--models", default="digits,faces,ocr,speech")
     ap.add_argument("--out-json", help="also write the figures to this JSON file")
+    ap.add_argument("--payload-logging", action="store_true",
+                    help="also measure what keeping each input adds (bench/payload_logging.py)")
     args = ap.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from bench.proc_cpu import tree_cpu_s
@@ -143,6 +145,12 @@ def main() -> None:
         print(f"{m:8} {n:4d} {pa:7.2f} / {pct(a, 99):7.2f} {pb:7.2f} / {pct(b, 99):7.2f} "
               f"{over:8.2f} ms {pb / pa:8.2f}x {1000 / pa:6.1f} | {ca:6.1f} "
               f"{1000 / pb:6.1f} | {cb:6.1f}")
+    logging_fig = None
+    if args.payload_logging:
+        from bench.payload_logging import measure, report
+
+        logging_fig = measure(args.n * 20)
+        print("\n" + report(logging_fig))
     if args.out_json:
         import json
         import os
@@ -158,7 +166,7 @@ def main() -> None:
                     "rps_served_4_concurrent": cb,
                     "server_cpu_ms_per_request": 1000 * server_cpu[m],
                     "rps_per_core": 1 / max(server_cpu[m], 1e-9)}
-                for m, n, a, b, _, cb in rows}}, indent=1))
+                for m, n, a, b, _, cb in rows}, "payload_logging": logging_fig}, indent=1))
 
 
 if __name__ == "__main__":

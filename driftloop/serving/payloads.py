@@ -3,14 +3,17 @@
 ``offer`` decides (policy: mode, sample share, size), names the input by its content
 (``driftloop.inputlog.input_key``) and puts it on a bounded queue; it never blocks, never
 touches the network and never raises. One background thread writes the queue to the blob
-store. A full queue (the store slow or down) or a failed write drops the input and counts
-it (``driftloop_input_logs_dropped{reason}``); the inference is never failed or delayed by
+store, waking at most every ``BATCH_INTERVAL_S`` to write all that is queued. A full
+queue (the store slow or down) or a failed write drops the input and counts it
+(``driftloop_input_logs_dropped{reason}``); the inference is never failed or delayed by
 it. ``offer`` returns the key only when the input was queued, so a prediction event
 carries ``input_ref`` only for inputs on their way; one whose write then fails is counted
 here and, by the training run, as ``input_missing``.
 
 The MLServer runtime (REST and gRPC) and the stream predictor use the same class, each
-with its model's policy (``LoggingPolicies``).
+with its model's policy (``LoggingPolicies``). The model server writes through a child
+process (``writer_env``, see ``driftloop.serving.payload_writer``) so no blob write
+shares its interpreter with requests; the stream predictor and tests write in-process.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from driftloop.errors import NotFound
 from driftloop.inputlog import InputLogging, encode_tensor, input_digest, input_key
 from driftloop.promotion.routing import canary_point
+from driftloop.serving.payload_writer import WriterProcess
 
 if TYPE_CHECKING:
     import numpy as np
@@ -41,6 +45,9 @@ DEFAULT_QUEUE = 1000
 """Inputs waiting for the store; at 1 MiB each the bound is about a GiB, and a few seconds
 of traffic at the loads this server takes."""
 NO_LOGGING = InputLogging(mode="none")
+BATCH_INTERVAL_S = 0.05
+"""The writer wakes at most this often and then writes everything queued: one wake-up per
+request would compete with requests for the interpreter (bench/payload_logging.py)."""
 
 
 class LoggingPolicies:
@@ -80,15 +87,28 @@ class PayloadLogger:
 
     def __init__(
         self,
-        store_factory: Callable[[], BlobStore],
+        store_factory: Callable[[], BlobStore] | None = None,
         *,
+        writer_env: Mapping[str, str] | None = None,
         maxsize: int = DEFAULT_QUEUE,
         registry: CollectorRegistry | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        batch_interval_s: float = BATCH_INTERVAL_S,
     ) -> None:
         from prometheus_client import Counter, Gauge
 
+        if (store_factory is None) == (writer_env is None):
+            raise ValueError(
+                "a payload logger writes in-process (store_factory) or through "
+                "a writer process (writer_env)"
+            )
         self._factory = store_factory
+        self._writer = (
+            None
+            if writer_env is None
+            else WriterProcess(writer_env, on_written=self._written, on_error=self._failed)
+        )
+        self._interval = batch_interval_s
         self._store: BlobStore | None = None
         self._queue: queue.Queue[tuple[str, str, bytes | np.ndarray] | None] = queue.Queue(maxsize)
         self._clock = clock
@@ -155,8 +175,19 @@ class PayloadLogger:
             self.dropped.labels(model=model, reason="error").inc()
             return None
 
+    def _written(self, model: str) -> None:
+        self.written.labels(model=model).inc()
+
+    def _failed(self, model: str, reason: str) -> None:
+        self.dropped.labels(model=model, reason="store_error").inc()
+        log.warning("input of %s not kept: %s", model, reason[:200])
+
     def _write(self, model: str, key: str, payload: bytes | np.ndarray) -> None:
+        if self._writer is not None:
+            self._writer.send(model, key, payload)  # counted when the child answers
+            return
         if self._store is None:
+            assert self._factory is not None
             self._store = self._factory()
         data = payload if isinstance(payload, bytes) else encode_tensor(payload)
         self._store.put(key, data)
@@ -189,11 +220,15 @@ class PayloadLogger:
                     return
                 continue
             self._queue.task_done()
+            if self._interval > 0 and self._queue.empty():
+                self._stop.wait(self._interval)
 
     def flush(self, timeout_s: float = 10.0) -> bool:
         """Wait until the queue is empty (tests, shutdown); True when it emptied."""
         deadline = time.monotonic() + timeout_s
-        while self._queue.unfinished_tasks > 0:
+        while self._queue.unfinished_tasks > 0 or (
+            self._writer is not None and self._writer.in_flight > 0
+        ):
             if time.monotonic() >= deadline:
                 return False
             time.sleep(0.02)
@@ -208,3 +243,5 @@ class PayloadLogger:
         except queue.Full:
             pass
         self._thread.join(timeout=timeout_s)
+        if self._writer is not None:
+            self._writer.close(timeout_s)

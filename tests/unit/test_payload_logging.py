@@ -219,3 +219,63 @@ def test_the_join_carries_a_kept_inputs_ref_into_the_labeled_record() -> None:
     _, out, _ = join.on_record(state, join.FEEDBACK, join.parse_side(join.FEEDBACK, f)[1], 1, cfg)
     [lab] = out
     assert lab.event is not None and lab.event.data["input_ref"] == ref
+
+
+def writer_env(blob_url: str, tmp_path: Path) -> dict[str, str]:
+    import os
+    import sys
+
+    from driftloop.serving.payload_writer import child_env
+
+    root = str(Path(__file__).resolve().parents[2])
+    return child_env(
+        {
+            **os.environ,
+            "PATH": str(Path(sys.executable).parent) + ":" + os.environ.get("PATH", ""),
+            "PYTHONPATH": root,
+            "DRIFTLOOP_BLOB_URL": blob_url,
+            "DRIFTLOOP_STATE_DIR": str(tmp_path),
+        }
+    )
+
+
+def test_the_writer_process_keeps_media_and_tensors(tmp_path: Path) -> None:
+    blobs = tmp_path / "blobs"
+    reg = CollectorRegistry()
+    pl = PayloadLogger(
+        writer_env=writer_env(blobs.as_uri(), tmp_path), registry=reg, clock=lambda: NOW
+    )
+    tensor = np.arange(12, dtype=np.int16).reshape(3, 4)
+    k1 = pl.offer("digits", "p1", InputLogging(), media=PNG)
+    k2 = pl.offer("digits", "p2", InputLogging(), tensor=tensor)
+    assert k1 is not None and k2 is not None
+    assert pl.flush(60)
+    store = FileStore(blobs)
+    assert store.get(k1) == PNG
+    got = decode_tensor(store.get(k2))
+    assert got.dtype == tensor.dtype and np.array_equal(got, tensor)
+    assert sample(reg, "driftloop_input_logs_written_total", model="digits") == 2
+    pl.close()
+
+
+def test_a_writer_process_that_cannot_write_is_counted(tmp_path: Path) -> None:
+    reg = CollectorRegistry()
+    # a store the child cannot open: it exits, and what it was handed is counted as lost
+    pl = PayloadLogger(writer_env=writer_env("gopher://nowhere/x", tmp_path), registry=reg)
+    for i in range(3):
+        assert pl.offer("digits", f"p{i}", InputLogging(), media=PNG + bytes([i])) is not None
+    assert pl.flush(60)
+    import time
+
+    deadline = time.monotonic() + 30
+    while (
+        time.monotonic() < deadline
+        and sample(reg, "driftloop_input_logs_dropped_total", model="digits", reason="store_error")
+        < 3
+    ):
+        time.sleep(0.1)
+    assert (
+        sample(reg, "driftloop_input_logs_dropped_total", model="digits", reason="store_error") == 3
+    )
+    assert sample(reg, "driftloop_input_logs_written_total", model="digits") == 0
+    pl.close()

@@ -1,0 +1,201 @@
+"""The payload logger's writer process: kept inputs to the blob store, outside the server.
+
+A model server's request threads and a writer thread in the same interpreter share one
+lock: each blob write (a file's staging and rename, or boto3 signing and sending an S3
+PUT) holds it for hundreds of microseconds, and on a busy machine a preempted writer
+holding it stalls requests for whole scheduler slices (``bench/payload_logging.py``
+measured about a millisecond added at p50). So the model server hands each input to a
+child process over a pipe, and the child, at the lowest CPU priority, writes it.
+
+Protocol (stdin of the child): frames of a 4-byte big-endian header length, the header
+(JSON: ``model``, ``key`` and, for a tensor, ``dtype`` and ``shape``), an 8-byte data
+length and the data (media bytes, or a tensor's C-order bytes). The child answers one line
+per frame on stdout: ``ok <model>`` or ``err <model> <reason>``. It reads the store's
+settings from its environment (``DRIFTLOOP_*``: secrets never on a command line) and exits
+when its stdin closes (its parent stopped or died).
+
+Run as ``python -m driftloop.serving.payload_writer``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import struct
+import subprocess
+import sys
+import threading
+from collections import deque
+from collections.abc import Callable, Mapping
+from typing import IO, TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
+
+__all__ = ["WriterProcess", "child_env", "main"]
+
+log = logging.getLogger(__name__)
+_LEN4 = struct.Struct(">I")
+_LEN8 = struct.Struct(">Q")
+
+
+def _read_exact(stream: IO[bytes], n: int) -> bytes | None:
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = stream.read(n - len(buf))
+        if not chunk:
+            return None
+        buf += chunk
+    return bytes(buf)
+
+
+def main() -> None:
+    """The child: frames from stdin to the blob store, one result line each on stdout."""
+    from driftloop.blob import open_store
+    from driftloop.inputlog import encode_tensor
+    from driftloop.settings import Settings
+
+    # The lowest CPU priority: on a busy node the model server's requests come first (a
+    # woken writer would otherwise preempt them); a starved writer fills its queue, and
+    # the model server then drops inputs and counts them, never delays requests.
+    try:
+        os.nice(19)
+    except OSError:
+        pass
+    settings = Settings()
+    store = open_store(settings.resolved_blob_url, settings)
+    inp, out = sys.stdin.buffer, sys.stdout
+    while True:
+        head_len = _read_exact(inp, 4)
+        if head_len is None:
+            return
+        head = json.loads(_read_exact(inp, _LEN4.unpack(head_len)[0]) or b"{}")
+        size = _read_exact(inp, 8)
+        if size is None:
+            return
+        data = _read_exact(inp, _LEN8.unpack(size)[0])
+        if data is None:
+            return
+        model = str(head.get("model", "?")).replace(" ", "_")
+        try:
+            if "dtype" in head:
+                import numpy as np
+
+                tensor = np.frombuffer(data, dtype=np.dtype(head["dtype"]))
+                data = encode_tensor(tensor.reshape([int(s) for s in head["shape"]]))
+            store.put(str(head["key"]), data)
+            out.write(f"ok {model}\n")
+        except Exception as e:  # reported to the parent, which counts it
+            reason = f"{type(e).__name__}: {e}".replace("\n", " ")[:300]
+            out.write(f"err {model} {reason}\n")
+        out.flush()
+
+
+class WriterProcess:
+    """The parent's handle on one writer child: ``send`` frames, results to callbacks."""
+
+    def __init__(
+        self,
+        env: Mapping[str, str],
+        *,
+        on_written: Callable[[str], None],
+        on_error: Callable[[str, str], None],
+        python: str = sys.executable,
+    ) -> None:
+        self._env = dict(env)
+        self._python = python
+        self._on_written = on_written
+        self._on_error = on_error
+        self._lock = threading.Lock()
+        self._pending: deque[str] = deque()
+        """Models of the frames sent whose result has not come back yet, oldest first."""
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def _start(self) -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(
+            [self._python, "-m", "driftloop.serving.payload_writer"],
+            env=self._env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=None,
+            close_fds=True,
+        )
+        threading.Thread(
+            target=self._results, args=(proc,), name="payload-writer-results", daemon=True
+        ).start()
+        return proc
+
+    @property
+    def in_flight(self) -> int:
+        """Frames sent whose result has not come back yet."""
+        return len(self._pending)
+
+    def _results(self, proc: subprocess.Popen[bytes]) -> None:
+        assert proc.stdout is not None
+        for raw in proc.stdout:
+            kind, _, rest = raw.decode(errors="replace").rstrip("\n").partition(" ")
+            _, _, reason = rest.partition(" ")
+            with self._lock:
+                model = self._pending.popleft() if self._pending else "?"
+            if kind == "ok":
+                self._on_written(model)
+            else:
+                self._on_error(model, reason)
+        proc.wait()
+        with self._lock:  # the child is gone: what it had not answered is lost
+            lost = list(self._pending)
+            self._pending.clear()
+        for model in lost:
+            self._on_error(model, f"writer process exited ({proc.returncode})")
+
+    def send(self, model: str, key: str, payload: bytes | np.ndarray) -> None:
+        """Hand one input to the child (started, or restarted, on demand); raises
+        ``OSError`` when it cannot take it."""
+        if self._proc is None or self._proc.poll() is not None:
+            self._proc = self._start()
+        head: dict[str, object] = {"model": model, "key": key}
+        if isinstance(payload, bytes):
+            data: bytes | memoryview = payload
+        else:
+            head.update(dtype=payload.dtype.str, shape=list(payload.shape))
+            data = payload.tobytes()
+        header = json.dumps(head).encode()
+        stdin = self._proc.stdin
+        assert stdin is not None
+        with self._lock:
+            self._pending.append(model)
+        try:
+            stdin.write(_LEN4.pack(len(header)) + header + _LEN8.pack(len(data)))
+            stdin.write(data)
+            stdin.flush()
+        except OSError:
+            with self._lock:
+                if self._pending and self._pending[-1] == model:
+                    self._pending.pop()  # not sent: the caller counts it
+            raise
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Close the child's stdin (it finishes what it read and exits), then wait."""
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        try:
+            if proc.stdin is not None:
+                proc.stdin.close()
+            proc.wait(timeout=timeout_s)
+        except (OSError, subprocess.TimeoutExpired):
+            proc.kill()
+            proc.wait(timeout=5)
+
+
+def child_env(base: Mapping[str, str]) -> dict[str, str]:
+    """The child's environment: the parent's ``DRIFTLOOP_*`` settings and what Python needs."""
+    keep = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "PYTHONPATH", "VIRTUAL_ENV")
+    return {k: v for k, v in base.items() if k in keep or k.startswith("DRIFTLOOP_")}
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.WARNING)
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    main()
