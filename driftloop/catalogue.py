@@ -15,7 +15,7 @@ Everything else reads this table:
   features, retraining runs ``trainer``;
 - the demo predicts once per family with the model class's ``sample()``.
 
-Adding a family (an ``objects`` detector, say) is two steps:
+Adding a family (``objects``, the COCO detector, was added so) is two steps:
 
 1. a model module, e.g. ``driftloop/serving/models/objects.py``, with a class that has
    ``from_artifact(artifact, *, limits=None)`` returning a model with ``modality`` and
@@ -155,6 +155,16 @@ FAMILIES: dict[str, Family] = {
             loader="driftloop.serving.models.faces:FacesModel",
             drift_features=(*_IMAGE, "width", "height"),
             output_features=("n_boxes", "max_score", "box_area_kpx"),
+        ),
+        Family(
+            "objects",
+            task="object-detection",
+            modality="image",
+            metric="map",
+            higher_is_better=True,
+            loader="driftloop.serving.models.objects:ObjectsModel",
+            drift_features=(*_IMAGE, "width", "height"),
+            output_features=("top_label", "n_boxes", "max_score"),
         ),
         Family(
             "digits",

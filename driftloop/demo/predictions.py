@@ -1,7 +1,7 @@
 """The demo's predictions step: one prediction per model family, then feedback against each id.
 
 Each catalogue family's model class makes an input with known truth on the spot (flite
-speech, Pillow text, scikit-image's astronaut photo, a scikit-learn digit), so the
+speech, Pillow text, scikit-image's astronaut and cat photos, a scikit-learn digit), so the
 feedback carries the real truth and the join downstream can score each prediction.
 """
 
@@ -33,7 +33,10 @@ def _summary(output: dict[str, Any]) -> str:
         return repr(output["text"])
     if "label" in output:
         return f"label {output['label']} ({output.get('confidence', 0):.2f})"
-    return f"{len(output.get('boxes', []))} box(es) {output.get('boxes', [])[:1]}"
+    boxes, labels, scores = (output.get(k) or [] for k in ("boxes", "labels", "scores"))
+    top = list(zip(boxes, labels, scores, strict=False))[:2]  # faces' scores may be absent
+    found = ", ".join(f"{lb} {sc:.2f} {bx}" for bx, lb, sc in top)
+    return f"{len(boxes)} box(es) {found or boxes[:1]}"
 
 
 def step_predictions(ctx: DemoContext) -> None:

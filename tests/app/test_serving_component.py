@@ -28,7 +28,7 @@ def test_mlserver_component_lists_v2_endpoints_and_registers_champions(tmp_path)
     assert config["model_repository_implementation"].endswith("RegistryRepository")
     registry = Registry(open_store(settings.resolved_blob_url, settings))
     assert {m: registry.alias(m, "champion") for m in registry.models()} == {
-        "speech": "1", "ocr": "1", "faces": "1", "digits": "1"}
+        "speech": "1", "ocr": "1", "faces": "1", "objects": "1", "digits": "1"}
     ml.prepare()  # a second start keeps the registry as it is
     assert registry.versions("digits") == ["1"]
     deploy = json.loads(registry.store.get("models/digits/1/artifact/model-settings.json"))

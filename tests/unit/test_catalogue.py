@@ -47,8 +47,8 @@ class Counter:
         return {"label": len(media or b"") * self.scale, "confidence": 1.0}
 
 
-OBJECTS = Family(
-    "objects",
+COUNTER = Family(
+    "counter",
     task="object-detection",
     modality="image",
     metric="accuracy",
@@ -60,16 +60,16 @@ OBJECTS = Family(
 
 
 @pytest.fixture
-def objects() -> Iterator[Family]:
-    FAMILIES["objects"] = OBJECTS
+def counter() -> Iterator[Family]:
+    FAMILIES["counter"] = COUNTER
     try:
-        yield OBJECTS
+        yield COUNTER
     finally:
-        del FAMILIES["objects"]
+        del FAMILIES["counter"]
 
 
 def test_every_family_is_complete_and_its_code_resolves() -> None:
-    assert list(FAMILIES) == ["speech", "ocr", "faces", "digits"]
+    assert list(FAMILIES) == ["speech", "ocr", "faces", "objects", "digits"]
     for name, entry in FAMILIES.items():
         assert entry.name == name
         assert entry.metric in quality.METRICS
@@ -101,23 +101,23 @@ def test_load_path_names_a_bad_path() -> None:
         catalogue.load_path("driftloop.catalogue")
 
 
-def test_an_added_entry_serves_registers_and_scores(objects: Family, tmp_path: Path) -> None:
+def test_an_added_entry_serves_registers_and_scores(counter: Family, tmp_path: Path) -> None:
     settings = Settings(state_dir=tmp_path, blob_url=(tmp_path / "blobs").as_uri())
     registry = Registry(open_store(settings.resolved_blob_url, settings))
-    assert bootstrap.ensure_models(registry, ["objects"]) == {"objects": "1"}
-    assert registry.get("objects", "1").lineage == {"weights": "none"}
-    deploy = json.loads(registry.store.get(f"models/objects/1/artifact/{DEPLOY_SETTINGS}"))
-    assert deploy["implementation"] == "seldon.runtimes.objects.ObjectsRuntime"
-    model = models.load("objects", registry.artifact("objects", "1"))
+    assert bootstrap.ensure_models(registry, ["counter"]) == {"counter": "1"}
+    assert registry.get("counter", "1").lineage == {"weights": "none"}
+    deploy = json.loads(registry.store.get(f"models/counter/1/artifact/{DEPLOY_SETTINGS}"))
+    assert deploy["implementation"] == "seldon.runtimes.counter.CounterRuntime"
+    model = models.load("counter", registry.artifact("counter", "1"))
     output = model.predict(Counter.sample().data, None)
     assert output["label"] == 6
-    assert quality.score("objects", output, Counter.sample().truth) == 1.0
-    assert quality.prediction_features("objects", output) == {"label": 6.0}
+    assert quality.score("counter", output, Counter.sample().truth) == 1.0
+    assert quality.prediction_features("counter", output) == {"label": 6.0}
 
 
 def test_an_unknown_model_is_refused_by_name() -> None:
-    with pytest.raises(KeyError, match="unknown model 'objects'"):
-        models.load("objects", {})
+    with pytest.raises(KeyError, match="unknown model 'counter'"):
+        models.load("counter", {})
 
 
 def test_mlserver_runtimes_are_made_from_the_catalogue() -> None:
@@ -127,7 +127,7 @@ def test_mlserver_runtimes_are_made_from_the_catalogue() -> None:
     script = """
 import importlib, pickle
 from driftloop.catalogue import FAMILIES, Family
-FAMILIES["objects"] = Family("objects", "object-detection", "image", "iou", True, "m:C")
+FAMILIES["counter"] = Family("counter", "object-detection", "image", "iou", True, "m:C")
 from seldon.runtimes import RUNTIMES
 from seldon.runtimes.base import DriftloopRuntime
 for name, path in RUNTIMES.items():
@@ -153,7 +153,7 @@ except RuntimeError as e:
     )
     assert done.returncode == 0, done.stderr[-2000:]
     lines = done.stdout.splitlines()
-    assert lines[0] == "['digits', 'faces', 'objects', 'ocr', 'speech']"
+    assert lines[0] == "['counter', 'digits', 'faces', 'objects', 'ocr', 'speech']"
     assert lines[1] == "family 'base' would hide the module seldon.runtimes.base: rename the family"
 
 

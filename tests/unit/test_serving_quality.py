@@ -10,6 +10,7 @@ def test_every_served_model_declares_task_metric_runtime_and_features():
     assert tasks["speech"] == ("speech-to-text", "wer")
     assert tasks["ocr"] == ("ocr", "cer")
     assert tasks["faces"] == ("object-detection", "iou")
+    assert tasks["objects"] == ("object-detection", "map")
     assert tasks["digits"] == ("classification", "accuracy")
     for spec in MODELS.values():
         assert spec.runtime and spec.runtime.startswith("seldon.runtimes.")
@@ -22,6 +23,9 @@ def test_prediction_features_per_family():
     assert prediction_features("faces", {"boxes": [[0, 0, 10, 20]], "labels": ["face"],
                                          "scores": [0.7]}) == {
         "n_boxes": 1.0, "max_score": 0.7, "box_area_kpx": 0.2}
+    assert prediction_features("objects", {"boxes": [[0, 0, 10, 20], [0, 0, 5, 5]],
+                                           "labels": ["cup", "cat"], "scores": [0.4, 0.8]}
+                               ) == {"top_label": "cat", "n_boxes": 2.0, "max_score": 0.8}
     assert prediction_features("digits", {"label": 3, "confidence": 0.9, "labels": [3]}) == {
         "label": 3.0, "confidence": 0.9}
     assert prediction_features("ocr", {"text": "ab c", "confidence": 0.5, "boxes": [[0] * 4]}
