@@ -1,21 +1,16 @@
 """The promote service: offline gate, canary, metric-guarded bake, promote or roll back.
 
-``on_trained`` (a ``model.trained`` event) runs the gate at once and, when it passes,
+A ``model.trained`` event (``start``) runs the gate at once and, when it passes, it
 starts the canary and bakes in a background thread (so the HTTP delivery returns within
 its timeout); ``promote`` and ``rollback`` are what ops call by hand (``driftloop promote``
 / ``driftloop rollback``) and what the bake calls at its end — one code path.
 
-State lives in the blob store (``driftloop.promotion.ledger``), so a restarted function
-resumes a bake in progress (``open``). One promotion per model at a time: a
-``model.trained`` for another version meanwhile is refused with 409 (event delivery
-retries it later), as are a hand promotion of another version and a rollback of anything
-but the version in progress. A rollback names the version it undoes and restores exactly
-the champion that version replaced (recorded when it was promoted), so rollbacks walk
-back through promotions and never bounce between two versions.
-
-Layout: ``records`` (request rules and records), ``ledger`` (leases, history),
-``steps`` (gate, routing, reload), ``bake`` (watching a canary, background bakes), this
-module (the flow and the HTTP edge's hook).
+State is in the blob store (``ledger``: records, leases, history), so a restarted function
+resumes its bakes (``open``). One promotion per model at a time: another version's
+``model.trained``, hand promotion or rollback meanwhile is a 409 (delivery retries it).
+A rollback restores exactly the champion the undone version replaced, so rollbacks walk
+back through promotions and never bounce between two versions. ``records``: request rules;
+``steps``: gate, routing, reload; ``bake``: watching a canary in background threads.
 """
 
 from __future__ import annotations
@@ -141,10 +136,8 @@ class PromotionService(FunctionService):
             return noop
         with self._lock:
             existing = self.state(model, version)
-            if (existing is not None and existing.phase != "gate") or (
-                model,
-                version,
-            ) in self._starting:
+            handled = existing is not None and existing.phase != "gate"
+            if handled or (model, version) in self._starting:
                 # A redelivered model.trained: report, don't redo.
                 phase = existing.phase if existing is not None else "gate"
                 if phase == "canary":
