@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from driftloop import events as ev
+from driftloop import quality
 from driftloop.errors import BadRequest, DriftloopError, Unavailable
 from driftloop.settings import Settings
 
@@ -154,21 +155,35 @@ def feature_rows(preprocessed: Iterable[Record]) -> list[dict[str, Any]]:
 
 
 def output_rows(predictions: Iterable[Record], version: str | None = None) -> list[dict[str, Any]]:
-    """Scalar outputs of prediction records as ``output.<key>`` features (one version's)."""
+    """Scalar outputs of prediction records as ``output.<key>`` features (one version's),
+    plus the family's declared output features derived from its lists
+    (``quality.prediction_features``: a detector's ``top_label``, ``n_boxes``, ...)."""
     rows = []
     for r in predictions:
         if version is not None and r.data.get("version") not in (None, version):
             continue
         output = r.data.get("output")
         if isinstance(output, Mapping):
-            rows.append(
-                {
-                    f"{OUTPUT_PREFIX}{k}": val
-                    for k, v in output.items()
-                    if (val := _value(v)) is not None
-                }
-            )
+            row = {
+                f"{OUTPUT_PREFIX}{k}": val
+                for k, v in output.items()
+                if (val := _value(v)) is not None
+            }
+            for k, v in _derived(r.model, output).items():
+                row.setdefault(f"{OUTPUT_PREFIX}{k}", v)
+            rows.append(row)
     return rows
+
+
+def _derived(model: str | None, output: Mapping[str, Any]) -> dict[str, float | str]:
+    """The declared output features of ``model`` from one output; none for an unknown
+    model or an output another producer shaped differently (never a failed window)."""
+    if model not in quality.MODELS:
+        return {}
+    try:
+        return quality.prediction_features(model, output)
+    except (TypeError, ValueError, IndexError, KeyError):
+        return {}
 
 
 def columns(rows: Iterable[Mapping[str, Any]], wanted: Iterable[str]) -> dict[str, np.ndarray]:

@@ -269,3 +269,25 @@ def test_a_shift_in_the_class_mix_drifts_top_label():
     shifted = detect(profile, _window(12, 40, 8))
     assert shifted.features["top_label"].drifted
     assert shifted.features["top_label"].statistic == "chi2"
+
+
+def test_drift_check_windows_carry_the_derived_class_of_each_prediction():
+    """drift-check reads prediction records from Kafka: a detector's top_label, n_boxes and
+    max_score reach its columns though the output holds only lists."""
+    from driftloop import events
+    from driftloop.monitoring.window import Record, columns, output_rows
+
+    def record(i: int, model: str, output: object) -> Record:
+        data = {"model": model, "version": "1", "output": output}
+        return Record(events.Event(f"p{i}", "test", events.PREDICTION, data), i)
+
+    records = [
+        record(0, "objects", out((CAT, "cat", 0.6), (DOG, "dog", 0.9))),
+        record(1, "objects", out()),
+        record(2, "objects", {"boxes": "not a list", "labels": 3}),  # another producer's shape
+        record(3, "nope", out((CAT, "cat", 0.9))),  # not a catalogue family: nothing derived
+    ]
+    cols = columns(output_rows(records, "1"), ["top_label", "n_boxes", "max_score"])
+    assert cols["top_label"].tolist() == ["dog", quality.NO_OBJECT]
+    assert cols["n_boxes"].tolist() == [2.0, 0.0]
+    assert cols["max_score"].tolist() == [0.9, 0.0]
