@@ -86,11 +86,12 @@ class FlinkSettings(BaseModel):
         description="REST port of the JobManager (job submission, job state, checkpoints and "
         "restarts for `driftloop status`); 0 leaves it to Flink (mini-cluster only).",
     )
-    flink_target: Literal["session", "mini-cluster"] = Field(
-        "mini-cluster",
+    flink_target: Literal["local", "session"] = Field(
+        "local",
         description="Where the application runs: 'session' submits it to the standalone "
-        "session cluster at flink_rest_port (what `driftloop up` starts), 'mini-cluster' runs "
-        "it inside its own process (unit-level tests, one-off runs).",
+        "session cluster at flink_rest_port (what `driftloop up` starts); 'local' executes "
+        "where the program runs: its own mini-cluster (unit-level tests, one-off runs), or the "
+        "cluster that `flink run` or the Kubernetes operator submitted it to.",
     )
     flink_jobmanager_rpc_port: int = Field(
         6123, ge=1, le=65535, description="RPC port of the local session cluster's JobManager."
