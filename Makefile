@@ -31,11 +31,13 @@ lint:
 	$(VENV)/bin/mypy
 
 # bench: the benches with short defaults, each writing its figures to .driftloop/bench/*.json,
-# then the capacity plan recomputed from them (docs/capacity.md explains the model).
+# then the capacity plan recomputed from them (docs/capacity.md explains the model), then
+# one table of every goal: figure, goal, measured, met or missed (bench/goals.py).
 BENCH_OUT := .driftloop/bench
 bench: setup
 	mkdir -p $(BENCH_OUT)
-	$(PY) bench/intake.py --seconds 3 --rounds 2 --connections 4 --out-json $(BENCH_OUT)/intake.json
+	$(PY) bench/intake.py --seconds 3 --rounds 2 --out-json $(BENCH_OUT)/intake.json
+	$(PY) bench/cold_start.py --runs 3 --out-json $(BENCH_OUT)/cold_start.json
 	$(PY) bench/dispatcher.py --events 2000 --rounds 2 --out-json $(BENCH_OUT)/dispatcher.json
 	$(PY) bench/drift.py --rows 200000 --repeat 3 --scipy-repeat 1 --skip-evidently \
 		--out-json $(BENCH_OUT)/drift.json
@@ -43,6 +45,7 @@ bench: setup
 	$(PY) -m bench.flink_preprocess --clips 40 --repeats 2 \
 		--out-json $(BENCH_OUT)/flink_preprocess.json
 	$(PY) bench/capacity.py --dir $(BENCH_OUT)
+	$(PY) bench/goals.py --dir $(BENCH_OUT)
 
 up: setup
 	$(VENV)/bin/driftloop up
