@@ -157,6 +157,21 @@ def _print_status(rows: list[dict[str, object]]) -> None:
         table.add_row(str(r["name"]), str(r["pid"]), str(r["endpoint"]),
                       "[green]yes[/green]" if r["healthy"] else "[red]no[/red]")
     Console().print(table)
+    for r in rows:
+        jobs = r.get("jobs")  # Flink jobs, from the JobManager's REST API
+        for job in jobs if isinstance(jobs, list) else []:
+            if isinstance(job, dict):
+                Console().print(_job_line(job))
+
+
+def _job_line(job: dict[str, Any]) -> str:
+    """One line per Flink job: its state and its last completed checkpoint."""
+    cp = job.get("last_checkpoint")
+    last = (f"last checkpoint #{cp['id']} {cp['age_s']:.0f} s ago ({cp['duration_ms']} ms)"
+            if cp else "no checkpoint yet")
+    failed = job.get("failed_checkpoints")
+    return (f"flink job {job['name']}: {job['state']}, {last}"
+            + (f", {failed} failed" if failed else ""))
 
 
 def _register_commands() -> None:

@@ -134,3 +134,20 @@ def test_session_cluster_components_one_scrape_port_each(tmp_path):
     assert not tm.health() and not specs["flink-jobmanager"].health()
     assert specs["flink"].details is not None
     assert specs["flink"].details() == {"jobs": None}
+
+
+def test_status_names_each_job_state_and_last_checkpoint():
+    from driftloop.cli import _job_line
+
+    job = {
+        "name": "driftloop-preprocess-join-archive",
+        "state": "RUNNING",
+        "last_checkpoint": {"id": 42, "age_s": 1.4, "duration_ms": 37},
+        "failed_checkpoints": 3,
+    }
+    assert _job_line(job) == (
+        "flink job driftloop-preprocess-join-archive: RUNNING, "
+        "last checkpoint #42 1 s ago (37 ms), 3 failed"
+    )
+    fresh = {"name": "driftloop-join", "state": "INITIALIZING", "last_checkpoint": None}
+    assert _job_line(fresh) == "flink job driftloop-join: INITIALIZING, no checkpoint yet"
