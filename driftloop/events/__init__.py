@@ -38,6 +38,7 @@ from driftloop.events.payloads import (
 from driftloop.events.safejson import MAX_DOUBLE, RejectedItem, load_json
 from driftloop.events.types import (
     BATCH,
+    DATAREF,
     DRIFT_DETECTED,
     FEEDBACK,
     INPUT,
@@ -56,6 +57,7 @@ from driftloop.events.types import (
 
 __all__ = [
     "BATCH",
+    "DATAREF",
     "DRIFT_DETECTED",
     "FEEDBACK",
     "INPUT",

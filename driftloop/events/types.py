@@ -6,6 +6,7 @@ from typing import Final
 
 __all__ = [
     "BATCH",
+    "DATAREF",
     "DRIFT_DETECTED",
     "FEEDBACK",
     "INPUT",
@@ -36,6 +37,10 @@ MODEL_PROMOTED: Final = "io.driftloop.model.promoted.v1"
 MODEL_ROLLEDBACK: Final = "io.driftloop.model.rolledback.v1"
 PING: Final = "dev.knative.sources.ping"
 """Cron ticks from a Knative PingSource."""
+
+DATAREF: Final = "dataref"
+"""CloudEvents extension: where the data is when the event does not carry it (a raw input
+above the sender's threshold: ``<blob url>/<key>`` in the blob store; claim check)."""
 
 JSON: Final = "application/json"
 STRUCTURED: Final = "application/cloudevents+json"
