@@ -151,3 +151,58 @@ def test_status_names_each_job_state_and_last_checkpoint():
     )
     fresh = {"name": "driftloop-join", "state": "INITIALIZING", "last_checkpoint": None}
     assert _job_line(fresh) == "flink job driftloop-join: INITIALIZING, no checkpoint yet"
+
+
+def test_cluster_layout_is_a_distribution_like_the_image(tmp_path):
+    """lib/ = the wheel's jars + flink-python + the connector; plugins/ = the reporter + S3;
+    conf/config.yaml from the settings, private (it holds the S3 secret)."""
+    from driftloop.local.flink_cluster import PROMETHEUS_REPORTER, ClusterLayout
+
+    wheel = tmp_path / "venv" / "lib" / "python3.11" / "site-packages" / "pyflink"
+    for d in ("lib", "opt", "conf", "plugins/metrics-prometheus", "plugins/metrics-jmx"):
+        (wheel / d).mkdir(parents=True)
+    (wheel / "lib" / "flink-dist-2.2.1.jar").write_bytes(b"")
+    (wheel / "opt" / "flink-python-2.2.1.jar").write_bytes(b"")
+    (wheel / "conf" / "log4j-console.properties").write_text("rootLogger.level = INFO\n")
+    (wheel / "conf" / "config.yaml").write_text(
+        "env:\n  java:\n    opts:\n      all: --add-opens=x\n"
+    )
+    cache = tmp_path / "cache"
+    (cache / "lib").mkdir(parents=True)
+    (cache / "lib" / "kafka-connector.jar").write_bytes(b"")
+    (cache / "plugins" / "s3-fs-hadoop").mkdir(parents=True)
+    s = Settings(
+        state_dir=tmp_path / "state",
+        flink_venv=tmp_path / "venv",
+        flink_lib_dir=cache / "lib",
+        flink_rest_port=18081,
+        s3_endpoint_url="http://127.0.0.1:9000",
+        s3_access_key_id="key",
+        s3_secret_access_key="s3cr3t",
+    )
+    layout = ClusterLayout(s)
+    layout.prepare()
+    layout.prepare()  # again, as every `driftloop up` does: rebuilt, not piled up
+    assert sorted(p.name for p in layout.lib.iterdir()) == [
+        "flink-dist-2.2.1.jar",
+        "flink-python-2.2.1.jar",
+        "kafka-connector.jar",
+    ]
+    assert sorted(p.name for p in layout.plugins.iterdir()) == [
+        "metrics-prometheus",
+        "s3-fs-hadoop",
+    ]
+    conf = layout.conf / "config.yaml"
+    assert conf.stat().st_mode & 0o777 == 0o600
+    import yaml
+
+    values = yaml.safe_load(conf.read_text())
+    assert values["metrics.reporter.prom.factory.class"] == PROMETHEUS_REPORTER
+    assert values["rest.port"] == "18081" and values["env.java.opts.all"] == "--add-opens=x"
+    assert values["s3.secret-key"] == "s3cr3t" and values["s3.endpoint"] == "http://127.0.0.1:9000"
+    assert (layout.conf / "log4j-console.properties").exists()
+    env = layout.env()
+    assert env["FLINK_LIB_DIR"] == str(layout.lib) and env["FLINK_PLUGINS_DIR"] == str(
+        layout.plugins
+    )
+    assert str(wheel.parent) in env["PYTHONPATH"].split(":")
