@@ -40,6 +40,10 @@ OWN_KEYS: Mapping[str, str] = {
     "release": "label the Prometheus of kube-prometheus-stack selects monitors and rules by",
     "alertmanagerConfig": "label the Alertmanager selects AlertmanagerConfigs by",
     "type": "label Seldon Core v2 puts on its server pods (PodMonitor selector)",
+    "driftloop.io/lib-jars": "annotation: the jars the Flink image adds to /opt/flink/lib "
+    "(tests/unit/test_flink_manifests.py holds them equal to the local session cluster's)",
+    "driftloop.io/plugins": "annotation: the plugin folders of the Flink image's "
+    "/opt/flink/plugins (held equal to the local session cluster's likewise)",
 }
 """Keys driftloop chooses itself (``driftloop.io/…``, or unprefixed selector labels)."""
 
