@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The serving environment at .venv-serving/: MLServer 1.7 on Python 3.11 with the runtimes'
-# dependencies (pocketsphinx, tesseract, OpenCV, scikit-learn) and driftloop installed editable.
+# dependencies (pocketsphinx, tesseract, OpenCV, scikit-learn, LiteRT) and driftloop installed editable.
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
 # tesseract (OCR weights from Debian), flite (test speech with known sentences).
