@@ -291,3 +291,28 @@ def test_drift_check_windows_carry_the_derived_class_of_each_prediction():
     assert cols["top_label"].tolist() == ["dog", quality.NO_OBJECT]
     assert cols["n_boxes"].tolist() == [2.0, 0.0]
     assert cols["max_score"].tolist() == [0.9, 0.0]
+
+
+def test_the_join_labels_a_detection_with_its_map():
+    """Flink's join scores each labeled record with the catalogue's metric: mAP@0.5 for
+    objects, and a truth it cannot score becomes the record's quality_error."""
+    from driftloop import events
+    from flink.transforms.join import labeled_event
+
+    output = out((CAT, "cat", 0.9), (DOG, "cat", 0.4))
+    pred = events.new_event(
+        events.PREDICTION, "serving", {"model": "objects", "version": "1", "output": output}
+    )
+    for truth_value, quality_value in (
+        (truth((CAT, "cat"), (DOG, "dog")), 0.5),
+        ({"boxes": [CAT]}, None),
+    ):
+        fb = events.new_event(
+            events.FEEDBACK,
+            "app",
+            {"prediction_id": pred.id, "model": "objects", "truth": truth_value},
+        )
+        data = labeled_event(events.to_structured(pred), events.to_structured(fb)).data
+        assert data["metric"] == "map"
+        assert data["quality"] == quality_value
+        assert (data.get("quality_error") is None) == (quality_value is not None)
