@@ -35,11 +35,26 @@ def parse_pipelines(value: str | Sequence[str]) -> list[str]:
     return chosen
 
 
+def parse_modalities(value: str | None) -> tuple[str, ...]:
+    from driftloop import topics
+
+    if not value:
+        return topics.MODALITIES
+    chosen = tuple(m.strip() for m in value.split(",") if m.strip())
+    unknown = sorted(set(chosen) - set(topics.MODALITIES))
+    if unknown or not chosen:
+        raise SystemExit(f"unknown modalities {unknown}; choose from "
+                         f"{', '.join(topics.MODALITIES)}")
+    return chosen
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--pipelines", default=None, help="comma separated; default from settings")
     parser.add_argument("--ready-file", type=Path, default=None,
                         help="written (job id, pipelines) once the job is submitted")
+    parser.add_argument("--modalities", default=None,
+                        help="preprocess only these raw topics, comma separated; default all")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     settings = Settings()
@@ -64,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     if "preprocess" in pipelines:
         from flink.jobs import preprocess
 
-        preprocess.add_pipeline(t_env, stmt, settings)
+        preprocess.add_pipeline(t_env, stmt, settings, parse_modalities(args.modalities))
     if "join" in pipelines:
         from flink.jobs import join
 

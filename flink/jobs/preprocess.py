@@ -15,6 +15,7 @@ from driftloop import topics
 from driftloop.settings import Settings
 from flink.jobs.common import kafka_sink_ddl, kafka_source_ddl, value_in, value_out
 from flink.transforms.audio import AudioConfig
+from flink.transforms.dataref import BlobRefs
 from flink.transforms.deadletter import Origin, dead_letter
 from flink.transforms.image import ImageConfig
 from flink.transforms.records import PreprocessConfig, process_kafka_record
@@ -60,6 +61,14 @@ class BlobOffload:
         return self.store.url
 
 
+def blob_refs(settings: Settings, cfg: PreprocessConfig) -> BlobRefs:
+    """Follows inputs' ``dataref`` into the configured blob store (opened on first use)."""
+    from driftloop.blob import open_store
+
+    return BlobRefs(lambda: open_store(settings.resolved_blob_url, settings),
+                    max_bytes=cfg.audio.max_bytes)
+
+
 def make_udtf(settings: Settings) -> Any:
     """The table function: (modality, value, headers) → one (key, value, headers, topic) row."""
     from pyflink.table import DataTypes
@@ -72,6 +81,7 @@ def make_udtf(settings: Settings) -> Any:
             self.settings = Settings.model_validate(settings_json)
             self.cfg = preprocess_config(self.settings)
             self.offload: BlobOffload | None = None
+            self.refs = blob_refs(self.settings, self.cfg)
 
         def _offload(self, key: str, body: bytes) -> str:
             if self.offload is None:
@@ -89,7 +99,7 @@ def make_udtf(settings: Settings) -> Any:
                     value, headers, modality=modality, source_topic=source,
                     output_topic=topics.preprocessed(modality),
                     deadletter_topic=topics.DEADLETTER, cfg=self.cfg, offload=self._offload,
-                    partition=partition, offset=offset)
+                    partition=partition, offset=offset, resolve=self.refs)
             except Exception as e:  # a bug must not stop the stream: park the record
                 log.exception("preprocess failed on a %s record", modality)
                 dl = dead_letter(value, headers, reason=f"internal: {type(e).__name__}: {e}",

@@ -17,6 +17,8 @@ class Rejected(Exception):
     UNSUPPORTED_RATE = "unsupported_sample_rate"
     WRONG_CONTENT_TYPE = "wrong_content_type"
     INVALID_EVENT = "invalid_event"
+    MISSING_BLOB = "missing_blob"
+    BLOB_UNAVAILABLE = "blob_unavailable"
 
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(f"{reason}: {detail}")

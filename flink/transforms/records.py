@@ -21,6 +21,8 @@ from driftloop.events import PREPROCESSED
 from driftloop.naming import is_safe_segment
 from flink.transforms import Rejected
 from flink.transforms.audio import AudioConfig, encode_wav16, preprocess_audio
+from flink.transforms.dataref import EXTENSION as DATAREF
+from flink.transforms.dataref import Resolve
 from flink.transforms.deadletter import Origin, dead_letter, record_size
 from flink.transforms.image import ImageConfig, encode_png, preprocess_image
 
@@ -61,16 +63,24 @@ def preprocess_event(
     modality: str,
     cfg: PreprocessConfig,
     offload: Offload | None = None,
+    resolve: Resolve | None = None,
 ) -> events.Event:
-    """One raw input event → its preprocessed event (same id); raises ``Rejected``."""
+    """One raw input event → its preprocessed event (same id); raises ``Rejected``.
+
+    An event without data but with a ``dataref`` extension is read through ``resolve``
+    (inline data, when present, wins: it needs no read)."""
     if event.type != events.INPUT:
         raise Rejected(Rejected.INVALID_EVENT, f"type {event.type!r} is not {events.INPUT}")
     model = event.extensions.get("model")
-    if not is_safe_segment(model):
+    if model is None or not is_safe_segment(model):
         raise Rejected(Rejected.INVALID_EVENT, f"extension model {model!r} is missing or unsafe")
     data = event.data
     if isinstance(data, str):
         data = data.encode()
+    if not data and event.extensions.get(DATAREF):
+        if resolve is None:
+            raise Rejected(Rejected.INVALID_EVENT, "a dataref input needs a blob store")
+        data = resolve(event.extensions[DATAREF])
     if data is None:
         data = b""
     if not isinstance(data, bytes | bytearray):
@@ -126,6 +136,7 @@ def process_kafka_record(
     offload: Offload | None = None,
     partition: int | None = None,
     offset: int | None = None,
+    resolve: Resolve | None = None,
 ) -> Outcome:
     """A raw Kafka record → the preprocessed record, or a dead letter carrying the reason
     and where the record was read (topic, partition, offset)."""
@@ -136,7 +147,7 @@ def process_kafka_record(
             event = events.from_kafka(value, hdrs)
         except DriftloopError as e:
             raise Rejected(Rejected.INVALID_EVENT, e.message) from e
-        out = preprocess_event(event, modality, cfg, offload)
+        out = preprocess_event(event, modality, cfg, offload, resolve)
         rec = events.to_kafka(out, key=out.extensions["model"])
         size = record_size(rec.key, rec.value, rec.headers)
         if size > cfg.max_record_bytes:

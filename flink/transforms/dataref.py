@@ -1,0 +1,101 @@
+"""Inputs that travel by reference (claim check): the CloudEvents ``dataref`` extension.
+
+A raw input above the sender's threshold is written to the blob store first and its event
+carries only ``dataref`` = ``<blob url>/<key>``, so a few dozen bytes cross Kafka and the
+JVM instead of the media. Preprocess reads the bytes from the blob store itself.
+
+Fail closed: a reference is followed only into the configured blob store (the URL must
+start with the store's own URL and the rest must be a safe key), so an event cannot make
+the job read any other file or bucket. What the store lacks is dead-lettered
+(``missing_blob``); a store that stays unreachable after a few tries too
+(``blob_unavailable``) — the dead letter keeps the reference, so it can be replayed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+from driftloop.blob import check_key
+from driftloop.events import DATAREF
+from flink.transforms import Rejected
+
+__all__ = ["EXTENSION", "BlobRefs", "Resolve", "dataref_for"]
+
+EXTENSION = DATAREF
+"""The CloudEvents extension attribute (``ce_dataref`` in Kafka binary mode)."""
+
+Resolve = Callable[[str], bytes]
+"""A ``dataref`` → the bytes it names; raises ``Rejected``."""
+
+
+class _Reader(Protocol):
+    @property
+    def url(self) -> str: ...
+
+    def get(self, key: str) -> bytes: ...
+
+
+def dataref_for(store_url: str, key: str) -> str:
+    """The ``dataref`` of a key in the store at ``store_url``."""
+    return f"{store_url.rstrip('/')}/{check_key(key)}"
+
+
+class BlobRefs:
+    """Follows ``dataref`` URLs into one blob store (opened lazily, once per worker)."""
+
+    def __init__(
+        self,
+        open_store: Callable[[], _Reader],
+        *,
+        max_bytes: int,
+        attempts: int = 3,
+        backoff_s: float = 0.2,
+    ) -> None:
+        self._open = open_store
+        self._store: _Reader | None = None
+        self.max_bytes = max_bytes
+        self.attempts = attempts
+        self.backoff_s = backoff_s
+
+    @property
+    def store(self) -> _Reader:
+        if self._store is None:
+            self._store = self._open()
+        return self._store
+
+    def key_of(self, dataref: str) -> str:
+        """The blob key a reference names; ``Rejected`` unless it points into the store."""
+        base = self.store.url.rstrip("/") + "/"
+        if not dataref.startswith(base):
+            raise Rejected(
+                Rejected.INVALID_EVENT, f"dataref {dataref[:200]!r} is outside the blob store"
+            )
+        try:
+            return check_key(dataref[len(base) :])
+        except ValueError as e:
+            raise Rejected(Rejected.INVALID_EVENT, f"dataref: {e}") from e
+
+    def __call__(self, dataref: str) -> bytes:
+        key = self.key_of(dataref)
+        body = b""
+        for attempt in range(self.attempts):
+            try:
+                body = self.store.get(key)
+                break
+            except KeyError as e:
+                raise Rejected(
+                    Rejected.MISSING_BLOB, f"dataref {key!r} is not in the blob store"
+                ) from e
+            except Exception as e:  # the store is unreachable: try again, then park it
+                if attempt + 1 == self.attempts:
+                    raise Rejected(
+                        Rejected.BLOB_UNAVAILABLE, f"dataref {key!r}: {type(e).__name__}: {e}"
+                    ) from e
+                time.sleep(self.backoff_s * (2**attempt))
+        if len(body) > self.max_bytes:
+            raise Rejected(
+                Rejected.TOO_LARGE, f"{len(body)} bytes by reference, at most {self.max_bytes}"
+            )
+        return body
