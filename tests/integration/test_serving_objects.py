@@ -10,6 +10,7 @@ import io
 import time
 from collections.abc import Callable
 
+import httpx
 import numpy as np
 import pytest
 from numpy.typing import NDArray
@@ -17,6 +18,7 @@ from numpy.typing import NDArray
 from driftloop import events, quality, topics
 from driftloop.drift import build_profile, detect
 from driftloop.monitoring.window import Record, columns, output_rows
+from driftloop.serving import v2
 from driftloop.serving.models.objects import CAT_BOX, MODEL_FILE
 from driftloop.serving.v2 import Prediction
 
@@ -138,3 +140,25 @@ def test_a_shift_in_the_class_mix_is_drift_without_labels(mlserver, kafka):
     assert shifted.features["top_label"].drifted
     assert shifted.features["top_label"].value < 0.01  # chi-square p, 30 vs 30 images
     assert shifted.features["top_label"].scores["jensenshannon"] > 0.3
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "needle"),
+    [
+        (v2.media_request(b"plain text, not an image"), 415, "PNG or JPEG"),
+        (v2.media_request(b"\xff\xd8\xff\xe0 truncated jpeg"), 400, "image"),
+        (v2.tensor_request([[[1, 2]] * 8] * 8, datatype="UINT8"), 400, "shape"),
+        (v2.tensor_request([[1] * 4] * 4, datatype="UINT8"), 400, "at least 8x8"),
+    ],
+    ids=["text", "truncated-jpeg", "two-channels", "too-small"],
+)
+def test_bad_images_get_4xx_naming_the_rule(mlserver, body, status, needle):
+    r = httpx.post(f"{mlserver.url}/v2/models/objects/infer", json=body, timeout=30)
+    assert r.status_code == status, r.text
+    assert needle.lower() in r.json()["error"].lower()
+
+
+def test_a_pixel_tensor_finds_the_cat(mlserver):
+    with mlserver.client() as c:
+        pred = c.infer_tensor("objects", photo("chelsea").tolist(), datatype="UINT8")
+    assert pred.output["labels"][0] == "cat" and pred.output["scores"][0] > 0.5
