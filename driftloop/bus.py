@@ -101,10 +101,8 @@ def make_producer(settings: Settings, **overrides: Any) -> KafkaProducer:
     The client is ``settings.kafka_producer_client``: librdkafka (``confluent-kafka``,
     ``driftloop.rdkafka``) or kafka-python; both take the options below in kafka-python's
     names and answer through the same interface (``send(...).get``, ``flush``, ``close``,
-    ``kafka.errors`` exceptions)."""
-    from kafka import KafkaProducer
-    from kafka.errors import KafkaError
-
+    ``kafka.errors`` exceptions). The librdkafka path does not import the ``kafka``
+    package until an error (a cold start pays for one client, not two)."""
     config: dict[str, Any] = {
         **client_config(settings, "producer"),
         "acks": "all",
@@ -126,9 +124,29 @@ def make_producer(settings: Settings, **overrides: Any) -> KafkaProducer:
             from driftloop.rdkafka import RdKafkaProducer
 
             return cast("KafkaProducer", RdKafkaProducer(config))
+        from kafka import KafkaProducer
+
         return KafkaProducer(**config)
-    except KafkaError as e:
-        raise Unavailable(f"Kafka at {settings.kafka_bootstrap} unavailable: {e}") from e
+    except Exception as e:
+        if is_kafka_error(e):
+            raise Unavailable(f"Kafka at {settings.kafka_bootstrap} unavailable: {e}") from e
+        raise
+
+
+def is_kafka_error(e: BaseException) -> bool:
+    """Whether ``e`` is a Kafka client error (``kafka.errors.KafkaError``, what either
+    producer client raises). Imports ``kafka.errors`` only when asked, i.e. after an
+    error: the librdkafka path never loads kafka-python otherwise."""
+    from kafka.errors import KafkaError
+
+    return isinstance(e, KafkaError)
+
+
+def is_record_too_large(e: BaseException) -> bool:
+    """Whether ``e`` refuses one record for its size (``MessageSizeTooLargeError``)."""
+    from kafka.errors import MessageSizeTooLargeError
+
+    return isinstance(e, MessageSizeTooLargeError)
 
 
 def send_event(
@@ -148,17 +166,17 @@ def publish(
     timeout_s: float = 30.0,
 ) -> int:
     """Send events and wait for every acknowledgement; raise ``Unavailable`` on failure."""
-    from kafka.errors import KafkaError
-
     futures = [
         send_event(producer, topic, e, key if key is not None else _default_key(e)) for e in events
     ]
-    producer.flush(timeout=timeout_s)
     try:
+        producer.flush(timeout=timeout_s)
         for f in futures:
             f.get(timeout=timeout_s)
-    except KafkaError as e:
-        raise Unavailable(f"Kafka did not acknowledge records to {topic}: {e}") from e
+    except Exception as e:
+        if is_kafka_error(e):
+            raise Unavailable(f"Kafka did not acknowledge records to {topic}: {e}") from e
+        raise
     return len(futures)
 
 

@@ -237,8 +237,10 @@ class IntakeService(FunctionService):
     def _send(self, records: list[ev.KafkaRecord]) -> list[DriftloopError | None]:
         """Write records and wait until Kafka acknowledged every one (acks=all). Per
         record: None once durable, or the error that refuses that record alone (larger
-        than the producer's ``max_request_size``). Kafka unreachable: ``Unavailable``."""
-        from kafka.errors import KafkaError, MessageSizeTooLargeError
+        than the producer's ``max_request_size``). Kafka unreachable: ``Unavailable``.
+        (Errors are classified by ``bus.is_*``, which load ``kafka.errors`` only after an
+        error: the first event does not pay for kafka-python's import.)"""
+        from driftloop.bus import is_kafka_error, is_record_too_large
 
         producer = self.producer()
         timeout = self.settings.intake_send_timeout_s
@@ -255,15 +257,21 @@ class IntakeService(FunctionService):
                             ),
                         )
                     )
-                except MessageSizeTooLargeError as e:
+                except Exception as e:
+                    if not is_record_too_large(e):
+                        raise
                     outcomes[i] = _record_too_large(e)
             deadline = time.monotonic() + timeout
             for i, f in futures:
                 try:
                     f.get(timeout=max(0.1, deadline - time.monotonic()))
-                except MessageSizeTooLargeError as e:
+                except Exception as e:
+                    if not is_record_too_large(e):
+                        raise
                     outcomes[i] = _record_too_large(e)
-        except (KafkaError, OSError) as e:
+        except Exception as e:
+            if not (isinstance(e, OSError) or is_kafka_error(e)):
+                raise
             self._producer.discard(producer)
             raise self._unavailable(e) from e
         return outcomes

@@ -12,24 +12,34 @@ the GIL with the requests it serves; librdkafka does that in C threads. Measured
 ``bench/intake.py`` (docs in the README's bench section).
 
 Acknowledgements arrive through delivery callbacks, served by one poller thread per
-producer (started when the producer is built, never at import).
+producer (started when the producer is built, never at import). ``kafka.errors`` is
+imported only when an error is raised: importing the ``kafka`` package loads all of
+kafka-python (about a quarter of feedback-intake's imports before its first event).
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from kafka.errors import KafkaError, KafkaTimeoutError, MessageSizeTooLargeError
+if TYPE_CHECKING:
+    from kafka.errors import KafkaError
 
 __all__ = ["RdKafkaProducer", "RecordFuture", "RecordMetadata", "rdkafka_config"]
 
 log = logging.getLogger("driftloop.rdkafka")
 POLL_INTERVAL_S = 0.2
 """How long the poller blocks in librdkafka at most (it wakes on every acknowledgement)."""
+
+
+def _errors() -> ModuleType:
+    """``kafka.errors``, imported on the first error."""
+    return importlib.import_module("kafka.errors")
 
 
 class RecordMetadata(NamedTuple):
@@ -71,7 +81,7 @@ class RecordFuture:
         """The metadata once Kafka acknowledged the record (acks=all); raises the
         delivery error, or ``KafkaTimeoutError`` when ``timeout`` passes first."""
         if not self._done.wait(timeout):
-            raise KafkaTimeoutError(f"no acknowledgement within {timeout} s")
+            raise _errors().KafkaTimeoutError(f"no acknowledgement within {timeout} s")
         if self._error is not None:
             raise self._error
         assert self._value is not None
@@ -117,11 +127,12 @@ def _error(err: Any) -> KafkaError:
 
     code = err.code() if hasattr(err, "code") else None
     text = err.str() if hasattr(err, "str") else str(err)
+    errors = _errors()
     if code == RdError.MSG_SIZE_TOO_LARGE:
-        return MessageSizeTooLargeError(text)
+        return errors.MessageSizeTooLargeError(text)
     if code in (RdError._MSG_TIMED_OUT, RdError._TIMED_OUT, RdError.REQUEST_TIMED_OUT):
-        return KafkaTimeoutError(text)
-    return KafkaError(text)
+        return errors.KafkaTimeoutError(text)
+    return errors.KafkaError(text)
 
 
 # kafka-python option -> librdkafka property (value passed through unless converted below).
@@ -150,7 +161,9 @@ def rdkafka_config(config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, An
     """librdkafka properties from kafka-python producer options, and the adapter's own
     (``max_block_ms``, ``bootstrap_timeout_ms``). An option with no equivalent is a
     ``ValueError`` naming it: a setting is never dropped silently."""
-    props: dict[str, Any] = {}
+    # Nagle off, as kafka-python's sockets (TCP_NODELAY): a lone small produce request
+    # must not wait for the previous segment's ACK (up to the peer's delayed-ACK 40 ms).
+    props: dict[str, Any] = {"socket.nagle.disable": True}
     own: dict[str, Any] = {}
     for name, value in config.items():
         if name in _ADAPTER:
@@ -193,7 +206,7 @@ class RdKafkaProducer:
         except KafkaException as e:
             self._producer.purge()
             detail = "".join(f"; {x}" for x in errors[-3:])
-            raise KafkaError(f"Kafka did not answer: {e}{detail}") from e
+            raise _errors().KafkaError(f"Kafka did not answer: {e}{detail}") from e
         self._closed = threading.Event()
         self._poller = threading.Thread(
             target=self._poll, name="driftloop-rdkafka-poller", daemon=True
@@ -217,7 +230,7 @@ class RdKafkaProducer:
         from confluent_kafka import KafkaException
 
         if self._closed.is_set():
-            raise KafkaError("the producer is closed")
+            raise _errors().KafkaError("the producer is closed")
         future = RecordFuture()
 
         def delivered(err: Any, msg: Any) -> None:
@@ -240,7 +253,7 @@ class RdKafkaProducer:
                 return future
             except BufferError as e:  # the local queue is full: wait for room, bounded
                 if time.monotonic() >= deadline:
-                    raise KafkaTimeoutError(f"no room to queue a record: {e}") from e
+                    raise _errors().KafkaTimeoutError(f"no room to queue a record: {e}") from e
                 self._producer.poll(0.05)
             except KafkaException as e:
                 raise _error(e.args[0]) from e
@@ -249,7 +262,7 @@ class RdKafkaProducer:
         """Wait until every queued record was acknowledged or failed."""
         left = self._producer.flush(-1 if timeout is None else timeout)
         if left:
-            raise KafkaTimeoutError(f"{left} records not delivered within {timeout} s")
+            raise _errors().KafkaTimeoutError(f"{left} records not delivered within {timeout} s")
 
     def close(self, timeout: float | None = None) -> None:
         """Deliver what is queued (up to ``timeout``; 0: drop it now), then stop. Records
