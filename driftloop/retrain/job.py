@@ -40,7 +40,8 @@ def run_job(settings: Settings, model: str, run_id: str, params: dict[str, objec
                              store=store)
     except TrainingSkipped as skip:
         runs.update(model, run_id, status="skipped", finished_at=iso(now_utc()),
-                    skip_reason=skip.reason, metrics=skip.metrics, exit_code=0)
+                    skip_reason=skip.reason, metrics=skip.metrics, exit_code=0,
+                    skipped_inputs=dict(skip.lineage.get("feedback_skipped_inputs") or {}))
         print(json.dumps(skip.to_dict(), default=str))
         return 0
     except Exception as e:

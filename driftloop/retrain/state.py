@@ -77,6 +77,8 @@ class Run:
     metrics: dict[str, float] = field(default_factory=dict)
     skip_reason: str | None = None
     """Why a ``skipped`` run trained nothing (too little usable feedback, with counts)."""
+    skipped_inputs: dict[str, list[str]] = field(default_factory=dict)
+    """Input references a ``skipped`` run could not read, by reason (the first few)."""
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

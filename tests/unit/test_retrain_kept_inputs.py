@@ -124,6 +124,7 @@ def test_a_run_with_no_usable_feedback_is_skipped_with_reason_and_counts(tmp_pat
     assert run.status == "skipped" and run.version is None
     assert run.skip_reason is not None and "no_input 1" in run.skip_reason
     assert run.metrics["n_feedback_usable"] == 0
+    assert run.skipped_inputs == {"input_missing": ["inputs/model=digits/x"]}
     assert registry.versions("digits") == ["1"]
 
     # params asked for by hand: an experiment on the base data alone still trains
