@@ -42,6 +42,7 @@ bench: setup
 	$(PY) bench/drift.py --rows 200000 --repeat 3 --scipy-repeat 1 --skip-evidently \
 		--out-json $(BENCH_OUT)/drift.json
 	.venv-serving/bin/python bench/serving.py --n 10 --out-json $(BENCH_OUT)/serving.json
+	.venv-serving/bin/python bench/objects.py --rounds 10 --out-json $(BENCH_OUT)/objects.json
 	$(PY) -m bench.flink_preprocess --clips 40 --repeats 2 \
 		--out-json $(BENCH_OUT)/flink_preprocess.json
 	$(PY) bench/capacity.py --dir $(BENCH_OUT)
