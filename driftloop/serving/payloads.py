@@ -59,15 +59,18 @@ class LoggingPolicies:
 
     def __init__(self, policy_dir: Path) -> None:
         self.policy_dir = policy_dir
-        self._cache: dict[str, tuple[int, InputLogging]] = {}
+        self._cache: dict[str, tuple[tuple[int, int, int], InputLogging]] = {}
         self._lock = threading.Lock()
 
     def for_model(self, model: str) -> InputLogging:
+        """The model's section; ``mode: none`` when it has no policy or an unreadable one."""
         from driftloop.policy import load_policy
 
         path = self.policy_dir / f"{model}.yaml"
         try:
-            stamp = path.stat().st_mtime_ns
+            st = path.stat()
+            # size and inode too: two writes within one clock tick share an mtime
+            stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
         except OSError:
             return NO_LOGGING
         hit = self._cache.get(model)
@@ -76,6 +79,9 @@ class LoggingPolicies:
         try:
             cfg = load_policy(self.policy_dir, model).inputs
         except NotFound:
+            cfg = NO_LOGGING
+        except Exception as e:  # a broken policy keeps nothing; it never fails inference
+            log.warning("policy of %s unreadable, no inputs kept: %s", model, str(e)[:300])
             cfg = NO_LOGGING
         with self._lock:
             self._cache[model] = (stamp, cfg)

@@ -196,6 +196,11 @@ def test_the_policy_section_and_the_models_without_a_policy(tmp_path: Path) -> N
     assert policies.for_model("ocr").mode == "none"  # no policy: nothing kept
     (tmp_path / "ocr.yaml").write_text("model: ocr\n")
     assert policies.for_model("ocr").mode == "all"
+    # a broken policy keeps nothing (and never raises into the inference)
+    (tmp_path / "ocr.yaml").write_text("model: ocr\ninputs: {mode: sometimes}\n")
+    assert policies.for_model("ocr").mode == "none"
+    (tmp_path / "ocr.yaml").write_text("model: [\n")
+    assert policies.for_model("ocr").mode == "none"
 
 
 def test_the_join_carries_a_kept_inputs_ref_into_the_labeled_record() -> None:
