@@ -1,5 +1,5 @@
-"""The four models through a real MLServer (registry on the real S3 server, events to the
-real Kafka broker), on inputs whose truth is known."""
+"""Speech, OCR, faces and digits through a real MLServer (registry on the real S3 server,
+events to the real Kafka broker), on inputs whose truth is known (objects: its own file)."""
 
 from __future__ import annotations
 
