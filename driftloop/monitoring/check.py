@@ -56,11 +56,24 @@ from driftloop.monitoring.check_input import (
     Window,
     check_fields,
     column,
+    column_confidences,
     input_error,
     numbers_or_nan,
     ping_models,
     row_count,
     split_missing,
+)
+from driftloop.monitoring.estimate import (
+    MIN_CALIBRATION_SAMPLES,
+    Calibration,
+    CalibrationError,
+    Estimate,
+    confidence_of,
+    estimate,
+    fit,
+    labeled_pairs,
+    load_calibration,
+    save_calibration,
 )
 from driftloop.monitoring.profiles import load_profile
 from driftloop.monitoring.quality import QualityStat, aggregate
@@ -234,6 +247,11 @@ class DriftCheckService(FunctionService):
         preds = read(topics.PREDICTIONS)
         labeled = read(topics.LABELED)
         rows = feature_rows(pre.records) + output_rows(preds.records, version)
+        confidences: dict[str, list[float]] = {}
+        for r in preds.records:
+            v, c = r.data.get("version"), confidence_of(r.data.get("output"))
+            if v is not None and c is not None:
+                confidences.setdefault(str(v), []).append(c)
         return Window(
             columns(rows, wanted),
             [r.data for r in labeled.records],
@@ -244,6 +262,7 @@ class DriftCheckService(FunctionService):
             },
             [r.timestamp_ms for r in labeled.records],
             from_stream=True,
+            confidences=confidences,
         )
 
     def check(self, model: str, version: Any, window: Window | None = None) -> dict[str, Any]:
@@ -292,6 +311,7 @@ class DriftCheckService(FunctionService):
         except DriftInputError as e:
             raise input_error(e) from e
         quality = aggregate(window.labeled, model=model)
+        estimated = self.estimates(model, version, window)
         now = time.time()
         registry = metrics.check_registry(
             model,
@@ -300,6 +320,7 @@ class DriftCheckService(FunctionService):
             quality,
             now=now,
             missing_values={k: missing_values.get(k, 0) for k in wanted},
+            estimated=estimated,
         )
         metrics.push(self.settings.resolved_pushgateway_url, model, registry)
         event = self._emit(model, version, result, window) if result.dataset_drift else None
@@ -313,9 +334,57 @@ class DriftCheckService(FunctionService):
             "verdict": result.verdict(),
             "drift": result.to_dict(),
             "quality": [q.to_dict() for q in quality],
+            "quality_estimated": [e.to_dict() for e in estimated],
             "pushed": True,
             "event": {"id": event.id, "type": event.type} if event is not None else None,
         }
+
+    def estimates(self, model: str, version: str, window: Window) -> list[Estimate]:
+        """Estimated quality of every version with predictions in the window (an inline
+        window's ``confidence`` column is the checked version's), each through its own
+        calibration; a version without one gets none (never another version's)."""
+        spec = MODELS.get(model)
+        metric = spec.metric if spec else "accuracy"
+        confidences = dict(window.confidences)
+        if not confidences and (inline := column_confidences(window.columns)):
+            confidences[version] = inline
+        out = []
+        for v, conf in sorted(confidences.items()):
+            if not is_safe_segment(v):
+                continue
+            cal = self.calibration(model, v, metric, window)
+            e = estimate(cal, conf, model=model, version=v) if cal is not None else None
+            if e is not None:
+                out.append(e)
+        return out
+
+    def calibration(
+        self, model: str, version: str, metric: str, window: Window
+    ) -> Calibration | None:
+        """The version's stored calibration; else one fitted on the labeled records of the
+        window (its first labeled window of ``MIN_CALIBRATION_SAMPLES`` pairs is its
+        reference) and stored, the first stored winning across replicas."""
+        try:
+            cal = load_calibration(self.store, model, version)
+        except CalibrationError as e:
+            log.warning("%s v%s: calibration unreadable, no estimate: %s", model, version, e)
+            return None
+        if cal is not None:
+            return cal if cal.metric == metric else None
+        conf, qual = labeled_pairs(window.labeled, model=model, version=version, metric=metric)
+        if len(conf) < MIN_CALIBRATION_SAMPLES:
+            return None
+        spec = MODELS.get(model)
+        cal = fit(conf, qual, increasing=spec.higher_is_better if spec else True, metric=metric)
+        if not save_calibration(self.store, model, version, cal):
+            return self.calibration(model, version, metric, Window({}, [], {}))
+        log.info(
+            "%s v%s: quality calibration fitted on %d labeled predictions",
+            model,
+            version,
+            len(conf),
+        )
+        return cal
 
     def _emit(self, model: str, version: str, result: DriftResult, window: Window) -> ev.Event:
         data = drift_event_data(model, version, result, window.counts)

@@ -39,6 +39,8 @@ class Window:
     labeled_ts_ms: list[int] = field(default_factory=list)
     from_stream: bool = False
     """Read from Kafka (records of others): non-finite values count as missing, never a 400."""
+    confidences: Mapping[str, list[float]] = field(default_factory=dict)
+    """Prediction confidences per version (what the quality estimate is made of)."""
 
 
 def split_missing(values: np.ndarray, *, infinite_missing: bool) -> tuple[np.ndarray, int]:
@@ -162,6 +164,17 @@ def column(values: list[Any]) -> np.ndarray:
     return np.asarray([str(v) for v in values], dtype=object)
 
 
+def column_confidences(cols: Mapping[str, np.ndarray]) -> list[float]:
+    """The finite numbers of an inline window's ``confidence`` (or ``output.confidence``)
+    column: an ad hoc window's predictions, for the quality estimate (pure)."""
+    for name in ("output.confidence", "confidence"):
+        values = cols.get(name)
+        if values is not None and np.asarray(values).dtype.kind in "fiu":
+            arr = np.asarray(values, dtype=np.float64)
+            return [float(v) for v in arr[np.isfinite(arr)]]
+    return []
+
+
 def row_count(cols: Mapping[str, np.ndarray]) -> int:
     return max((len(v) for v in cols.values()), default=0)
 
@@ -171,6 +184,7 @@ __all__ = [
     "Window",
     "check_fields",
     "column",
+    "column_confidences",
     "input_error",
     "numbers_or_nan",
     "ping_models",

@@ -18,6 +18,10 @@ Gauges (labels in braces):
 - ``driftloop_quality{model,version,metric}``: mean quality over the window (accuracy,
   wer, cer, iou from labeled feedback; reward).
 - ``driftloop_quality_samples{model,version,metric}``: labeled records behind it.
+- ``driftloop_quality_estimated{model,version}``: quality expected from the window's
+  prediction confidences through the version's calibration, before labels arrive
+  (``driftloop.monitoring.estimate``; the family's metric).
+- ``driftloop_quality_estimated_samples{model,version}``: predictions behind it.
 - ``driftloop_drift_missing_values{model,version,feature}``: values of the feature the
   window lacked (null, NaN, non-finite) and the check left out.
 """
@@ -32,6 +36,7 @@ from prometheus_client.exposition import delete_from_gateway, push_to_gateway
 
 from driftloop.drift import DriftResult
 from driftloop.errors import Unavailable
+from driftloop.monitoring.estimate import Estimate
 from driftloop.monitoring.quality import QualityStat
 
 JOB = "driftloop-drift-check"
@@ -45,6 +50,8 @@ DRIFT_LAST_CHECK = "driftloop_drift_last_check_timestamp_seconds"
 QUALITY = "driftloop_quality"
 QUALITY_SAMPLES = "driftloop_quality_samples"
 DRIFT_MISSING_VALUES = "driftloop_drift_missing_values"
+QUALITY_ESTIMATED = "driftloop_quality_estimated"
+QUALITY_ESTIMATED_SAMPLES = "driftloop_quality_estimated_samples"
 
 
 def check_registry(
@@ -55,6 +62,7 @@ def check_registry(
     *,
     now: float | None = None,
     missing_values: Mapping[str, int] | None = None,
+    estimated: Iterable[Estimate] = (),
 ) -> CollectorRegistry:
     """A fresh registry holding one check's drift and quality gauges."""
     reg = CollectorRegistry()
@@ -124,6 +132,23 @@ def check_registry(
     for s in quality:
         q.labels(s.model, s.version, s.metric).set(s.mean)
         qn.labels(s.model, s.version, s.metric).set(s.count)
+    estimates = list(estimated)
+    if estimates:
+        qe = Gauge(
+            QUALITY_ESTIMATED,
+            "Quality expected from prediction confidences (calibrated), before labels.",
+            ["model", "version"],
+            registry=reg,
+        )
+        qen = Gauge(
+            QUALITY_ESTIMATED_SAMPLES,
+            "Predictions behind driftloop_quality_estimated.",
+            ["model", "version"],
+            registry=reg,
+        )
+        for e in estimates:
+            qe.labels(e.model, e.version).set(e.value)
+            qen.labels(e.model, e.version).set(e.count)
     return reg
 
 
