@@ -33,7 +33,9 @@ from typing import IO, TYPE_CHECKING
 if TYPE_CHECKING:
     import numpy as np
 
-__all__ = ["WriterProcess", "child_env", "main"]
+    from driftloop.settings import Settings
+
+__all__ = ["WriterProcess", "main", "writer_env"]
 
 log = logging.getLogger(__name__)
 _LEN4 = struct.Struct(">I")
@@ -189,10 +191,14 @@ class WriterProcess:
             proc.wait(timeout=5)
 
 
-def child_env(base: Mapping[str, str]) -> dict[str, str]:
-    """The child's environment: the parent's ``DRIFTLOOP_*`` settings and what Python needs."""
+def writer_env(settings: Settings, process_env: Mapping[str, str]) -> dict[str, str]:
+    """The child's environment: the parent's settings as ``DRIFTLOOP_*`` variables (secrets
+    travel only this way) and, from ``process_env``, what Python needs to start."""
     keep = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "PYTHONPATH", "VIRTUAL_ENV")
-    return {k: v for k, v in base.items() if k in keep or k.startswith("DRIFTLOOP_")}
+    env = {k: v for k, v in process_env.items() if k in keep}
+    env.update(settings.to_env())
+    env["DRIFTLOOP_BLOB_URL"] = settings.resolved_blob_url
+    return env
 
 
 if __name__ == "__main__":

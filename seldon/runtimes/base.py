@@ -41,7 +41,7 @@ from driftloop.registry import DEPLOY_SETTINGS, Registry
 from driftloop.serving import models, v2
 from driftloop.serving.emitter import PredictionEmitter
 from driftloop.serving.inputs import InputLimits
-from driftloop.serving.payload_writer import child_env
+from driftloop.serving.payload_writer import writer_env
 from driftloop.serving.payloads import LoggingPolicies, PayloadLogger
 from driftloop.settings import Settings
 
@@ -85,7 +85,8 @@ def payload_logger(settings: Settings) -> tuple[PayloadLogger, LoggingPolicies]:
     with _emitter_lock:
         if _payloads is None:
             # Writes go through a child process: none shares this interpreter with requests.
-            logger = PayloadLogger(writer_env=child_env(os.environ), registry=REGISTRY)
+            logger = PayloadLogger(writer_env=writer_env(settings, os.environ),
+                                   registry=REGISTRY)
             _payloads = (logger, LoggingPolicies(settings.policy_dir))
             atexit.register(logger.close, 5.0)
         return _payloads

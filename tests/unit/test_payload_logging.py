@@ -230,17 +230,18 @@ def writer_env(blob_url: str, tmp_path: Path) -> dict[str, str]:
     import os
     import sys
 
-    from driftloop.serving.payload_writer import child_env
+    from driftloop.serving import payload_writer
+    from driftloop.settings import Settings
 
     root = str(Path(__file__).resolve().parents[2])
-    return child_env(
+    settings = Settings(blob_url=blob_url, state_dir=tmp_path)
+    return payload_writer.writer_env(
+        settings,
         {
-            **os.environ,
             "PATH": str(Path(sys.executable).parent) + ":" + os.environ.get("PATH", ""),
             "PYTHONPATH": root,
-            "DRIFTLOOP_BLOB_URL": blob_url,
-            "DRIFTLOOP_STATE_DIR": str(tmp_path),
-        }
+            "HOME": os.environ.get("HOME", "/tmp"),
+        },
     )
 
 
