@@ -104,6 +104,37 @@ class Training(_Strict):
     instead of training the base data again; 0 trains on the base data alone."""
 
 
+class Bandit(_Strict):
+    """Reward-driven serving (``mode: bandit``): Thompson sampling over the versions."""
+
+    reward: Literal["binary", "continuous"] = "binary"
+    """binary: rewards 0/1 (Beta posterior); continuous: any number (Normal posterior)."""
+    floor: float = Field(0.05, ge=0, le=0.5)
+    """Every version keeps at least this share of traffic (exploration)."""
+    threshold: float = Field(0.95, gt=0.5, lt=1)
+    """A version whose posterior probability of being best exceeds this wins."""
+    min_rewards: int = Field(20, ge=1)
+    """Rewards every version needs before a winner is declared."""
+    refresh_s: float = Field(1.0, gt=0)
+    """How often rewards are read and the weights recomputed."""
+    max_s: float = Field(3600.0, gt=0)
+    """Without a winner by then, the challenger is rolled back (no evidence it is better)."""
+
+
+class Shadow(_Strict):
+    """A shadow stage before the canary: requests mirrored to the challenger, its
+    answers recorded (``shadow: true``) and compared, never returned."""
+
+    duration_s: float = Field(60.0, ge=0)
+    min_requests: int = Field(50, ge=1)
+    """Mirrored requests the challenger must have answered to judge agreement."""
+    min_agreement: float = Field(0.0, ge=0, le=1)
+    """Share of mirrored requests where challenger and champion answer alike."""
+    min_labeled: int = Field(0, ge=0)
+    """Labeled mirrored requests needed to judge quality (0: quality not required)."""
+    max_quality_drop: float = Field(0.02, ge=0)
+
+
 class Promotion(_Strict):
     margin: float = 0.0
     """The challenger must beat the champion by at least this on the gate data."""
@@ -125,6 +156,10 @@ class Promotion(_Strict):
     auto: bool = True
     """False: stop after the offline gate (ops promote by hand)."""
     mode: Literal["canary", "bandit"] = "canary"
+    """canary: a fixed share for the bake; bandit: shares follow the rewards (``bandit``)."""
+    bandit: Bandit = Field(default_factory=Bandit)
+    shadow: Shadow | None = None
+    """Set: shadow, then canary (or bandit), then promotion."""
     routing: Literal["local", "seldon"] = "local"
     """local: the routing record in the blob store; seldon: a Seldon Core v2 Experiment."""
 

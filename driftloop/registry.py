@@ -36,6 +36,7 @@ DEPLOY_SETTINGS = "model-settings.json"
 CLAIM = "claim.json"
 """Created (if absent) before a version's files: who took the number."""
 ALIASES: tuple[str, ...] = ("champion", "challenger")
+TRAFFIC_MODES: tuple[str, ...] = ("canary", "bandit", "shadow")
 PREFIX = "models"
 
 
@@ -255,13 +256,25 @@ class Registry:
     def _traffic_key(self, model: str) -> str:
         return f"{PREFIX}/{safe_segment(model, field='model')}/traffic.json"
 
-    def set_challenger_weight(self, model: str, weight: int) -> None:
+    def set_challenger_weight(self, model: str, weight: int, *, mode: str = "canary") -> None:
         """Share of the champion's requests (percent) the challenger answers: the local
-        equivalent of a Seldon Experiment's candidate weights. 0 turns the canary off."""
+        equivalent of a Seldon Experiment's candidate weights. 0 turns the canary off.
+        ``mode``: canary; bandit (the server re-reads the weight every second, no reload);
+        shadow (the challenger answers mirrored copies of every request, never the app)."""
         if not isinstance(weight, int) or not 0 <= weight <= 100:
             raise BadRequest(f"challenger weight {weight!r} must be an integer 0..100")
+        if mode not in TRAFFIC_MODES:
+            raise BadRequest(f"traffic mode {mode!r} must be one of {list(TRAFFIC_MODES)}")
         self.store.put(self._traffic_key(model), json.dumps(
-            {"challenger_weight": weight, "time": _now()}).encode())
+            {"challenger_weight": weight, "mode": mode, "time": _now()}).encode())
+
+    def traffic_mode(self, model: str) -> str:
+        """How the challenger takes part: canary, bandit or shadow (see above)."""
+        try:
+            mode = json.loads(self.store.get(self._traffic_key(model))).get("mode")
+        except KeyError:
+            return "canary"
+        return mode if mode in TRAFFIC_MODES else "canary"
 
     def challenger_weight(self, model: str) -> int:
         try:

@@ -159,6 +159,11 @@ class PredictionData(Payload):
     modality: StrictStr | None = None
     input_ref: StrictStr | None = None
     latency_ms: float | None = None
+    shadow: StrictBool = False
+    """A mirrored request's answer, never returned to the app: out of user-facing
+    quality and drift (``driftloop.promotion.shadow``)."""
+    shadow_of: StrictStr | None = None
+    """For a shadow answer: the id of the champion's prediction of the same request."""
 
 
 class LabeledData(Payload):

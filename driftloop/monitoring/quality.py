@@ -50,10 +50,11 @@ def aggregate(
     """Mean quality and mean reward per (model, version, metric); non-numeric values skipped.
 
     A prediction counts once: of its corrections the latest wins (``driftloop.labeled``).
+    A shadow answer (``shadow: true``) never counts: nobody was served it.
     """
     sums: dict[tuple[str, str, str], list[float]] = {}
     mine = [r for r in records if isinstance(r.get("model"), str)
-            and (model is None or r.get("model") == model)]
+            and (model is None or r.get("model") == model) and r.get("shadow") is not True]
     scored = latest_per_prediction(mine, lambda r: r, has=lambda d: (
         _number(d.get("quality")) is not None and isinstance(d.get("metric"), str)))
     rewarded = latest_per_prediction(mine, lambda r: r,

@@ -157,11 +157,14 @@ def feature_rows(preprocessed: Iterable[Record]) -> list[dict[str, Any]]:
 def output_rows(predictions: Iterable[Record], version: str | None = None) -> list[dict[str, Any]]:
     """Scalar outputs of prediction records as ``output.<key>`` features (one version's),
     plus the family's declared output features derived from its lists
-    (``quality.prediction_features``: a detector's ``top_label``, ``n_boxes``, ...)."""
+    (``quality.prediction_features``: a detector's ``top_label``, ``n_boxes``, ...).
+    Shadow answers (``shadow: true``) are left out."""
     rows = []
     for r in predictions:
         if version is not None and r.data.get("version") not in (None, version):
             continue
+        if r.data.get("shadow") is True:
+            continue  # a mirrored answer nobody saw is not what the model served
         output = r.data.get("output")
         if isinstance(output, Mapping):
             row = {

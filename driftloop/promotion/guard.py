@@ -170,10 +170,11 @@ class Observer:
     def __init__(self, settings: Settings, model: str, metric: str, since_ms: int) -> None:
         self.settings, self.model, self.metric, self.since_ms = settings, model, metric, since_ms
 
-    def observe(self, versions: list[str]) -> Observation:
+    def observe(self, versions: list[str], *, with_quality: bool = True) -> Observation:
+        """``with_quality`` False: Prometheus figures only (the bandit judges by rewards)."""
         unavailable: dict[str, str] = {}
         prom = self._prometheus(versions, unavailable)
-        labeled = self._labeled(versions, unavailable)
+        labeled = self._labeled(versions, unavailable) if with_quality else {}
         out = {}
         for v in versions:
             p, lab = prom.get(v, {}), labeled.get(v)

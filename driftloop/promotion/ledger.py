@@ -24,6 +24,7 @@ from driftloop.errors import Conflict, Unavailable
 from driftloop.naming import safe_segment
 from driftloop.promotion.guard import GuardVerdict
 from driftloop.promotion.records import FINAL, VERSION, Lease, LeaseAction, Promotion
+from driftloop.promotion.shadow import ShadowVerdict
 from driftloop.retrain.state import iso, now_utc, parse_iso
 
 log = logging.getLogger("driftloop.promotion")
@@ -170,7 +171,7 @@ class PromotionLedger:
             return []
 
     def note_verdict(
-        self, model: str, version: str, verdict: GuardVerdict
+        self, model: str, version: str, verdict: GuardVerdict | ShadowVerdict
     ) -> tuple[dict[str, Any], ...]:
         """Kept beside the promotion record, so the bake never rewrites the record itself
         (a hand promotion or rollback from another process may be writing it)."""

@@ -14,7 +14,9 @@ from driftloop import events as ev
 from driftloop.errors import BadRequest, FieldError, ValidationFailed
 from driftloop.naming import SAFE_NAME_RULE, is_safe_segment
 
-Phase = Literal["gate", "rejected", "canary", "promoted", "rolledback", "gated", "abandoned"]
+Phase = Literal[
+    "gate", "rejected", "shadow", "canary", "promoted", "rolledback", "gated", "abandoned"
+]
 LeaseAction = Literal["promotion", "promote", "rollback"]
 FINAL: frozenset[str] = frozenset({"rejected", "promoted", "rolledback", "gated", "abandoned"})
 VERSION = re.compile(r"[1-9][0-9]{0,17}")
@@ -69,6 +71,7 @@ class Promotion:
     phase: Phase
     started: str
     canary_started_ms: int | None = None
+    shadow_started_ms: int | None = None
     gate: dict[str, Any] | None = None
     verdicts: tuple[dict[str, Any], ...] = ()
     reason: str = ""

@@ -32,16 +32,22 @@ class Routing:
     weights: Mapping[str, float] = field(default_factory=dict)
     mode: str = "canary"
     updated: float = 0.0
+    shadow: str | None = None
+    """A version answering mirrored copies of the champion's requests (mode shadow)."""
+    figures: Mapping[str, Any] = field(default_factory=dict)
+    """What the weights rest on (the bandit's P(best) and rewards per version)."""
 
     def to_dict(self) -> dict[str, Any]:
         return {"model": self.model, "champion": self.champion, "weights": dict(self.weights),
-                "mode": self.mode, "updated": self.updated}
+                "mode": self.mode, "updated": self.updated, "shadow": self.shadow,
+                "figures": dict(self.figures)}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Routing:
         return cls(d["model"], d.get("champion"), {str(k): float(v) for k, v in
                                                    (d.get("weights") or {}).items()},
-                   str(d.get("mode", "canary")), float(d.get("updated", 0.0)))
+                   str(d.get("mode", "canary")), float(d.get("updated", 0.0)),
+                   d.get("shadow"), dict(d.get("figures") or {}))
 
     def weight_of(self, version: str) -> float:
         if not self.weights:
@@ -57,6 +63,11 @@ def canary(model: str, champion: str, challenger: str, weight: float) -> Routing
     w = min(max(weight, 0.0), 1.0)
     return Routing(model, champion, {champion: round(1.0 - w, 6), challenger: round(w, 6)},
                    "canary", time.time())
+
+
+def shadow(model: str, champion: str, challenger: str) -> Routing:
+    """Every request answered by the champion, mirrored to the challenger."""
+    return Routing(model, champion, {}, "shadow", time.time(), challenger)
 
 
 def all_to(model: str, version: str) -> Routing:
@@ -113,13 +124,16 @@ def experiment_manifest(model: str, routing: Routing, *, namespace: str = "drift
     weights = dict(routing.weights) or ({routing.champion: 1.0} if routing.champion else {})
     candidates = [{"name": f"{model}-{v}", "weight": round(w * 100)}
                   for v, w in sorted(weights.items())]
+    spec: dict[str, Any] = {"default": f"{model}-{routing.champion}", "candidates": candidates}
+    if routing.shadow is not None:
+        spec["mirror"] = {"name": f"{model}-{routing.shadow}", "percent": 100}
     return {
         "apiVersion": "mlops.seldon.io/v1alpha1",
         "kind": "Experiment",
         "metadata": {"name": f"{model}-canary", "namespace": namespace,
                      "labels": {"app.kubernetes.io/part-of": "driftloop",
                                 MODEL_LABEL: model}},
-        "spec": {"default": f"{model}-{routing.champion}", "candidates": candidates},
+        "spec": spec,
     }
 
 

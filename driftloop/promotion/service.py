@@ -11,6 +11,11 @@ resumes its bakes (``open``). One promotion per model at a time: another version
 A rollback restores exactly the champion the undone version replaced, so rollbacks walk
 back through promotions and never bounce between two versions. ``records``: request rules;
 ``steps``: gate, routing, reload; ``bake``: watching a canary in background threads.
+
+A policy with ``promotion.shadow`` runs shadow → canary (or bandit) → promotion: the
+challenger first answers mirrored requests nobody sees (``shadow``), then takes traffic.
+(Over 450 lines: every phase change below shares one lock, ledger and lease; split
+apart, their ordering would be spread over modules.)
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from driftloop.function_service import FunctionService, Routes
 from driftloop.http import Response
 from driftloop.policy import Policy, load_policy
 from driftloop.promotion import routing
-from driftloop.promotion.bake import Bakes, watch_canary
+from driftloop.promotion.bake import Bakes, watch_bandit, watch_canary, watch_shadow
 from driftloop.promotion.guard import GuardVerdict
 from driftloop.promotion.ledger import STALE_GATE_S, STALE_HAND_S, PromotionLedger
 from driftloop.promotion.records import (
@@ -140,7 +145,7 @@ class PromotionService(FunctionService):
             if handled or (model, version) in self._starting:
                 # A redelivered model.trained: report, don't redo.
                 phase = existing.phase if existing is not None else "gate"
-                if phase == "canary":
+                if phase in ("shadow", "canary"):
                     self.bakes.start(model, version)
                 return {"model": model, "version": version, "phase": phase, "duplicate": True}
             self._starting.add((model, version))
@@ -205,8 +210,16 @@ class PromotionService(FunctionService):
             out = self.promote(model, version, reason=f"gate: {result.detail}")
             return {**out, "gate": result.to_dict(), "reason": f"gate: {result.detail}"}
         self.ledger.clear_verdicts(model, version)  # a fresh bake
-        self.steps.start_canary(policy, model, version, champion)
-        self.ledger.record(replace(p, phase="canary", canary_started_ms=int(time.time() * 1000)))
+        if policy.promotion.shadow is not None:
+            self.steps.start_shadow(policy, model, version, champion)
+            self.ledger.record(
+                replace(p, phase="shadow", shadow_started_ms=int(time.time() * 1000))
+            )
+        else:
+            self.steps.start_canary(policy, model, version, champion)
+            self.ledger.record(
+                replace(p, phase="canary", canary_started_ms=int(time.time() * 1000))
+            )
         if self.background:
             self.bakes.start(model, version)
             return {
@@ -228,7 +241,7 @@ class PromotionService(FunctionService):
     def _bake_failed(self, model: str, version: str) -> None:
         """A bake raised: its canary is rolled back."""
         p = self.state(model, version)
-        if p is not None and p.phase == "canary":
+        if p is not None and p.phase in ("shadow", "canary"):
             self.rollback(model, version=version, reason="bake failed with an error")
 
     def wait(self, model: str, version: str, timeout_s: float | None = None) -> Promotion | None:
@@ -236,17 +249,52 @@ class PromotionService(FunctionService):
         return self.state(model, version)
 
     def bake(self, model: str, version: str) -> Promotion:
-        """Watch the canary (``bake.watch_canary``), then promote or roll back."""
+        """Watch the shadow stage when there is one (``bake.watch_shadow``), then the
+        canary (``bake.watch_canary``, or ``watch_bandit`` in bandit mode); then promote
+        or roll back."""
         p = self.state(model, version)
-        if p is None or p.phase != "canary":
+        if p is None or p.phase not in ("shadow", "canary"):
             raise NotFound(f"{model} v{version} has no canary in progress")
         policy = self.policy(model)
-        outcome = watch_canary(
-            self.settings, policy, self.ledger, self.steps, p, self.bake_s(policy)
-        )
+        if p.phase == "shadow":
+            moved = self._after_shadow(policy, p)
+            if moved.phase != "canary":
+                return moved
+            p = moved
+        if policy.promotion.mode == "bandit":
+            outcome = watch_bandit(self.settings, policy, self.ledger, self.steps, p)
+        else:
+            outcome = watch_canary(
+                self.settings, policy, self.ledger, self.steps, p, self.bake_s(policy)
+            )
         if isinstance(outcome, Promotion):
             return outcome  # promoted or rolled back by hand meanwhile
         return self._finish_canary(model, version, *outcome)
+
+    def _after_shadow(self, policy: Policy, p: Promotion) -> Promotion:
+        """The shadow stage's end: on to the canary, or rolled back with the figures."""
+        model, version = p.model, p.version
+        outcome = watch_shadow(self.settings, policy, self.ledger, p)
+        if isinstance(outcome, Promotion):
+            return outcome  # promoted or rolled back by hand meanwhile
+        with self._lock:
+            current = self.state(model, version)
+            if current is None or current.phase != "shadow":
+                return current or p
+            shadowed = replace(current, verdicts=(*current.verdicts, outcome.to_dict()))
+            self.ledger.save(shadowed)
+            if outcome.verdict != "ok":
+                self.rollback(model, version=version, reason=outcome.reason)
+                return self.state(model, version) or shadowed
+            self.steps.start_canary(policy, model, version, current.champion or "")
+            return self.ledger.record(
+                replace(
+                    shadowed,
+                    phase="canary",
+                    reason=outcome.reason,
+                    canary_started_ms=int(time.time() * 1000),
+                )
+            )
 
     def _finish_canary(
         self, model: str, version: str, verdict: GuardVerdict, seen: tuple[dict[str, Any], ...]
@@ -330,7 +378,9 @@ class PromotionService(FunctionService):
         champion = self.registry.alias(model, "champion")
         challenger = self.registry.alias(model, "challenger")
         canary = self.state(model, challenger) if challenger is not None else None
-        in_canary = canary is not None and canary.phase == "canary" and challenger != champion
+        in_canary = (
+            canary is not None and canary.phase in ("shadow", "canary") and challenger != champion
+        )
         target = challenger if in_canary else champion
         if target is None:
             raise NotFound(f"{model} has no champion and no canary to roll back")
@@ -401,7 +451,7 @@ class PromotionService(FunctionService):
         without touching aliases or traffic, so a restart never moves the champion."""
         resumed = []
         for p in self.ledger.promotions():
-            if p.phase != "canary":
+            if p.phase not in ("shadow", "canary"):
                 continue
             holder = self.lease(p.model)
             challenger = self.registry.alias(p.model, "challenger")

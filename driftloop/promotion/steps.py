@@ -6,8 +6,6 @@ reads it, and asking the model server to reload.
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Mapping
 from dataclasses import replace
 
 from driftloop.blob import BlobStore
@@ -15,7 +13,7 @@ from driftloop.errors import DriftloopError, NotFound, Unavailable
 from driftloop.policy import Policy
 from driftloop.promotion import routing
 from driftloop.promotion.gate import GateResult, run_gate
-from driftloop.promotion.guard import VersionStats
+from driftloop.promotion.rewards import state_key
 from driftloop.registry import Registry
 from driftloop.settings import Settings
 
@@ -66,21 +64,37 @@ class PromotionSteps:
         )
 
     def start_canary(self, policy: Policy, model: str, version: str, champion: str) -> None:
-        self.registry.set_alias(model, "challenger", version, reason="canary")
+        """The challenger takes its share: fixed (canary) or, in bandit mode, the canary
+        share to start with and then what its rewards earn (``set_bandit_weights``)."""
+        self.registry.set_alias(model, "challenger", version, reason=policy.promotion.mode)
         w = policy.promotion.canary_weight
         r = routing.canary(model, champion, version, w)
         if policy.promotion.mode == "bandit":
             r = replace(r, mode="bandit")
+            self.store.delete(state_key(model, version))  # a fresh bandit
         self.apply_routing(policy, r)
-        log.info("%s v%s canary at %.0f%% against v%s", model, version, w * 100, champion)
+        log.info("%s v%s %s at %.0f%% against v%s", model, version, r.mode, w * 100, champion)
 
-    def apply_routing(self, policy: Policy, r: routing.Routing) -> None:
+    def start_shadow(self, policy: Policy, model: str, version: str, champion: str) -> None:
+        """The challenger answers mirrored copies of every request; nobody sees them."""
+        self.registry.set_alias(model, "challenger", version, reason="shadow")
+        self.apply_routing(policy, routing.shadow(model, champion, version))
+        log.info("%s v%s in shadow of v%s", model, version, champion)
+
+    def set_bandit_weights(self, policy: Policy, r: routing.Routing) -> None:
+        """New bandit weights: written where the server re-reads them each second; no
+        reload (the versions it holds do not change)."""
+        self.apply_routing(policy, r, reload=False)
+
+    def apply_routing(self, policy: Policy, r: routing.Routing, *, reload: bool = True) -> None:
         """Write the weights where the serving side reads them, then reload the server."""
         if policy.promotion.routing == "seldon":
             self._apply_experiment(r)
         routing.save(self.store, r)
-        self.registry.set_challenger_weight(r.model, routing.challenger_share(r))
-        self.reload(r.model)
+        mode = r.mode if r.mode in ("bandit", "shadow") else "canary"
+        self.registry.set_challenger_weight(r.model, routing.challenger_share(r), mode=mode)
+        if reload:
+            self.reload(r.model)
 
     def _apply_experiment(self, r: routing.Routing) -> None:
         from driftloop.kube import kube_client
@@ -109,22 +123,6 @@ class PromotionSteps:
         except (DriftloopError, httpx.HTTPError) as e:
             log.warning("model server did not reload %s: %s", model, e)
             return False
-
-    def bandit_step(
-        self, policy: Policy, model: str, champion: str, stats: Mapping[str, VersionStats]
-    ) -> None:
-        """Reweight the canary by Thompson sampling once both versions have quality."""
-        from driftloop.promotion.bandit import thompson_weights
-
-        obs = {
-            v: (s.quality, s.samples)
-            for v, s in stats.items()
-            if s.quality is not None and s.samples
-        }
-        if len(obs) < 2:
-            return
-        weights = thompson_weights(obs)
-        self.apply_routing(policy, routing.Routing(model, champion, weights, "bandit", time.time()))
 
 
 __all__ = ["PromotionSteps"]

@@ -9,7 +9,9 @@ all without a restart. A model with versions but no champion serves its newest.
 
 Canary: when the registry gives the challenger a traffic weight, the champion entry also
 loads the challenger and lets it answer that share of its requests (the local stand-in
-for a Seldon Experiment); every answer names the version that gave it.
+for a Seldon Experiment); every answer names the version that gave it. The traffic mode
+says how: canary (a fixed share), bandit (the share is re-read every second) or shadow
+(the challenger answers mirrored copies, never the app; a Seldon Experiment's mirror).
 """
 
 from __future__ import annotations
@@ -37,10 +39,11 @@ class RegistryRepository(ModelRepository):
             raise ValueError(f"no runtime for models {unknown}; known: {sorted(RUNTIMES)}")
 
     def _entry(self, model: str, version: str, *, versioned: bool, alias: str,
-               canary: tuple[str, int] | None = None) -> ModelSettings:
+               canary: tuple[str, int, str] | None = None) -> ModelSettings:
         extra: dict[str, object] = {"registry_version": version, "alias": alias}
         if canary is not None:
-            extra["challenger_version"], extra["challenger_weight"] = canary
+            (extra["challenger_version"], extra["challenger_weight"],
+             extra["challenger_mode"]) = canary
         return ModelSettings(
             name=model,
             implementation=RUNTIMES[model],
@@ -64,8 +67,12 @@ class RegistryRepository(ModelRepository):
                 champion = versions[-1]
             challenger = aliases.get("challenger")
             weight = registry.challenger_weight(model) if challenger else 0
-            canary = (challenger, weight) if challenger and challenger != champion and weight \
-                else None
+            mode = registry.traffic_mode(model) if challenger else "canary"
+            # A bandit or a shadow holds its challenger even at a share of 0 (the bandit's
+            # share moves without a reload; a shadow never answers the app).
+            takes_part = bool(weight) or mode in ("bandit", "shadow")
+            canary = (challenger, weight, mode) if challenger and challenger != champion \
+                and takes_part else None
             found.append(self._entry(model, champion, versioned=False, alias="champion",
                                      canary=canary))
             by_version: dict[str, str] = {champion: "champion"}
