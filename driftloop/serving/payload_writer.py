@@ -26,6 +26,7 @@ import struct
 import subprocess
 import sys
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from typing import IO, TYPE_CHECKING
@@ -38,6 +39,9 @@ if TYPE_CHECKING:
 __all__ = ["WriterProcess", "main", "writer_env"]
 
 log = logging.getLogger(__name__)
+RESTART_MIN_S = 1.0
+RESTART_MAX_S = 60.0
+"""A child that exited is started again at most this often (doubling from the minimum)."""
 _LEN4 = struct.Struct(">I")
 _LEN8 = struct.Struct(">Q")
 
@@ -113,8 +117,13 @@ class WriterProcess:
         self._pending: deque[str] = deque()
         """Models of the frames sent whose result has not come back yet, oldest first."""
         self._proc: subprocess.Popen[bytes] | None = None
+        self._next_start = 0.0
+        self._restart_s = 0.0
+        self.starts = 0
+        """Children started so far."""
 
     def _start(self) -> subprocess.Popen[bytes]:
+        self.starts += 1
         proc = subprocess.Popen(
             [self._python, "-m", "driftloop.serving.payload_writer"],
             env=self._env,
@@ -141,6 +150,7 @@ class WriterProcess:
             with self._lock:
                 model = self._pending.popleft() if self._pending else "?"
             if kind == "ok":
+                self._restart_s = 0.0  # a child that writes is healthy: restart at once
                 self._on_written(model)
             else:
                 self._on_error(model, reason)
@@ -155,6 +165,15 @@ class WriterProcess:
         """Hand one input to the child (started, or restarted, on demand); raises
         ``OSError`` when it cannot take it."""
         if self._proc is None or self._proc.poll() is not None:
+            now = time.monotonic()
+            if now < self._next_start:  # a child that keeps dying is not respawned per input
+                raise OSError(f"writer process restarting in {self._next_start - now:.1f} s")
+            self._restart_s = (
+                min(max(self._restart_s * 2, RESTART_MIN_S), RESTART_MAX_S)
+                if self._proc is not None
+                else 0.0
+            )
+            self._next_start = now + self._restart_s
             self._proc = self._start()
         head: dict[str, object] = {"model": model, "key": key}
         if isinstance(payload, bytes):

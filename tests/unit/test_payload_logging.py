@@ -284,4 +284,21 @@ def test_a_writer_process_that_cannot_write_is_counted(tmp_path: Path) -> None:
         sample(reg, "driftloop_input_logs_dropped_total", model="digits", reason="store_error") == 3
     )
     assert sample(reg, "driftloop_input_logs_written_total", model="digits") == 0
+    # a child that keeps dying is restarted with a backoff, not once per input
+    for i in range(50):
+        pl.offer("digits", f"q{i}", InputLogging(), media=PNG + bytes([i]))
+        time.sleep(0.01)
+    assert pl.flush(60)
+    deadline = time.monotonic() + 30
+    while (
+        time.monotonic() < deadline
+        and sample(reg, "driftloop_input_logs_dropped_total", model="digits", reason="store_error")
+        < 53
+    ):
+        time.sleep(0.1)
+    assert (
+        sample(reg, "driftloop_input_logs_dropped_total", model="digits", reason="store_error")
+        == 53
+    )
+    assert pl._writer is not None and pl._writer.starts <= 4
     pl.close()
