@@ -178,6 +178,7 @@ def main() -> None:
         time.sleep(args.seconds)
         kafka_idle_per_s = (tree_cpu_s(kproc.pid) - idle0) / args.seconds
         cpu = {k: {"intake": 0.0, "kafka": 0.0, "events": 0.0} for k in ("intake", "batch")}
+        other_cpu = {k: {"intake": 0.0, "events": 0.0} for k in ("intake", "batch")}
         for _ in range(args.rounds):
             rows["hello"].append(load(hello_port, args.seconds, args.connections))
             for kind, batch in (("intake", 1), ("batch", args.batch_size)):
@@ -190,10 +191,12 @@ def main() -> None:
                 )
                 cpu[kind]["events"] += r["events_per_s"] * args.seconds
             if other:
-                rows[f"intake[{other}]"].append(load(other_port, args.seconds, args.connections))
-                rows[f"batch[{other}]"].append(
-                    load(other_port, args.seconds, args.connections, batch=args.batch_size)
-                )
+                for kind, batch in (("intake", 1), ("batch", args.batch_size)):
+                    c0 = tree_cpu_s(other_pid)
+                    r = load(other_port, args.seconds, args.connections, batch=batch)
+                    rows[f"{kind}[{other}]"].append(r)
+                    other_cpu[kind]["intake"] += tree_cpu_s(other_pid) - c0
+                    other_cpu[kind]["events"] += r["events_per_s"] * args.seconds
         med = {k: {m: statistics.median(r[m] for r in v) for m in v[0]} for k, v in rows.items()}
         h, i, b = med["hello"], med["intake"], med["batch"]
         print(
@@ -241,6 +244,15 @@ def main() -> None:
             }
             for k, c in cpu.items()
         }
+        if other:
+            for k, c in other_cpu.items():
+                mine = per_core[k]["intake_events_per_core_s"]
+                theirs = c["events"] / max(c["intake"], 1e-9)
+                per_core[k][f"intake_events_per_core_s[{other}]"] = theirs
+                print(
+                    f"{k} on {other}: {theirs:.0f} events per intake core-second "
+                    f"({default_client} {mine / max(theirs, 1e-9):.2f}x)"
+                )
         for k, v in per_core.items():
             print(
                 f"{k}: {v['intake_events_per_core_s']:.0f} events per intake core-second, "

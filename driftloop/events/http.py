@@ -10,6 +10,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 from cloudevents.exceptions import GenericException as CloudEventsError
@@ -93,6 +94,13 @@ _NOT_CE_STRING = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff\ufdd0-\ufdef\ufffe
 _INT32 = (-(2**31), 2**31 - 1)
 
 
+def _plain(value: str) -> bool:
+    """Printable ASCII: holds none of what ``_NOT_CE_STRING`` finds (controls are not
+    printable; surrogates and noncharacters are not ASCII). Two C-speed checks where the
+    regex would scan; intake runs this on every attribute of every event."""
+    return value.isascii() and value.isprintable()
+
+
 def string_errors(attrs: Mapping[str, Any]) -> list[FieldError]:
     """Attribute values the CloudEvents type system refuses: strings with control
     characters, lone surrogates or noncharacters; integers outside 32 bits."""
@@ -100,7 +108,7 @@ def string_errors(attrs: Mapping[str, Any]) -> list[FieldError]:
     for name, value in attrs.items():
         if name in ("data", "data_base64"):
             continue
-        if isinstance(value, str) and _NOT_CE_STRING.search(value):
+        if isinstance(value, str) and not _plain(value) and _NOT_CE_STRING.search(value):
             errors.append(
                 FieldError(
                     str(name),
@@ -163,13 +171,19 @@ _ATTRIBUTE_NAME = re.compile(r"[a-z0-9]{1,20}")
 _STRING_ATTRIBUTES = ("time", "datacontenttype", "subject", "dataschema")
 
 
+@lru_cache(maxsize=1024)
+def _attribute_name_ok(name: str) -> bool:
+    """``_ATTRIBUTE_NAME`` full match, remembered: events repeat the same few names."""
+    return _ATTRIBUTE_NAME.fullmatch(name) is not None
+
+
 def attribute_errors(obj: Mapping[str, Any]) -> list[FieldError]:
     """Attribute names and value types that break the CloudEvents JSON format."""
     errors = []
     for name, value in obj.items():
         if name in ("data", "data_base64"):
             continue
-        if not isinstance(name, str) or not _ATTRIBUTE_NAME.fullmatch(name):
+        if not isinstance(name, str) or not _attribute_name_ok(name):
             errors.append(
                 FieldError(
                     f"{name!s:.64}",
