@@ -1,7 +1,9 @@
 """The Flink application against real Kafka and a real S3 server: preprocess, join, archive.
 
-All tests share one application (one JVM); the last one kills it (SIGKILL) mid-stream and
-checks the archive and the labeled topic hold every record exactly once afterwards.
+All tests share one application, submitted to a real standalone session cluster (one
+JobManager, one TaskManager) as the local stack runs it; Prometheus scrapes both. The last
+test kills every process (SIGKILL) mid-stream and checks the archive and the labeled topic
+hold every record exactly once afterwards.
 """
 
 from __future__ import annotations
@@ -12,8 +14,10 @@ import json
 import os
 import subprocess
 import time
+import urllib.request
 import uuid
 from datetime import UTC, datetime, timedelta
+from urllib.parse import urlencode
 
 import numpy as np
 import pytest
@@ -26,6 +30,7 @@ from driftloop.events import PREPROCESSED
 from driftloop.labeled import labeled_id
 from driftloop.local.components.flink import components as flink_components
 from driftloop.local.components.flink import job_health, settings_env
+from driftloop.local.process import free_port, http_ok, spawn, stop_pid, wait_until
 from driftloop.settings import PROJECT_ROOT
 from flink.jobs.common import flink_path
 from tests.fixtures.flink import (
@@ -256,7 +261,14 @@ def test_join_survives_poison_and_keeps_one_label_per_prediction(flink_app: Flin
     stale = feedback(f"P1-{run}", "digits", "9", "fb-0", source=f"app-a-{run}", second=0)
     other = feedback(f"P3-{run}", "ocr", "hello", f"other-{run}")  # another model's feedback
     big = feedback(f"big-{run}", "ocr", "b" * 1_000_000, f"big-{run}")
-    bus.publish(p, topics.FEEDBACK, [a1, b1, a1, corr, stale, other])
+    # a1 and b1 are labeled before the correction arrives: feedback waiting together for its
+    # prediction yields only the latest label (documented), and the two Kafka sources are
+    # read independently, so sending everything at once would make a1's label a race.
+    bus.publish(p, topics.FEEDBACK, [a1, b1, a1])
+    first = {(a1.source, a1.id), (b1.source, b1.id)}
+    wait_for(lambda: (lambda r: r if first <= set(r) else None)(
+        labeled_by_feedback(flink_app, run)), timeout_s=120, what="the first labels")
+    bus.publish(p, topics.FEEDBACK, [corr, stale, other])
     bus.publish(p, topics.FEEDBACK, [big])
 
     want = {(a1.source, a1.id), (b1.source, b1.id), (corr.source, corr.id)}
@@ -304,8 +316,13 @@ def test_join_survives_poison_and_keeps_one_label_per_prediction(flink_app: Flin
     assert job["state"] == "RUNNING"
     assert flink_app.restarts() == 0
     assert job_health(job, s.flink_restart_grace_s)[0]
-    [spec] = flink_components(s)  # what `driftloop status` asks
-    assert spec.health()
+    *cluster, spec = flink_components(s)  # what `driftloop status` asks
+    assert spec.health() and all(c.health() for c in cluster)
+    # status shows the job's state and its last checkpoint, from the JobManager.
+    assert spec.details is not None
+    [shown] = spec.details()["jobs"]  # type: ignore[misc]
+    assert (shown["id"], shown["state"]) == (flink_app.job["job_id"], "RUNNING")
+    assert shown["last_checkpoint"]["id"] >= 1 and shown["last_checkpoint"]["age_s"] < 60
 
     # Quality and training see one label per prediction: P1's latest correction.
     from driftloop.monitoring.quality import aggregate
@@ -396,6 +413,62 @@ def archived_lines(app: FlinkApp, kind: str) -> list[dict]:
             continue  # in-progress files of the running job, not yet committed
         lines += [json.loads(x) for x in store.get(key).decode().splitlines() if x]
     return lines
+
+
+def test_prometheus_scrapes_the_session_cluster(flink_app: FlinkApp, tmp_path) -> None:
+    """The stack's scrape config (one job per cluster process) reads real Flink metrics from
+    the JobManager and the TaskManager, and every Flink panel of the dashboard has its series."""
+    from driftloop.monitoring import config
+    from driftloop.monitoring.promql import metric_names
+
+    s = flink_app.settings.model_copy(update={
+        "prometheus_port": free_port(), "pushgateway_port": free_port(),
+        "alertmanager_port": free_port(), "scrape_interval_s": 1.0})
+    jobs = [config.ScrapeJob(c.name, (c.metrics,)) for c in flink_app.cluster.specs]
+    assert [j.name for j in jobs] == ["flink-jobmanager", "flink-taskmanager-1"]
+    files = config.write_configs(s, tmp_path / "monitoring", jobs)
+    log = tmp_path / "prometheus.log"
+    proc = spawn(config.prometheus_argv(files, s.prometheus_port), log_path=log)
+    prom = f"http://127.0.0.1:{s.prometheus_port}"
+
+    def query(q: str) -> list[dict]:
+        with urllib.request.urlopen(f"{prom}/api/v1/query?{urlencode({'query': q})}",
+                                    timeout=10) as r:
+            return json.loads(r.read())["data"]["result"]
+
+    try:
+        wait_until(lambda: http_ok(f"{prom}/-/ready"), timeout_s=60, what="prometheus",
+                   alive=lambda: proc.poll() is None, log_path=log)
+        # The reporter escapes label values: "driftloop-preprocess-join-archive" reads
+        name = "driftloop_preprocess_join_archive"
+        up = wait_for(lambda: {r["metric"]["job"] for r in query("up == 1")} >= {
+            "flink-jobmanager", "flink-taskmanager-1"} or None, timeout_s=60, what="targets up")
+        assert up
+        restarts = wait_for(lambda: query(f'flink_jobmanager_job_numRestarts{{job_name="{name}"}}'),
+                            timeout_s=60, what="the JobManager's job restart count")
+        assert restarts[0]["metric"]["job"] == "flink-jobmanager"
+        records = wait_for(lambda: query(
+            f'sum by (job) (flink_taskmanager_job_task_operator_numRecordsIn{{job_name="{name}"}})'
+            " > 0"), timeout_s=60, what="records counted by the TaskManager's operators")
+        assert records[0]["metric"]["job"] == "flink-taskmanager-1"
+        dash = json.loads((PROJECT_ROOT / "infra" / "grafana"
+                           / "driftloop-overview.json").read_text())
+        wanted = {n for p in dash["panels"] for t in p.get("targets", [])
+                  for n in metric_names(t["expr"]) if n.startswith("flink_")}
+        assert wanted
+
+        deadline = time.monotonic() + 60
+        while True:
+            with urllib.request.urlopen(f"{prom}/api/v1/label/__name__/values",
+                                        timeout=10) as r:
+                exposed = {n for n in json.loads(r.read())["data"] if n.startswith("flink_")}
+            if wanted <= exposed or time.monotonic() > deadline:
+                break
+            time.sleep(2)
+        (tmp_path / "flink-metric-names.txt").write_text("\n".join(sorted(exposed)))
+        assert wanted <= exposed, sorted(wanted - exposed)
+    finally:
+        stop_pid(proc.pid)
 
 
 def test_archive_exactly_once_across_kill_and_restart(flink_app: FlinkApp) -> None:
