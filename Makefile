@@ -43,7 +43,7 @@ bench: setup
 		--out-json $(BENCH_OUT)/drift.json
 	.venv-serving/bin/python bench/serving.py --n 10 --out-json $(BENCH_OUT)/serving.json
 	.venv-serving/bin/python bench/objects.py --rounds 10 --out-json $(BENCH_OUT)/objects.json
-	$(PY) -m bench.flink_preprocess --clips 40 --repeats 2 \
+	$(PY) -m bench.flink_preprocess --items 40 --repeats 2 --warmup 20 --by-ref-above 65536 \
 		--out-json $(BENCH_OUT)/flink_preprocess.json
 	$(PY) bench/capacity.py --dir $(BENCH_OUT)
 	$(PY) bench/goals.py --dir $(BENCH_OUT)

@@ -12,7 +12,7 @@ CPU seconds per item (the job's process tree, the loop's process time) are print
 they hold on a loaded machine, where wall-clock rates of both sides swing.
 
     .venv/bin/python -m bench.flink_preprocess [--modality audio,image]
-        [--parallelism 1,2] [--items 200] [--seconds 2] [--repeats 3]
+        [--parallelism 1,2] [--items 200] [--seconds 2] [--repeats 3] [--warmup 60]
         [--by-ref-above BYTES] [--execution-mode thread|process] [--out-json FILE]
 
 Prints, per modality and parallelism: items (audio: seconds of audio) per wall second of
@@ -234,6 +234,8 @@ def main() -> None:
     ap.add_argument("--items", "--clips", type=int, default=200, dest="items")
     ap.add_argument("--seconds", type=float, default=2.0, help="length of each audio clip")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--warmup", type=int, default=60,
+                    help="items the job handles before the measured repeats (JIT, caches)")
     ap.add_argument("--by-ref-above", type=int, default=None,
                     help="inputs above this many bytes travel by dataref (default: all inline)")
     ap.add_argument("--execution-mode", choices=["thread", "process"], default="thread",
@@ -268,7 +270,8 @@ def main() -> None:
             unit = args.seconds if modality == "audio" else 1.0
             runs = {f"run{r}": make_events(items, modality, f"run{r}", base.resolved_blob_url,
                                            args.by_ref_above) for r in range(args.repeats)}
-            warm = make_events(items[:10], modality, "warm", base.resolved_blob_url,
+            warm = make_events((items * 2)[:args.warmup], modality, "warm",
+                               base.resolved_blob_url,
                                args.by_ref_above)
             for evs in [warm, *runs.values()]:  # loaded before the job starts: a backlog
                 for i in range(0, len(evs), 20):

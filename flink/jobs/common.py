@@ -101,6 +101,11 @@ def jvm_environment(settings: Settings) -> dict[str, str]:
         "PYTHONPATH": os.pathsep.join([*site_packages, str(PROJECT_ROOT)]),
         "FLINK_LOG_DIR": str(log_dir),
     }
+    if settings.flink_execution_mode == "process":
+        # On a local mini-cluster PyFlink runs process-mode workers inside this client
+        # process ("loopback"), one interpreter and one GIL for every subtask; separate
+        # worker processes let parallelism 2 use two cores.
+        env["_python_worker_execution_mode"] = "process"
     return env
 
 
