@@ -2,7 +2,8 @@
 
 ``observe`` reads per-version figures: requests, errors and p99 latency from Prometheus
 (MLServer's driftloop_model_* series), quality from Prometheus (``driftloop_quality``,
-pushed by drift-check) or, where that has no per-version figure yet, from the labeled
+pushed by drift-check; the estimate before labels, ``driftloop_quality_estimated``, when
+the policy requires it) or, where that has no per-version figure yet, from the labeled
 records on ``driftloop.labeled`` since the canary started. ``judge`` is pure and fails
 closed: a figure that cannot be read is missing evidence, never a pass.
 """
@@ -30,6 +31,9 @@ class VersionStats:
     p99_s: float | None = None
     quality: float | None = None
     samples: int = 0
+    estimated: float | None = None
+    """Quality estimated from the version's confidences (``driftloop_quality_estimated``)."""
+    estimated_samples: int = 0
 
     @property
     def error_rate(self) -> float | None:
@@ -137,6 +141,8 @@ def judge(policy: Policy, champion: VersionStats, challenger: VersionStats, *,
                                 f"{policy.metric} challenger {challenger.quality:.4f} "
                                 f"({challenger.samples} samples) vs champion "
                                 f"{champion.quality:.4f} ({champion.samples})"))
+    if p.max_estimated_quality_drop is not None:
+        checks.append(_estimated_check(policy, champion, challenger, why.get("metrics")))
     failed = [c for c in checks if c.judged and not c.ok]
     missing = [c for c in checks if not c.judged]
     if failed:
@@ -150,6 +156,27 @@ def judge(policy: Policy, champion: VersionStats, challenger: VersionStats, *,
     if final:
         return GuardVerdict("ok", tuple(checks), f"canary passed: {_explain(checks)}")
     return GuardVerdict("wait", tuple(checks), "baking: every check passes so far")
+
+
+def _estimated_check(policy: Policy, champion: VersionStats, challenger: VersionStats,
+                     why: str | None) -> Check:
+    """Estimated quality, challenger against champion; required by the policy, so a
+    missing or thin estimate is missing evidence (never a pass)."""
+    p = policy.promotion
+    limit = p.max_estimated_quality_drop
+    short = [s for s in (challenger, champion)
+             if s.estimated is None or s.estimated_samples < p.min_estimated_samples]
+    if short:
+        detail = "; ".join(
+            f"no estimated quality for v{s.version}" if s.estimated is None else
+            f"v{s.version}'s estimate rests on {s.estimated_samples} predictions, needs "
+            f"{p.min_estimated_samples}" for s in short)
+        return _missing("estimated_quality", challenger.estimated, limit, _with(detail, why))
+    sign = 1.0 if policy.higher_is_better else -1.0
+    drop = sign * (champion.estimated - challenger.estimated)  # type: ignore[operator]
+    return Check("estimated_quality", drop <= (limit or 0.0), drop, limit,
+                 f"estimated {policy.metric} challenger {challenger.estimated:.4f} vs champion "
+                 f"{champion.estimated:.4f}")
 
 
 def _explain(checks: list[Check]) -> str:
@@ -180,7 +207,8 @@ class Observer:
             p, lab = prom.get(v, {}), labeled.get(v)
             quality, samples = (lab if lab else (p.get("quality"), int(p.get("samples") or 0)))
             out[v] = VersionStats(v, p.get("requests"), p.get("errors"), p.get("p99"),
-                                  quality, samples)
+                                  quality, samples, p.get("estimated"),
+                                  int(p.get("estimated_samples") or 0))
         return Observation(out, unavailable)
 
     def _prometheus(self, versions: list[str],
@@ -198,6 +226,9 @@ class Observer:
                       f'driftloop_model_errors_total{{model="{m}"}}[{window}s]))',
             "p99": "histogram_quantile(0.99, sum by (version, le) (rate("
                    f'driftloop_model_latency_seconds_bucket{{model="{m}"}}[{window}s])))',
+            "estimated": f'max by (version) (driftloop_quality_estimated{{model="{m}"}})',
+            "estimated_samples": "max by (version) ("
+                                 f'driftloop_quality_estimated_samples{{model="{m}"}})',
         }
         out: dict[str, dict[str, float]] = {}
         client = PrometheusClient(self.settings.resolved_prometheus_url, timeout_s=2.0)

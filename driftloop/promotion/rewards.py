@@ -179,6 +179,12 @@ class RewardReader:
 
         try:
             c = self._open()
+            if len({tp.topic for tp in c.assignment()}) < 2:
+                # A topic not created yet when the reader opened: look again (the
+                # offsets read so far are kept, so nothing is read twice).
+                self._offsets_from(c)
+                self.close()
+                c = self._open()
             end = c.end_offsets(list(c.assignment()))
             todo = {tp for tp, off in end.items() if c.position(tp) < off}
             rounds = 0
@@ -188,13 +194,16 @@ class RewardReader:
                     for m in msgs:
                         self._take(tp.topic, m.value, m.headers, m.key)
                 todo = {tp for tp in todo if c.position(tp) < end[tp]}
-            for tp in c.assignment():
-                self.state.offsets.setdefault(tp.topic, {})[tp.partition] = c.position(tp)
+            self._offsets_from(c)
         except KafkaError as e:
             self.close()
             raise Unavailable(f"rewards of {self.model} unreadable from Kafka: {e}") from e
         self.save()
         return dict(self.state.arms)
+
+    def _offsets_from(self, c: KafkaConsumer) -> None:
+        for tp in c.assignment():
+            self.state.offsets.setdefault(tp.topic, {})[tp.partition] = c.position(tp)
 
     def _take(self, topic: str, value: bytes | None, headers: Any, key: bytes | None) -> None:
         try:

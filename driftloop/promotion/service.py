@@ -225,7 +225,7 @@ class PromotionService(FunctionService):
             return {
                 "model": model,
                 "version": version,
-                "phase": "canary",
+                "phase": "shadow" if policy.promotion.shadow is not None else "canary",
                 "gate": result.to_dict(),
                 "bake_s": self.bake_s(policy),
             }

@@ -189,3 +189,50 @@ def test_shadow_routing_and_its_experiment_mirror() -> None:
     )
     assert routing.Routing.from_dict(b.to_dict()).figures == b.figures
     assert "mirror" not in routing.experiment_manifest("digits", b)["spec"]
+
+
+def test_shadow_answers_stay_out_of_quality_and_drift_rows() -> None:
+    from driftloop import events as ev
+    from driftloop.monitoring.quality import aggregate
+    from driftloop.monitoring.window import Record, output_rows
+
+    labeled = [
+        {
+            "model": "digits",
+            "version": "1",
+            "prediction_id": "a",
+            "metric": "accuracy",
+            "quality": 1.0,
+            "feedback_id": "f1",
+            "feedback_source": "app",
+        },
+        {
+            "model": "digits",
+            "version": "2",
+            "prediction_id": "a~shadow",
+            "shadow": True,
+            "metric": "accuracy",
+            "quality": 0.0,
+            "feedback_id": "f2",
+            "feedback_source": "app",
+        },
+    ]
+    stats = aggregate(labeled, model="digits")
+    assert [(s.version, s.mean, s.count) for s in stats] == [("1", 1.0, 1)]
+    served = ev.new_event(
+        ev.PREDICTION, "s", {"model": "digits", "version": "1", "output": {"label": 3}}, id="a"
+    )
+    mirrored = ev.new_event(
+        ev.PREDICTION,
+        "s",
+        {
+            "model": "digits",
+            "version": "2",
+            "output": {"label": 4},
+            "shadow": True,
+            "shadow_of": "a",
+        },
+        id="a~shadow",
+    )
+    rows = output_rows([Record(served, 0), Record(mirrored, 0)])
+    assert [r["output.label"] for r in rows] == [3]
