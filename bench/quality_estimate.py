@@ -4,7 +4,9 @@ The digits scenario of the demo and ``bench/loop.py``: version 1 of ``digits`` (
 ``DigitsModel.initial_version`` trains it, on scikit-learn's digits, split seed 0), its
 holdout halved at random each run - one half the labeled reference window the calibration
 is fitted on, the other half the live window - then the live window turned 90° (the
-rotated digits the demo injects as drift), fully and half of it.
+rotated digits the demo injects as drift), fully and half of it; last, the fully rotated
+window once labels of the shift came in (calibration refitted on half of it, estimated on
+the other half: what a version calibrated after the shift, e.g. the retrained one, gets).
 
 Per run and window: the estimate (``driftloop.monitoring.estimate``: the window's
 confidences through the calibration, isotonic and histogram binning) and the realized
@@ -28,7 +30,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from driftloop.monitoring.estimate import estimate, fit  # noqa: E402
+from driftloop.monitoring.estimate import PRIOR_WEIGHT, estimate, fit  # noqa: E402
 from driftloop.serving.models import digits  # noqa: E402
 
 GOAL = 0.05
@@ -42,6 +44,7 @@ def rotate(x: np.ndarray) -> np.ndarray:
 def main() -> int:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--runs", type=int, default=30)
+    ap.add_argument("--prior-weight", type=float, default=PRIOR_WEIGHT)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
 
@@ -55,7 +58,10 @@ def main() -> int:
         out = model.classify(holdout.X[ref])
         ref_conf = np.asarray(out["scores"])
         ref_right = (np.asarray(out["labels"]) == holdout.y[ref]).astype(float)
-        cals = {m: fit(ref_conf, ref_right, method=m) for m in ("isotonic", "histogram")}
+        cals = {
+            m: fit(ref_conf, ref_right, method=m, prior_weight=args.prior_weight)
+            for m in ("isotonic", "histogram")
+        }
         for window, share in WINDOWS.items():
             x = holdout.X[live].copy()
             turned = rng.uniform(size=len(live)) < share
@@ -73,6 +79,20 @@ def main() -> int:
                 e = estimate(cal, conf, model="digits", version="1")
                 assert e is not None
                 figures[m] = e.value
+            if share == 1.0:  # the same rotated window, once labels of the shift came in:
+                # calibration refitted on half of it, estimated on the other half
+                cut = len(live) // 2
+                right = (np.asarray(pred["labels"]) == holdout.y[live]).astype(float)
+                recal = fit(conf[:cut], right[:cut], prior_weight=args.prior_weight)
+                e = estimate(recal, conf[cut:], model="digits", version="1")
+                assert e is not None
+                rows.setdefault("after, recalibrated", {}).setdefault("realized", []).append(
+                    float(right[cut:].mean())
+                )
+                rows["after, recalibrated"].setdefault("isotonic", []).append(e.value)
+                rows["after, recalibrated"].setdefault("|isotonic - realized|", []).append(
+                    abs(e.value - float(right[cut:].mean()))
+                )
             for k, v in figures.items():
                 rows[window].setdefault(k, []).append(v)
                 if k != "realized":
@@ -86,13 +106,15 @@ def main() -> int:
         f"predictions, calibration on {len(holdout) // 2} labeled; medians"
     )
     names = ["realized", "isotonic", "histogram", "raw confidence", "reference carried"]
-    print(f"{'window':14} " + " ".join(f"{n:>17}" for n in names))
+    print(f"{'window':20} " + " ".join(f"{n:>17}" for n in names))
     for w, m in medians.items():
-        print(f"{w:14} " + " ".join(f"{m[n]:17.3f}" for n in names))
+        print(f"{w:20} " + " ".join(f"{m[n]:17.3f}" if n in m else f"{'-':>17}" for n in names))
     print("error |estimate - realized|:")
     for w, m in medians.items():
-        errs = " ".join(f"{m[f'|{n} - realized|']:17.3f}" for n in names[1:])
-        print(f"{w:14} {'':>17} {errs}")
+        errs = " ".join(
+            f"{m[k]:17.3f}" if (k := f"|{n} - realized|") in m else f"{'-':>17}" for n in names[1:]
+        )
+        print(f"{w:20} {'':>17} {errs}")
     iso = {w: m["|isotonic - realized|"] for w, m in medians.items()}
     ok = all(v <= GOAL for v in iso.values())
     print(

@@ -45,6 +45,16 @@ class QualityRule(_Strict):
     """Defaults to the model's declared metric (``driftloop.catalogue``)."""
 
 
+class EstimatedQualityRule(_Strict):
+    """Retrain when the quality estimated from confidences, before labels
+    (``driftloop_quality_estimated``, pushed by drift-check), crosses ``threshold``:
+    below it for higher-is-better metrics, above it for wer/cer."""
+
+    threshold: float
+    min_samples: int = Field(50, ge=1)
+    """Predictions the estimate must rest on."""
+
+
 class DriftRule(_Strict):
     """Retrain on a drift.detected event (or a drift alert) at or above this share."""
 
@@ -75,6 +85,7 @@ class ScheduleRule(_Strict):
 class Triggers(_Strict):
     feedback_volume: FeedbackVolumeRule | None = None
     quality: QualityRule | None = None
+    estimated_quality_below: EstimatedQualityRule | None = None
     drift: DriftRule | None = None
     latency: LatencyRule | None = None
     schedule: ScheduleRule | None = None
@@ -153,6 +164,12 @@ class Promotion(_Strict):
     """Challenger requests before its p99 is judged (a p99 of a handful is its maximum)."""
     max_quality_drop: float = Field(0.02, ge=0)
     """Challenger quality worse than the champion's by more than this rolls back."""
+    max_estimated_quality_drop: float | None = Field(None, ge=0)
+    """Set: the guard also requires the estimated quality (from confidences, before labels)
+    of both versions, and rolls back when the challenger's is worse by more than this; a
+    missing estimate is missing evidence (fail closed)."""
+    min_estimated_samples: int = Field(20, ge=1)
+    """Predictions each version's estimate must rest on for the guard to judge it."""
     auto: bool = True
     """False: stop after the offline gate (ops promote by hand)."""
     mode: Literal["canary", "bandit"] = "canary"
@@ -241,6 +258,9 @@ class Signals:
     feedback_since_training: int | None = None
     quality: float | None = None
     quality_samples: int | None = None
+    estimated_quality: float | None = None
+    """Quality estimated from the champion's confidences (``driftloop_quality_estimated``)."""
+    estimated_quality_samples: int | None = None
     drift_share: float | None = None
     drift_detected: bool = False
     latency_p99_s: float | None = None
@@ -347,6 +367,8 @@ def evaluate_rules(policy: Policy, s: Signals, history: RunHistory) -> tuple[Rul
         else:
             why = f"{policy.metric}={q:.4g} on {n} samples, fires when {op} {t.quality.threshold}"
         out.append(RuleResult("quality", fired, q, t.quality.threshold, why))
+    if t.estimated_quality_below is not None:
+        out.append(_estimated_rule(policy, t.estimated_quality_below, s))
     if t.drift is not None:
         share = s.drift_share
         detected = s.drift_detected or "drift" in s.alerts
@@ -366,6 +388,25 @@ def evaluate_rules(policy: Policy, s: Signals, history: RunHistory) -> tuple[Rul
         fired, why = _schedule_due(t.schedule.cron, s, history)
         out.append(RuleResult("schedule", fired, s.now.isoformat(), t.schedule.cron, why))
     return tuple(out)
+
+
+def _estimated_rule(policy: Policy, rule: EstimatedQualityRule, s: Signals) -> RuleResult:
+    q, n = s.estimated_quality, s.estimated_quality_samples
+    op = "<" if policy.higher_is_better else ">"
+    if "estimated_quality" in s.alerts and q is None:
+        return RuleResult("estimated_quality", True, q, rule.threshold,
+                          "estimated-quality alert firing (checked by the alert rule)")
+    if q is None:
+        return RuleResult("estimated_quality", False, q, rule.threshold,
+                          "no quality estimated")
+    if n is None or n < rule.min_samples:
+        return RuleResult("estimated_quality", False, q, rule.threshold,
+                          f"estimated {policy.metric}={q:.4g} on {n or 0} predictions, "
+                          f"needs {rule.min_samples}")
+    fired = _worse(q, rule.threshold, policy.higher_is_better)
+    return RuleResult("estimated_quality", fired, q, rule.threshold,
+                      f"estimated {policy.metric}={q:.4g} on {n} predictions, fires when "
+                      f"{op} {rule.threshold}")
 
 
 def _schedule_due(cron: str, s: Signals, history: RunHistory) -> tuple[bool, str]:

@@ -250,7 +250,7 @@ class DriftCheckService(FunctionService):
         confidences: dict[str, list[float]] = {}
         for r in preds.records:
             v, c = r.data.get("version"), confidence_of(r.data.get("output"))
-            if v is not None and c is not None:
+            if v is not None and c is not None and r.data.get("shadow") is not True:
                 confidences.setdefault(str(v), []).append(c)
         return Window(
             columns(rows, wanted),

@@ -6,8 +6,14 @@ the chance it is right; wer/cer: its expected error rate). It is fitted on a lab
 reference window - pairs of (confidence the model gave, quality the label gave it) - by
 isotonic regression (pool-adjacent-violators; monotone in the direction the metric says,
 never more bins than the data supports) or histogram binning (equal-count bins, the mean
-quality per bin). The estimate of a window is the mean of the calibrated confidences of
-its predictions: confidence-based performance estimation, written with numpy alone.
+quality per bin). Where the reference held few pairs near a confidence - a model right
+99 times in 100 leaves the low confidences nearly unlabeled - or none at all, the map
+leans on the confidence's own claim (``prior_quality``: the probability of being right,
+or 1 - confidence as an error rate), weighed as ``PRIOR_WEIGHT`` pairs against the pairs
+found there. The estimate of a window is the mean of the calibrated confidences of its
+predictions: confidence-based performance estimation, written with numpy alone.
+
+Measured on the rotated-digits scenario (``bench/quality_estimate.py``).
 
 It assumes what CBPE assumes: the relation between confidence and quality holds in the
 window (covariate shift that leaves it intact). A shift that makes the model confidently
@@ -34,17 +40,20 @@ from driftloop.registry import Registry
 __all__ = [
     "CALIBRATION_FILE",
     "MIN_CALIBRATION_SAMPLES",
+    "PRIOR_WEIGHT",
     "Calibration",
     "CalibrationError",
     "Estimate",
     "calibration_key",
     "confidence_of",
     "estimate",
+    "evidence",
     "fit",
     "fit_histogram",
     "fit_isotonic",
     "labeled_pairs",
     "load_calibration",
+    "prior_quality",
     "save_calibration",
 ]
 
@@ -53,6 +62,17 @@ MIN_CALIBRATION_SAMPLES = 50
 """Labeled pairs a version's calibration is fitted on at the least (fewer: no estimate)."""
 
 Method = Literal["isotonic", "histogram"]
+Prior = Literal["none", "confidence", "complement"]
+PRIOR_WEIGHT = 5.0
+"""Pseudo-pairs of the confidence's own claim beside the reference's pairs at each
+confidence: where the reference holds few pairs (a thin, low-confidence block), the
+estimate follows what the model claims there; where it holds many, what the labels said."""
+
+
+def prior_quality(prior: Prior, confidence: np.ndarray) -> np.ndarray:
+    """What a confidence claims before any label: ``confidence`` (a probability of being
+    right: accuracy), ``complement`` (1 - confidence: an expected error rate, wer/cer)."""
+    return confidence if prior == "confidence" else 1.0 - confidence
 
 
 class CalibrationError(ValueError):
@@ -61,11 +81,18 @@ class CalibrationError(ValueError):
 
 @dataclass(frozen=True)
 class Calibration:
-    """A monotone map from confidence to expected quality.
+    """A map from confidence to expected quality, fitted on labeled pairs.
 
-    ``isotonic``: piecewise linear through the knots ``(x[i], y[i])``, flat beyond the ends.
-    ``histogram``: bin ``i`` is ``[edges x[i], x[i+1])`` with quality ``y[i]``
+    ``isotonic``: piecewise linear through the knots ``(x[i], y[i])``; the step fit holds
+    over each block's range (knots at both its ends), linear between blocks.
+    ``histogram``: bin ``i`` is ``[x[i], x[i+1])`` with quality ``y[i]``
     (``len(x) == len(y) + 1``), the outer bins open-ended.
+
+    ``weights`` are the evidence behind each ``y``: reference pairs within
+    ``EVIDENCE_RADIUS`` of the knot (isotonic), or in the bin (histogram). With a
+    ``prior``, the value at confidence ``c`` is ``(n·y + k·claim(c)) / (n + k)``, ``n`` the
+    pairs there (0 beyond the reference's confidences: the claim alone), ``k`` the
+    ``prior_weight``; ``prior`` "none" is the plain fit, flat beyond the ends.
     """
 
     method: Method
@@ -73,6 +100,9 @@ class Calibration:
     y: tuple[float, ...]
     samples: int
     metric: str = "accuracy"
+    prior: Prior = "none"
+    prior_weight: float = 0.0
+    weights: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         want = len(self.y) + (1 if self.method == "histogram" else 0)
@@ -81,18 +111,35 @@ class Calibration:
                 f"{self.method} calibration needs {want} x values for {len(self.y)} y values, "
                 f"got {len(self.x)}"
             )
-        if not all(math.isfinite(v) for v in (*self.x, *self.y)):
+        if self.weights and len(self.weights) != len(self.y):
+            raise CalibrationError("calibration weights must be one per y value")
+        values = (*self.x, *self.y, *self.weights, self.prior_weight)
+        if not all(math.isfinite(v) for v in values):
             raise CalibrationError("calibration values must be finite numbers")
         if any(b < a for a, b in zip(self.x, self.x[1:], strict=False)):
             raise CalibrationError("calibration x values must be sorted")
+        if self.prior_weight < 0 or any(w < 0 for w in self.weights):
+            raise CalibrationError("calibration weights must not be negative")
 
     def predict(self, confidence: Sequence[float] | np.ndarray) -> np.ndarray:
         """Expected quality of each confidence (pure)."""
         c = np.asarray(confidence, dtype=np.float64)
+        n: np.ndarray | None = None
         if self.method == "isotonic":
-            return np.interp(c, self.x, self.y)
-        inner = np.asarray(self.x[1:-1], dtype=np.float64)
-        return np.asarray(self.y, dtype=np.float64)[np.searchsorted(inner, c, side="right")]
+            base = np.interp(c, self.x, self.y)
+            if self.weights:
+                n = np.interp(c, self.x, self.weights)
+        else:
+            inner = np.asarray(self.x[1:-1], dtype=np.float64)
+            bins = np.searchsorted(inner, c, side="right")
+            base = np.asarray(self.y, dtype=np.float64)[bins]
+            if self.weights:
+                n = np.asarray(self.weights, dtype=np.float64)[bins]
+        if self.prior == "none" or self.prior_weight <= 0 or n is None:
+            return base
+        n = np.where((c < self.x[0]) | (c > self.x[-1]), 0.0, n)
+        k = self.prior_weight
+        return (n * base + k * prior_quality(self.prior, c)) / (n + k)
 
     def to_json(self) -> bytes:
         return json.dumps(
@@ -102,6 +149,9 @@ class Calibration:
                 "y": list(self.y),
                 "samples": self.samples,
                 "metric": self.metric,
+                "prior": self.prior,
+                "prior_weight": self.prior_weight,
+                "weights": list(self.weights),
             }
         ).encode()
 
@@ -112,12 +162,18 @@ class Calibration:
             method = doc["method"]
             if method not in ("isotonic", "histogram"):
                 raise CalibrationError(f"unknown calibration method {method!r}")
+            prior = doc.get("prior", "none")
+            if prior not in ("none", "confidence", "complement"):
+                raise CalibrationError(f"unknown calibration prior {prior!r}")
             return cls(
                 method,
                 tuple(float(v) for v in doc["x"]),
                 tuple(float(v) for v in doc["y"]),
                 int(doc["samples"]),
                 str(doc.get("metric") or "accuracy"),
+                prior,
+                float(doc.get("prior_weight", 0.0)),
+                tuple(float(v) for v in doc.get("weights") or ()),
             )
         except (ValueError, KeyError, TypeError) as e:
             raise CalibrationError(f"unreadable calibration: {e}") from e
@@ -158,33 +214,73 @@ def _pairs(
     return s[order], q[order]
 
 
+KNOT_GRID = 41
+EVIDENCE_RADIUS = 0.025
+"""The evidence at a confidence: reference pairs within this of it."""
+
+
+def evidence(sorted_scores: np.ndarray, at: np.ndarray) -> np.ndarray:
+    """Reference pairs within ``EVIDENCE_RADIUS`` of each point of ``at`` (pure)."""
+    hi = np.searchsorted(sorted_scores, at + EVIDENCE_RADIUS, side="right")
+    lo = np.searchsorted(sorted_scores, at - EVIDENCE_RADIUS, side="left")
+    return (hi - lo).astype(np.float64)
+
+
+def _pav(blocks: list[list[float]]) -> list[list[float]]:
+    """Pool adjacent violators of ``[sum of y, weight, lowest x, highest x]`` blocks in x
+    order, so the mean y never falls; equal neighbours merge too (fewer knots, same fit)."""
+    out: list[list[float]] = []
+    for b in blocks:
+        out.append(list(b))
+        while len(out) > 1 and out[-2][0] / out[-2][1] >= out[-1][0] / out[-1][1]:
+            y2, w2, _, hi = out.pop()
+            out[-1][0] += y2
+            out[-1][1] += w2
+            out[-1][3] = hi
+    return out
+
+
 def fit_isotonic(
     scores: Sequence[float] | np.ndarray,
     quality: Sequence[float] | np.ndarray,
     *,
     increasing: bool = True,
     metric: str = "accuracy",
+    prior: Prior = "none",
+    prior_weight: float = PRIOR_WEIGHT,
 ) -> Calibration:
     """Isotonic regression by pool-adjacent-violators (pure): the monotone step fit with
-    the least squared error; knots at each block's mean confidence."""
+    the least squared error (as scikit-learn's ``IsotonicRegression``)."""
     s, q = _pairs(scores, quality)
     # ties in confidence are one point (their mean quality, their count as weight)
     xs, start = np.unique(s, return_index=True)
     counts = np.diff(np.append(start, s.size)).astype(np.float64)
     sums = np.add.reduceat(q, start)
     sign = 1.0 if increasing else -1.0
-    blocks: list[list[float]] = []  # [weighted sum of y, weight, weighted sum of x]
-    for x, w, total in zip(xs, counts, sums, strict=True):
-        blocks.append([sign * total, w, x * w])
-        while len(blocks) > 1 and blocks[-2][0] / blocks[-2][1] >= blocks[-1][0] / blocks[-1][1]:
-            y2, w2, x2 = blocks.pop()
-            blocks[-1][0] += y2
-            blocks[-1][1] += w2
-            blocks[-1][2] += x2
-    # strict '>' pooling would leave equal neighbours apart; '>=' merges them: fewer knots
-    bx = tuple(float(b[2] / b[1]) for b in blocks)
-    by = tuple(float(sign * b[0] / b[1]) for b in blocks)
-    return Calibration("isotonic", bx, by, int(s.size), metric)
+    blocks = _pav([[sign * total, w, x, x] for x, w, total in zip(xs, counts, sums, strict=True)])
+    bx: list[float] = []
+    by: list[float] = []
+    for y_sum, w, lo, hi in blocks:
+        for x in (lo, hi) if hi > lo else (lo,):
+            bx.append(float(x))
+            by.append(float(sign * y_sum / w))
+    # more knots on a grid (the same function: flat in a block, linear between), so the
+    # evidence at each confidence is told apart inside a wide block
+    grid = np.linspace(bx[0], bx[-1], KNOT_GRID)
+    kx = np.unique(np.concatenate([np.asarray(bx), grid]))
+    ky = np.interp(kx, bx, by)
+    bw = evidence(s, kx)
+    bx, by = [float(v) for v in kx], [float(v) for v in ky]
+    return Calibration(
+        "isotonic",
+        tuple(bx),
+        tuple(by),
+        int(s.size),
+        metric,
+        prior,
+        prior_weight if prior != "none" else 0.0,
+        tuple(float(v) for v in bw),
+    )
 
 
 def fit_histogram(
@@ -193,24 +289,37 @@ def fit_histogram(
     *,
     bins: int = 10,
     metric: str = "accuracy",
+    prior: Prior = "none",
+    prior_weight: float = PRIOR_WEIGHT,
 ) -> Calibration:
     """Histogram binning (pure): up to ``bins`` equal-count bins of confidence, each mapped
-    to the mean quality of its pairs."""
+    to the mean quality of its pairs (not forced monotone)."""
     if bins < 1:
         raise CalibrationError("bins must be at least 1")
     s, q = _pairs(scores, quality)
     cuts = np.unique(np.quantile(s, np.linspace(0, 1, bins + 1)[1:-1]))
     idx = np.searchsorted(cuts, s, side="right")
     ys: list[float] = []
+    ns: list[float] = []
     right: list[float] = []  # the upper edge of each non-empty bin but the last
     for i in range(len(cuts) + 1):
         mine = idx == i
         if mine.any():  # an empty bin's values (none here) would go to the next bin
             ys.append(float(q[mine].mean()))
+            ns.append(float(mine.sum()))
             if i < len(cuts):
                 right.append(float(cuts[i]))
     edges = (float(s[0]), *right[: len(ys) - 1], float(s[-1]))
-    return Calibration("histogram", tuple(edges), tuple(ys), int(s.size), metric)
+    return Calibration(
+        "histogram",
+        tuple(edges),
+        tuple(ys),
+        int(s.size),
+        metric,
+        prior,
+        prior_weight if prior != "none" else 0.0,
+        tuple(ns),
+    )
 
 
 def fit(
@@ -220,11 +329,22 @@ def fit(
     method: Method = "isotonic",
     increasing: bool = True,
     metric: str = "accuracy",
+    prior_weight: float = PRIOR_WEIGHT,
 ) -> Calibration:
-    """A calibration by ``method``; histogram bins are not forced monotone."""
+    """The calibration drift-check fits: by ``method``, with the confidence's own claim as
+    prior (a probability of being right for higher-is-better metrics, 1 - confidence as
+    an error rate otherwise)."""
+    prior: Prior = "confidence" if increasing else "complement"
     if method == "histogram":
-        return fit_histogram(scores, quality, metric=metric)
-    return fit_isotonic(scores, quality, increasing=increasing, metric=metric)
+        return fit_histogram(scores, quality, metric=metric, prior=prior, prior_weight=prior_weight)
+    return fit_isotonic(
+        scores,
+        quality,
+        increasing=increasing,
+        metric=metric,
+        prior=prior,
+        prior_weight=prior_weight,
+    )
 
 
 def estimate(
@@ -262,6 +382,7 @@ def labeled_pairs(
         if r.get("model") == model
         and str(r.get("version")) == version
         and r.get("metric") == metric
+        and r.get("shadow") is not True  # nobody was served a shadow answer
     ]
     scored = latest_per_prediction(
         mine,

@@ -256,7 +256,8 @@ class RetrainTrigger(FunctionService):
         return {"trigger": "alertmanager", "results": results, "ignored": ignored}
 
     def _observed(self, s: Signals) -> Signals:
-        """Signals with quality and p99 latency from Prometheus, when it answers."""
+        """Signals with quality, the champion's estimated quality and p99 latency from
+        Prometheus, when it answers."""
         from driftloop.monitoring.prom import PrometheusClient
 
         try:
@@ -269,6 +270,8 @@ class RetrainTrigger(FunctionService):
             n = prom.query(
                 f'driftloop_quality_samples{{model="{s.model}",metric="{policy.metric}"}}'
             )
+            est = prom.query(f'driftloop_quality_estimated{{model="{s.model}"}}')
+            est_n = prom.query(f'driftloop_quality_estimated_samples{{model="{s.model}"}}')
             lat = prom.query(
                 "histogram_quantile(0.99, sum by (le) (rate("
                 f'driftloop_model_latency_seconds_bucket{{model="{s.model}"}}[5m])))'
@@ -281,11 +284,16 @@ class RetrainTrigger(FunctionService):
         champion = self._champion(s.model)
         qv = [x for x in q if x.labels.get("version") == champion] or q
         nv = [x for x in n if x.labels.get("version") == champion] or n
+        # the estimate is the champion's only: another version's says nothing about it
+        eq = [x for x in est if x.labels.get("version") == champion]
+        eqn = [x for x in est_n if x.labels.get("version") == champion]
         p99 = lat[0].value if lat and lat[0].value == lat[0].value else None
         return replace(
             s,
             quality=qv[0].value if qv else None,
             quality_samples=int(nv[0].value) if nv else None,
+            estimated_quality=eq[0].value if eq else None,
+            estimated_quality_samples=int(eqn[0].value) if eqn else None,
             latency_p99_s=p99,
         )
 

@@ -23,10 +23,12 @@ from driftloop.settings import Settings
 
 def test_isotonic_keeps_monotone_data_and_pools_violators() -> None:
     cal = fit_isotonic([0.1, 0.2, 0.3, 0.4], [0.0, 1.0, 0.0, 1.0])
-    # (0.2, 1) and (0.3, 0) violate: pooled into one block at x=0.25, y=0.5
-    assert cal.x == pytest.approx((0.1, 0.25, 0.4))
-    assert cal.y == pytest.approx((0.0, 0.5, 1.0))
-    assert cal.predict([0.0, 0.1, 0.175, 0.4, 0.9]) == pytest.approx([0.0, 0.0, 0.25, 1.0, 1.0])
+    # (0.2, 1) and (0.3, 0) violate: pooled into one block over [0.2, 0.3] at y=0.5
+    assert cal.predict([0.1, 0.2, 0.25, 0.3, 0.4]) == pytest.approx([0.0, 0.5, 0.5, 0.5, 1.0])
+    assert cal.x[0] == 0.1 and cal.x[-1] == 0.4 and np.all(np.diff(cal.y) >= 0)
+    assert cal.predict([0.0, 0.1, 0.15, 0.25, 0.4, 0.9]) == pytest.approx(
+        [0.0, 0.0, 0.25, 0.5, 1.0, 1.0]
+    )
 
 
 def test_isotonic_matches_scikit_learn() -> None:
@@ -46,9 +48,27 @@ def test_isotonic_matches_scikit_learn() -> None:
 
 def test_isotonic_decreasing_for_error_rates() -> None:
     cal = fit_isotonic([0.2, 0.5, 0.9], [0.8, 0.3, 0.05], increasing=False, metric="wer")
-    assert cal.y == pytest.approx((0.8, 0.3, 0.05))
+    assert cal.predict([0.2, 0.5, 0.9]) == pytest.approx([0.8, 0.3, 0.05])
+    assert np.all(np.diff(cal.y) <= 0)
     up = fit_isotonic([0.2, 0.5, 0.9], [0.8, 0.3, 0.05], increasing=True)
-    assert up.y == pytest.approx((0.3833333,))  # increasing fit of a falling relation: flat
+    # an increasing fit of a falling relation is flat over the whole range
+    assert set(np.round(up.y, 6)) == {0.383333}
+
+
+def test_prior_takes_over_where_the_reference_is_thin_or_silent() -> None:
+    # 100 pairs at confidence 0.9, all right; 1 pair at 0.5, right too
+    s, q = [0.9] * 100 + [0.5], [1.0] * 101
+    plain = fit_isotonic(s, q)
+    assert plain.predict([0.2, 0.5, 0.9]) == pytest.approx([1.0, 1.0, 1.0])
+    cal = fit_isotonic(s, q, prior="confidence", prior_weight=4)
+    got = cal.predict([0.2, 0.5, 0.9])
+    assert got[0] == pytest.approx(0.2)  # below what the reference saw: the claim alone
+    assert got[1] == pytest.approx((1 * 1.0 + 4 * 0.5) / 5)  # one pair beside 4 of prior
+    assert got[2] == pytest.approx((100 * 1.0 + 4 * 0.9) / 104)
+    # between them the reference's block says 1.0, but no pair lies near 0.7: the claim
+    assert cal.predict([0.7]) == pytest.approx([0.7])
+    wer = fit_isotonic([0.8] * 50, [0.1] * 50, increasing=False, prior="complement")
+    assert wer.predict([0.3]) == pytest.approx([0.7])  # an error rate: 1 - confidence
 
 
 def test_ties_in_confidence_are_one_point() -> None:
