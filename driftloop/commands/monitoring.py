@@ -169,7 +169,7 @@ def register(app: typer.Typer) -> None:
         from driftloop.drift import DriftConfig, DriftInputError, detect
         from driftloop.monitoring.check import DriftCheckService, Window
         from driftloop.monitoring.profiles import load_profile
-        from driftloop.monitoring.quality import aggregate
+        from driftloop.monitoring.quality import QualityStat, aggregate
         from driftloop.monitoring.report import load_loop_state, write_report
 
         if out.suffix != ".html" and out.exists() and not out.is_dir():
@@ -205,6 +205,10 @@ def register(app: typer.Typer) -> None:
                 current=present,
                 labeled=labeled,
                 quality=aggregate(window.labeled, model=model),
+                estimated=[
+                    QualityStat(e.model, e.version, e.metric, e.value, e.count)
+                    for e in svc.estimates(model, resolved, window, fit_missing=False)
+                ],
                 loop=load_loop_state(svc.store, model),
             )
         except (DriftInputError, DriftloopError) as e:

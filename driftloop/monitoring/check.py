@@ -339,10 +339,13 @@ class DriftCheckService(FunctionService):
             "event": {"id": event.id, "type": event.type} if event is not None else None,
         }
 
-    def estimates(self, model: str, version: str, window: Window) -> list[Estimate]:
+    def estimates(
+        self, model: str, version: str, window: Window, *, fit_missing: bool = True
+    ) -> list[Estimate]:
         """Estimated quality of every version with predictions in the window (an inline
         window's ``confidence`` column is the checked version's), each through its own
-        calibration; a version without one gets none (never another version's)."""
+        calibration; a version without one gets none (never another version's).
+        ``fit_missing`` False: only stored calibrations (a report writes nothing)."""
         spec = MODELS.get(model)
         metric = spec.metric if spec else "accuracy"
         confidences = dict(window.confidences)
@@ -352,14 +355,14 @@ class DriftCheckService(FunctionService):
         for v, conf in sorted(confidences.items()):
             if not is_safe_segment(v):
                 continue
-            cal = self.calibration(model, v, metric, window)
+            cal = self.calibration(model, v, metric, window if fit_missing else None)
             e = estimate(cal, conf, model=model, version=v) if cal is not None else None
             if e is not None:
                 out.append(e)
         return out
 
     def calibration(
-        self, model: str, version: str, metric: str, window: Window
+        self, model: str, version: str, metric: str, window: Window | None
     ) -> Calibration | None:
         """The version's stored calibration; else one fitted on the labeled records of the
         window (its first labeled window of ``MIN_CALIBRATION_SAMPLES`` pairs is its
@@ -371,13 +374,15 @@ class DriftCheckService(FunctionService):
             return None
         if cal is not None:
             return cal if cal.metric == metric else None
+        if window is None:
+            return None
         conf, qual = labeled_pairs(window.labeled, model=model, version=version, metric=metric)
         if len(conf) < MIN_CALIBRATION_SAMPLES:
             return None
         spec = MODELS.get(model)
         cal = fit(conf, qual, increasing=spec.higher_is_better if spec else True, metric=metric)
         if not save_calibration(self.store, model, version, cal):
-            return self.calibration(model, version, metric, Window({}, [], {}))
+            return self.calibration(model, version, metric, None)
         log.info(
             "%s v%s: quality calibration fitted on %d labeled predictions",
             model,

@@ -196,23 +196,32 @@ def _quality_section(labeled: Sequence[tuple[datetime, Mapping[str, Any]]],
                      model: str, images: list[str]) -> list[str]:
     span = [t for t, _ in labeled]
     bucket = max((max(span) - min(span)).total_seconds() / 20, 60.0) if span else 3600.0
+    # the estimate is of the window's predictions: one point at the window's end
+    at = max(span) if span else datetime.now(UTC)
     parts = ["<h2>Quality</h2>",
-             _img(plot_quality(over_time(labeled, model=model, bucket_s=bucket)),
+             _img(plot_quality(over_time(labeled, model=model, bucket_s=bucket),
+                               [(at, e) for e in estimated]),
                   "quality over time")]
     images.append("quality_over_time")
     est = {(q.version, q.metric): q for q in estimated}
     if quality or estimated:
         head = ["version", "metric", "mean", "samples"]
-        if est:  # the column exists only when an estimator wrote something
-            head.append("estimated")
+        if est:  # the columns exist only when an estimate was made
+            head += ["estimated", "predictions", "estimated - realized"]
         rows = []
         for q in quality:
             row = [f"v{html.escape(q.version)}", html.escape(q.metric), f"{q.mean:.4g}",
                    str(q.count)]
             if est:
                 e = est.get((q.version, q.metric))
-                row.append(f"{e.mean:.4g}" if e else "-")
+                row += ([f"{e.mean:.4g}", str(e.count), f"{e.mean - q.mean:+.4g}"] if e
+                        else ["-", "-", "-"])
             rows.append(row)
+        realized = {(q.version, q.metric) for q in quality}
+        for e in estimated:  # a version with predictions but no label yet (a canary)
+            if (e.version, e.metric) not in realized:
+                rows.append([f"v{html.escape(e.version)}", html.escape(e.metric), "-", "0",
+                             f"{e.mean:.4g}", str(e.count), "-"])
         parts.append(_table(head, rows))
     return parts
 

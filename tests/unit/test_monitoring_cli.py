@@ -140,3 +140,34 @@ def test_report_plots_quality_over_time(tmp_path: Path) -> None:
     assert set(files.images) == {"drift_features", "dist_x", "quality_over_time"}
     page = files.html.read_text()
     assert "Quality" in page and "<td>accuracy</td>" in page
+
+
+def test_report_shows_estimated_beside_realized_quality(tmp_path: Path) -> None:
+    from driftloop.monitoring.quality import QualityStat
+
+    rng = np.random.default_rng(2)
+    profile = build_profile({"x": rng.normal(size=500)})
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    labeled = [
+        (t0 + timedelta(minutes=i),
+         {"model": "digits", "version": "1", "metric": "accuracy", "quality": float(i % 4 != 0)})
+        for i in range(40)
+    ]
+    estimated = [QualityStat("digits", "1", "accuracy", 0.7, 300),
+                 QualityStat("digits", "2", "accuracy", 0.9, 80)]  # a canary, no label yet
+    files = write_report(
+        tmp_path, model="digits", version="1", profile=profile, result=None, current={},
+        labeled=labeled, quality=aggregate([r for _, r in labeled]), estimated=estimated,
+    )
+    page = files.html.read_text()
+    assert "<th>estimated</th>" in page and "<th>estimated - realized</th>" in page
+    # v1: realized 0.75 on 40 labels, estimated 0.7 on 300 predictions
+    assert "<td>v1</td><td>accuracy</td><td>0.75</td><td>40</td><td>0.7</td><td>300</td>" \
+        "<td>-0.05</td>" in page
+    assert "<td>v2</td><td>accuracy</td><td>-</td><td>0</td><td>0.9</td><td>80</td>" in page
+    # without an estimate the columns are not there
+    plain = write_report(
+        tmp_path / "plain.html", model="digits", version="1", profile=profile, result=None,
+        current={}, labeled=labeled, quality=aggregate([r for _, r in labeled]),
+    )
+    assert "estimated" not in plain.html.read_text().split("<h2>Quality</h2>")[1]
