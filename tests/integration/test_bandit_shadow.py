@@ -320,3 +320,54 @@ def test_shadow_then_canary_then_promotion(stack: Stack) -> None:
     )
     # Out of user-facing figures: the drift window's output rows are the served answers.
     assert len(output_rows(window.records)) == len(served)
+
+
+def test_a_restarted_reward_reader_resumes_without_counting_twice(stack: Stack) -> None:
+    """The bandit's state (arms, offsets, predictions awaiting a reward) is in the blob
+    store: a new reader (a restarted promote function) goes on where the last stopped."""
+    from driftloop.promotion.rewards import RewardReader
+
+    producer = make_producer(stack.settings)
+
+    def send(topic: str, events: list[ev.Event]) -> None:
+        publish(producer, topic, events)
+
+    def prediction(pid: str, version: str) -> ev.Event:
+        return ev.new_event(
+            ev.PREDICTION,
+            "driftloop/serving/ocr",
+            ev.PredictionData(model="ocr", version=version, output={"text": "x"}),
+            id=pid,
+            model="ocr",
+        )
+
+    def reward(pid: str, value: float) -> ev.Event:
+        return ev.new_event(
+            ev.FEEDBACK, "test-app", ev.FeedbackData(prediction_id=pid, model="ocr", reward=value)
+        )
+
+    since = int(time.time() * 1000) - 1000
+    tag = f"resume-{time.time_ns()}"
+    try:
+        send(topics.PREDICTIONS, [prediction(f"{tag}-{i}", "77") for i in (1, 2, 3)])
+        send(topics.FEEDBACK, [reward(f"{tag}-1", 1.0), reward(f"{tag}-2", 1.0)])
+        first = RewardReader(stack.settings, stack.store, "ocr", "77", ["1", "77"], since)
+        arms = first.poll()
+        first.close()
+        assert (arms["77"].n, arms["77"].total, arms["1"].n) == (2, 2.0, 0)
+        time.sleep(0.05)
+        later = int(time.time() * 1000)
+        send(topics.FEEDBACK, [reward(f"{tag}-3", 0.0), reward(f"{tag}-1", 1.0)])
+        send(topics.PREDICTIONS, [prediction(f"{tag}-4", "1")])
+        send(topics.FEEDBACK, [reward(f"{tag}-4", 1.0)])
+        # Started from its state, not from the time it is given (a reader without the
+        # state would begin after -3's prediction and never join its reward).
+        again = RewardReader(stack.settings, stack.store, "ocr", "77", ["1", "77"], later)
+        arms = again.poll()
+        again.close()
+    finally:
+        producer.close()
+    # -3's prediction was read before the restart and its reward after; -1's second
+    # reward does not count again; -4 joined after the restart.
+    assert (arms["77"].n, arms["77"].total) == (3, 2.0)
+    assert (arms["1"].n, arms["1"].total) == (1, 1.0)
