@@ -18,10 +18,10 @@ Gauges (labels in braces):
 - ``driftloop_quality{model,version,metric}``: mean quality over the window (accuracy,
   wer, cer, iou from labeled feedback; reward).
 - ``driftloop_quality_samples{model,version,metric}``: labeled records behind it.
-- ``driftloop_quality_estimated{model,version}``: quality expected from the window's
+- ``driftloop_quality_estimated{model,version,metric}``: quality expected from the window's
   prediction confidences through the version's calibration, before labels arrive
-  (``driftloop.monitoring.estimate``; the family's metric).
-- ``driftloop_quality_estimated_samples{model,version}``: predictions behind it.
+  (``driftloop.monitoring.estimate``; ``metric`` is the family's, as on driftloop_quality).
+- ``driftloop_quality_estimated_samples{model,version,metric}``: predictions behind it.
 - ``driftloop_drift_missing_values{model,version,feature}``: values of the feature the
   window lacked (null, NaN, non-finite) and the check left out.
 """
@@ -137,18 +137,18 @@ def check_registry(
         qe = Gauge(
             QUALITY_ESTIMATED,
             "Quality expected from prediction confidences (calibrated), before labels.",
-            ["model", "version"],
+            ["model", "version", "metric"],
             registry=reg,
         )
         qen = Gauge(
             QUALITY_ESTIMATED_SAMPLES,
             "Predictions behind driftloop_quality_estimated.",
-            ["model", "version"],
+            ["model", "version", "metric"],
             registry=reg,
         )
         for e in estimates:
-            qe.labels(e.model, e.version).set(e.value)
-            qen.labels(e.model, e.version).set(e.count)
+            qe.labels(e.model, e.version, e.metric).set(e.value)
+            qen.labels(e.model, e.version, e.metric).set(e.count)
     return reg
 
 

@@ -20,6 +20,7 @@ ALERTS = {
     "DriftloopErrorRateHigh",
     "DriftloopNoPredictions",
     "DriftloopQualityLow",
+    "DriftloopEstimatedQualityLow",
     "DriftloopDriftDetected",
     "DriftloopFeedbackVolumeAnomaly",
     "DriftloopTargetDown",

@@ -90,3 +90,20 @@ def test_window_columns_match_bare_and_prefixed_output_names() -> None:
     assert set(cols) == {"brightness", "label", "output.confidence"}
     assert cols["label"].tolist() == [3.0, 4.0]
     assert cols["output.confidence"].tolist() == [0.9, 0.7]
+
+
+def test_registry_holds_the_estimated_quality() -> None:
+    from driftloop.monitoring.estimate import Estimate
+
+    reg = metrics.check_registry(
+        "digits", "3", None, now=1.0,
+        estimated=[Estimate("digits", "3", "accuracy", 0.8, 120),
+                   Estimate("digits", "4", "accuracy", 0.6, 40)],
+    )
+    text = generate_latest(reg).decode()
+    assert 'driftloop_quality_estimated{metric="accuracy",model="digits",version="3"} 0.8' in text
+    assert 'driftloop_quality_estimated{metric="accuracy",model="digits",version="4"} 0.6' in text
+    assert 'driftloop_quality_estimated_samples{metric="accuracy",model="digits",version="4"} 40.0' in text
+    # no estimate: no series (an absent figure, never a zero)
+    empty = generate_latest(metrics.check_registry("digits", "3", None, now=1.0)).decode()
+    assert metrics.QUALITY_ESTIMATED not in empty
