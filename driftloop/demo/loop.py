@@ -1,9 +1,15 @@
 """The demo's loop step, shown: drift → alert/drift event → retrain → canary → promotion.
 
 ``run_loop`` drives one whole loop with the same services the functions run and reports
-quality before, during and after, versions and timings; ``step_loop`` is the demo's step
-(through the stack's own functions when they run, in-process otherwise), and
-``bench/loop.py`` times ``run_loop``.
+quality before, during and after, versions, timings and where the training data came from;
+``step_loop`` is the demo's step (through the stack's own functions when they run,
+in-process otherwise), and ``bench/loop.py`` times ``run_loop``.
+
+The traffic is an app's (``driftloop.demo.traffic``): predictions over the model server's
+V2 REST endpoint, the labels to feedback-intake. With feedback-intake and Flink's join in
+the stack, the labeled records are the join's (prediction events carry ``input_ref``, the
+model server's kept copy of the input), and the training run reads its pixels from the
+kept inputs: the report's ``counts`` follow them from predictions to ``n_feedback_train``.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from driftloop import events as ev
 from driftloop import topics
 from driftloop.blob import BlobStore, open_store
 from driftloop.demo.context import DemoContext
-from driftloop.demo.traffic import Traffic, digit_samples
+from driftloop.demo.traffic import Traffic, await_joined, digit_samples
 from driftloop.registry import Registry
 from driftloop.settings import Settings
 
@@ -39,6 +45,13 @@ class LoopReport:
     canary_split: dict[str, int] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     decision: str = ""
+    labels_from: str = ""
+    """``join`` (Flink joined REST predictions with feedback) or ``app`` (no join: the app
+    wrote labeled records itself)."""
+    counts: dict[str, int] = field(default_factory=dict)
+    """predictions (over REST), feedback (accepted by intake), labeled and
+    labeled_with_input_ref (the join's archived records of the loop's traffic before the
+    trigger), labeled_usable_in_archive, and the run's n_feedback_train / n_recent."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -50,6 +63,8 @@ class LoopReport:
             "canary_split": self.canary_split,
             "timings": self.timings,
             "decision": self.decision,
+            "labels_from": self.labels_from,
+            "counts": self.counts,
         }
 
 
@@ -64,9 +79,14 @@ def run_loop(
     n_drift: int = 240,
     via: str = "in-process",
     trigger_url: str | None = None,
+    intake_url: str | None = None,
     timeout_s: float = 300.0,
 ) -> LoopReport:
     """One whole loop on the given services (Kafka, blob store, model server).
+
+    ``intake_url``: feedback-intake of a stack whose Flink joins predictions with feedback
+    (the labeled records, and so the training data, are the join's); None: the app writes
+    labeled records itself.
 
     ``via="in-process"`` runs retrain-trigger and promote in this process (the same code
     the functions run); ``via="stack"`` posts the trigger to the stack's retrain-trigger
@@ -75,7 +95,7 @@ def run_loop(
     from driftloop.http import Request
     from driftloop.promotion.service import PromotionService
     from driftloop.retrain.pipeline import _save_profile
-    from driftloop.retrain.state import RunStore
+    from driftloop.retrain.state import FINISHED, RunStore
     from driftloop.retrain.trainers import trainer_for
     from driftloop.retrain.trigger import RetrainTrigger
     from driftloop.serving.bootstrap import ensure_models
@@ -94,17 +114,32 @@ def run_loop(
             registry.artifact("digits", champion),
             trainer.base()[1],
         )
-    report = LoopReport(champion_before=champion)
-    traffic = Traffic(settings, store, settings.resolved_serving_url)
+    report = LoopReport(champion_before=champion, labels_from="join" if intake_url else "app")
+    traffic = Traffic(
+        settings, settings.resolved_serving_url, intake_url=intake_url, store=store
+    )
     promoter = PromotionService(settings, store=store) if via == "in-process" else None
     trigger = RetrainTrigger(settings, store=store) if via == "in-process" else None
     try:
         progress(f"healthy traffic to digits v{champion}")
-        report.quality["before"] = traffic.send(digit_samples(60, rotate=False, seed=11)).accuracy
+        healthy = traffic.send(digit_samples(60, rotate=False, seed=11))
+        report.quality["before"] = healthy.accuracy
         progress("injecting drift: digits rotated by 90°")
-        report.quality["drifted"] = traffic.send(
-            digit_samples(n_drift, rotate=True, seed=12)
-        ).accuracy
+        drifted = traffic.send(digit_samples(n_drift, rotate=True, seed=12))
+        report.quality["drifted"] = drifted.accuracy
+        report.counts.update(predictions=traffic.predicted, feedback=traffic.feedback_sent)
+        if intake_url:
+            progress(f"{traffic.predicted} predictions over REST, {traffic.feedback_sent} "
+                     "feedback accepted; waiting for Flink's join to archive them")
+            joined = await_joined(store, healthy.ids + drifted.ids, timeout_s=timeout_s)
+            report.counts.update(labeled=joined.labeled,
+                                 labeled_with_input_ref=joined.with_input_ref)
+            progress(f"join: {joined.labeled}/{joined.expected} labeled, "
+                     f"{joined.with_input_ref} with input_ref")
+            if joined.labeled < joined.expected:
+                raise RuntimeError(f"the join archived {joined.labeled} of {joined.expected} "
+                                   f"labeled records in {timeout_s:g} s (e.g. {joined.missing})")
+        report.counts["labeled_usable_in_archive"] = _usable_labeled(store)
         runs = RunStore(store)
         known = {r.run_id for r in runs.runs("digits")}
         event = _drift_event(settings, store, progress)
@@ -153,16 +188,22 @@ def run_loop(
                 raise RuntimeError(f"no training run: {report.decision}")
         progress(f"training run {run_id}")
         run = _wait(
-            lambda: (r := runs.get("digits", run_id)).status in ("succeeded", "failed") and r,
+            lambda: (r := runs.get("digits", run_id)).status in FINISHED and r,
             timeout_s,
             f"training run {run_id}",
         )
         report.timings["trigger_to_trained_s"] = time.monotonic() - t0
         if run.status != "succeeded":
-            report.phase, report.reason = "failed", str(run.error)
+            report.phase = "failed" if run.status == "failed" else "skipped"
+            report.reason = str(run.error or run.skip_reason)
             return report
         version = str(run.version)
         report.new_version = version
+        metrics = registry.get("digits", version).metrics
+        for k in ("n_feedback_train", "n_recent"):
+            report.counts[k] = int(metrics.get(k, 0))
+        progress(f"trained on {report.counts['n_feedback_train']} feedback rows "
+                 f"(+{report.counts['n_recent']} recent for evaluation)")
         progress(f"v{version} registered; promote: gate, canary, bake")
         if promoter is not None:
             trained = _trained_event(settings, run_id)
@@ -178,7 +219,7 @@ def run_loop(
             if p is not None and p.phase not in ("gate", "canary"):
                 break
             if p is not None and p.phase == "canary":
-                r = traffic.send(rotated[i % 1900 :][:20], archive=False)
+                r = traffic.send(rotated[i % 1900 :][:20])
                 during.append(r.accuracy)
                 for v, (_, n) in r.by_version.items():
                     split[v] = split.get(v, 0) + n
@@ -194,15 +235,12 @@ def run_loop(
         if report.phase == "promoted":
             # Serving all traffic: the champion endpoint answers with the new version.
             _wait(
-                lambda: (
-                    traffic.plain.infer_tensor("digits", [rotated[0][0]], emit=False).version
-                    == version
-                ),
+                lambda: traffic.client.predict("digits", [rotated[0][0]]).version == version,
                 60,
                 "the champion endpoint to serve the new version",
             )
             report.timings["trigger_to_serving_s"] = time.monotonic() - t0
-        after = traffic.send(digit_samples(100, rotate=True, seed=14), routed=False, archive=False)
+        after = traffic.send(digit_samples(100, rotate=True, seed=14))
         report.quality["after"] = after.accuracy
         progress(f"{report.phase}: quality after {after.accuracy:.3f}")
         return report
@@ -212,6 +250,19 @@ def run_loop(
             promoter.close()
         if trigger is not None:
             trigger.close()
+
+
+def _usable_labeled(store: BlobStore) -> int:
+    """Labeled digits records in the archive a training run could use now: those with a
+    label and a way to the pixels (a kept input, or pixels in the truth)."""
+    from driftloop.retrain.data import read_labeled
+
+    n = 0
+    for r in read_labeled(store, "digits"):
+        truth = r.data.get("truth")
+        if r.data.get("input_ref") or (isinstance(truth, dict) and truth.get("pixels")):
+            n += 1
+    return n
 
 
 def _new_run(runs: Any, known: set[str], timeout_s: float) -> str | None:

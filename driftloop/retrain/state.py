@@ -37,6 +37,8 @@ from driftloop.naming import safe_segment
 from driftloop.policy import RunHistory
 
 Status = Literal["requested", "running", "succeeded", "failed", "skipped"]
+FINISHED: frozenset[str] = frozenset({"succeeded", "failed", "skipped"})
+"""Statuses a run never leaves: waiters stop at any of them."""
 ACTIVE: frozenset[str] = frozenset({"requested", "running"})
 PREFIX = "runs"
 
