@@ -19,6 +19,7 @@ kafka-python (about a quarter of feedback-intake's imports before its first even
 
 from __future__ import annotations
 
+import functools
 import importlib
 import logging
 import threading
@@ -93,7 +94,7 @@ class RecordFuture:
                 self._callbacks.append(fn)
                 return self
         if self._error is None and self._value is not None:
-            fn(self._value)
+            _call(functools.partial(fn, self._value))
         return self
 
     def add_errback(self, fn: Callable[[Exception], Any]) -> RecordFuture:
@@ -102,7 +103,7 @@ class RecordFuture:
                 self._errbacks.append(fn)
                 return self
         if self._error is not None:
-            fn(self._error)
+            _call(functools.partial(fn, self._error))
         return self
 
     def resolve(self, value: RecordMetadata | None, error: Exception | None) -> None:
@@ -113,12 +114,22 @@ class RecordFuture:
             self._done.set()
             callbacks, errbacks = self._callbacks, self._errbacks
             self._callbacks, self._errbacks = [], []
+        calls: list[Callable[[], Any]] = []
         if error is not None:
-            for eb in errbacks:
-                eb(error)
+            calls = [functools.partial(eb, error) for eb in errbacks]
         elif value is not None:
-            for cb in callbacks:
-                cb(value)
+            calls = [functools.partial(cb, value) for cb in callbacks]
+        for call in calls:
+            _call(call)
+
+
+def _call(call: Callable[[], Any]) -> None:
+    """Run a caller's callback; its failure is logged, never raised into the delivery
+    loop (as kafka-python's futures do)."""
+    try:
+        call()
+    except Exception:
+        log.exception("a delivery callback failed")
 
 
 def _error(err: Any) -> KafkaError:
@@ -215,7 +226,10 @@ class RdKafkaProducer:
 
     def _poll(self) -> None:
         while not self._closed.is_set():
-            self._producer.poll(POLL_INTERVAL_S)
+            try:
+                self._producer.poll(POLL_INTERVAL_S)
+            except Exception:  # never let one failure end every later acknowledgement
+                log.exception("serving delivery reports failed")
 
     def send(
         self,

@@ -121,3 +121,20 @@ def test_an_option_with_no_librdkafka_equivalent_is_refused():
     assert own == {"max_block_ms": 10}
     with pytest.raises(ValueError, match="key_serializer"):
         rdkafka_config({"key_serializer": str})
+
+
+def test_a_failing_callback_does_not_stop_later_acknowledgements(kafka: Any, tmp_path: Any):
+    settings = Settings(
+        state_dir=tmp_path, kafka_bootstrap=kafka.bootstrap, kafka_producer_client="confluent-kafka"
+    )
+    producer = bus.make_producer(settings)
+    try:
+
+        def boom(_md: Any) -> None:
+            raise RuntimeError("a caller's bug")
+
+        producer.send(topics.FEEDBACK, key=b"digits", value=b"first").add_callback(boom)
+        later = [producer.send(topics.FEEDBACK, key=b"digits", value=b"later") for _ in range(3)]
+        assert all(f.get(timeout=30).offset >= 0 for f in later)
+    finally:
+        producer.close(timeout=5)
