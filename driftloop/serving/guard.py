@@ -8,8 +8,9 @@ the limit is buffered (it is bounded) and replayed to the app.
 
 It also answers 404 for a model or version the server does not serve (``known``),
 before MLServer's per-model metrics create a series for the name in the URL; 415 for a
-POST whose body is declared as something other than JSON (MLServer answered a PNG body
-with a 500); and it inflates a gzip body itself, within the same limit (MLServer would
+POST whose body is declared as something other than JSON or, on ``.../infer``, one of the
+binary path's media types (MLServer answered a PNG body with a 500); and it inflates a
+gzip body itself, within the same limit (MLServer would
 inflate it whole: a few megabytes of gzip are gigabytes of JSON).
 """
 
@@ -38,10 +39,14 @@ class RequestGuard:
     """Refuse oversize bodies (413) and unknown models (404) before the app runs."""
 
     def __init__(self, app: ASGIApp, *, max_body_bytes: int,
-                 known_model: KnownModel | None = None) -> None:
+                 known_model: KnownModel | None = None,
+                 binary_types: frozenset[str] = frozenset()) -> None:
+        """``binary_types``: media types an ``.../infer`` POST may carry as its body (the
+        binary path, ``seldon.runtimes.binary``); every other POST body is JSON."""
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.known_model = known_model
+        self.binary_types = binary_types
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -54,9 +59,13 @@ class RequestGuard:
                 return
         headers = {name.lower(): value for name, value in scope.get("headers") or []}
         ctype = media.media_type(headers.get(b"content-type", b"").decode("latin-1"))
-        if ctype and scope.get("method") == "POST" and not media.is_json(ctype):
-            await _answer(send, 415, f"request body: content type "
-                          f"{ctype[:_MAX_SHOWN]!r} is not application/json")
+        binary = ctype in self.binary_types and scope.get("path", "").endswith("/infer")
+        if ctype and scope.get("method") == "POST" and not media.is_json(ctype) \
+                and not binary:
+            shown = ", ".join(sorted(self.binary_types))
+            also = f" (nor, for inference, one of {shown})" if shown else ""
+            await _answer(send, 415, f"content-type: {ctype[:_MAX_SHOWN]!r} is not "
+                          f"application/json{also}")
             return
         encoding = headers.get(b"content-encoding", b"identity").strip().lower()
         if encoding not in (b"identity", b"gzip"):

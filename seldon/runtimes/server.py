@@ -5,7 +5,9 @@ MLServer 1.7 has no setting that bounds a request body, and its app parses the w
 body before a runtime runs; nor a hook that adds an ASGI middleware. Its ``RESTServer``
 builds the app with ``mlserver.rest.server.create_app``, so this entry point wraps that
 function: the app it returns gets the guard as its outermost middleware (before the
-metrics middleware, CORS and routing). Everything else is ``mlserver start`` unchanged.
+metrics middleware, CORS and routing), then the binary path (``seldon.runtimes.binary``:
+media bodies straight to the data plane, no base64 nor JSON). Everything else is
+``mlserver start`` unchanged.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from mlserver.rest import server as rest_server
 
 from driftloop.serving.guard import KnownModel, RequestGuard
 from driftloop.settings import Settings
+from seldon.runtimes.binary import BINARY_TYPES, BinaryInfer
 
 _MARK = "_driftloop_guarded"
 
@@ -44,8 +47,11 @@ def install(settings: Settings) -> None:
                    model_repository_handlers: Any) -> Any:
         app = original(mlserver_settings, data_plane=data_plane,
                        model_repository_handlers=model_repository_handlers)
+        # The last added is outermost: the guard runs first, then the binary path.
+        app.add_middleware(BinaryInfer, data_plane=data_plane)
         app.add_middleware(RequestGuard, max_body_bytes=settings.serving_max_request_bytes,
-                           known_model=known_model(data_plane))
+                           known_model=known_model(data_plane),
+                           binary_types=frozenset(BINARY_TYPES))
         return app
 
     setattr(create_app, _MARK, True)
