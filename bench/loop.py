@@ -1,12 +1,14 @@
 """Loop latency: seconds from the triggering event to the new version serving all traffic.
 
 Starts a local stack with the loop's parts (``driftloop.retrain.stackrun``: Kafka,
-MLServer with digits, Prometheus and Pushgateway, retrain-trigger and promote under
-functions-framework, the dispatcher) on free loopback ports, then runs
-``driftloop.demo.loop.run_loop`` through it: healthy traffic, injected drift (rotated
-digits), drift-check's drift.detected on ``driftloop.events`` → dispatcher →
-retrain-trigger → training subprocess → model.trained → dispatcher → promote (offline
-gate, canary, bake with live traffic) → the champion endpoint answers with the new version.
+MLServer with digits keeping its inputs, feedback-intake, Flink's join and archive,
+Prometheus and Pushgateway, retrain-trigger and promote under functions-framework, the
+dispatcher) on free loopback ports, then runs ``driftloop.demo.loop.run_loop`` through it:
+healthy traffic, injected drift (rotated digits; predictions over V2 REST, labels through
+feedback-intake, labeled records from the join), drift-check's drift.detected on
+``driftloop.events`` → dispatcher → retrain-trigger → training subprocess (reading the
+kept inputs) → model.trained → dispatcher → promote (offline gate, canary, bake with live
+traffic) → the champion endpoint answers with the new version.
 
 Baseline, measured in the same run: the training pipeline alone (in-process, same data);
 the loop's figure is printed as a ratio of it. Medians over ``--runs``.
@@ -50,6 +52,7 @@ def main() -> int:
         up_s = time.monotonic() - t_up
         for i in range(args.runs):
             report = run_loop(settings, via="stack", trigger_url=ep["retrain-trigger"],
+                              intake_url=ep["feedback-intake"],
                               progress=lambda m: print(f"  {m}", file=sys.stderr))
             if report.phase != "promoted":
                 print(f"run {i}: {report.phase}: {report.reason}", file=sys.stderr)
@@ -83,6 +86,7 @@ def main() -> int:
     print(f"breakdown: {json.dumps({k: round(v, 1) for k, v in r['timings'].items()})}")
     print(f"accuracy: {json.dumps({k: round(v, 3) for k, v in r['quality'].items()})}; "
           f"canary split {r['canary_split']}")
+    print(f"training data: {json.dumps(r['counts'])}")
     return 0
 
 

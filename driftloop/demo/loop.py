@@ -115,9 +115,7 @@ def run_loop(
             trainer.base()[1],
         )
     report = LoopReport(champion_before=champion, labels_from="join" if intake_url else "app")
-    traffic = Traffic(
-        settings, settings.resolved_serving_url, intake_url=intake_url, store=store
-    )
+    traffic = Traffic(settings, settings.resolved_serving_url, intake_url=intake_url, store=store)
     promoter = PromotionService(settings, store=store) if via == "in-process" else None
     trigger = RetrainTrigger(settings, store=store) if via == "in-process" else None
     try:
@@ -129,16 +127,23 @@ def run_loop(
         report.quality["drifted"] = drifted.accuracy
         report.counts.update(predictions=traffic.predicted, feedback=traffic.feedback_sent)
         if intake_url:
-            progress(f"{traffic.predicted} predictions over REST, {traffic.feedback_sent} "
-                     "feedback accepted; waiting for Flink's join to archive them")
+            progress(
+                f"{traffic.predicted} predictions over REST, {traffic.feedback_sent} "
+                "feedback accepted; waiting for Flink's join to archive them"
+            )
             joined = await_joined(store, healthy.ids + drifted.ids, timeout_s=timeout_s)
-            report.counts.update(labeled=joined.labeled,
-                                 labeled_with_input_ref=joined.with_input_ref)
-            progress(f"join: {joined.labeled}/{joined.expected} labeled, "
-                     f"{joined.with_input_ref} with input_ref")
+            report.counts.update(
+                labeled=joined.labeled, labeled_with_input_ref=joined.with_input_ref
+            )
+            progress(
+                f"join: {joined.labeled}/{joined.expected} labeled, "
+                f"{joined.with_input_ref} with input_ref"
+            )
             if joined.labeled < joined.expected:
-                raise RuntimeError(f"the join archived {joined.labeled} of {joined.expected} "
-                                   f"labeled records in {timeout_s:g} s (e.g. {joined.missing})")
+                raise RuntimeError(
+                    f"the join archived {joined.labeled} of {joined.expected} "
+                    f"labeled records in {timeout_s:g} s (e.g. {joined.missing})"
+                )
         report.counts["labeled_usable_in_archive"] = _usable_labeled(store)
         runs = RunStore(store)
         known = {r.run_id for r in runs.runs("digits")}
@@ -202,8 +207,10 @@ def run_loop(
         metrics = registry.get("digits", version).metrics
         for k in ("n_feedback_train", "n_recent"):
             report.counts[k] = int(metrics.get(k, 0))
-        progress(f"trained on {report.counts['n_feedback_train']} feedback rows "
-                 f"(+{report.counts['n_recent']} recent for evaluation)")
+        progress(
+            f"trained on {report.counts['n_feedback_train']} feedback rows "
+            f"(+{report.counts['n_recent']} recent for evaluation)"
+        )
         progress(f"v{version} registered; promote: gate, canary, bake")
         if promoter is not None:
             trained = _trained_event(settings, run_id)
@@ -337,6 +344,21 @@ def _wait(fn: Callable[[], Any], timeout_s: float, what: str) -> Any:
     raise TimeoutError(f"timed out waiting for {what}")
 
 
+_LABELS_FROM = {
+    "join": "Flink's join of REST predictions (with input_ref) and feedback-intake's feedback",
+    "app": "the app itself (no Flink join in this stack): pixels in the truth",
+}
+_COUNT_NAMES = {
+    "predictions": "predictions over V2 REST (before the trigger)",
+    "feedback": "feedback accepted by feedback-intake",
+    "labeled": "labeled records the join archived",
+    "labeled_with_input_ref": "... of them with input_ref (kept input)",
+    "labeled_usable_in_archive": "usable labeled records in the archive",
+    "n_feedback_train": "training run: n_feedback_train",
+    "n_recent": "training run: n_recent (evaluation)",
+}
+
+
 def step_loop(ctx: DemoContext) -> None:
     """The whole loop: drift, alert/drift event, retrain, canary, promotion."""
     from rich.table import Table
@@ -354,6 +376,9 @@ def step_loop(ctx: DemoContext) -> None:
         and "dispatcher" in ctx.endpoints
         else "in-process"
     )
+    # Labels through the join need feedback-intake and Flink's join; without them the app
+    # writes its labeled records itself (said so in the table).
+    joined = "flink" in ctx.endpoints and "feedback-intake" in ctx.endpoints
     with ctx.console.status("closing the loop") as spinner:
 
         def progress(message: str) -> None:
@@ -364,11 +389,15 @@ def step_loop(ctx: DemoContext) -> None:
             settings,
             via=via,
             trigger_url=ctx.endpoints.get("retrain-trigger"),
+            intake_url=ctx.endpoints["feedback-intake"] if joined else None,
             progress=progress,
         )
     table = Table("loop", "value")
     table.add_row("versions", f"v{report.champion_before} → v{report.new_version} ({report.phase})")
     table.add_row("decision", report.decision)
+    table.add_row("labeled records from", _LABELS_FROM.get(report.labels_from, "-"))
+    for k, n in report.counts.items():
+        table.add_row(_COUNT_NAMES.get(k, k), str(n))
     for k, v in report.quality.items():
         table.add_row(f"accuracy {k}", f"{v:.3f}")
     table.add_row(

@@ -65,6 +65,21 @@ def print_summary(ctx: DemoContext) -> None:
             f"v{loop.get('champion_before')} → v{loop.get('new_version')} "
             f"({loop.get('phase')}); accuracy {accuracy}; seconds: {timings}",
         )
+        c = loop.get("counts") or {}
+        if loop.get("labels_from") == "join":
+            table.add_row(
+                "retrained from",
+                f"{c.get('predictions', 0)} predictions over REST, "
+                f"{c.get('feedback', 0)} feedback, {c.get('labeled_with_input_ref', 0)} "
+                f"labeled by the join with input_ref → n_feedback_train "
+                f"{c.get('n_feedback_train', '-')} (+{c.get('n_recent', '-')} recent)",
+            )
+        elif c:
+            table.add_row(
+                "retrained from",
+                f"labeled records written by the app (no Flink join): n_feedback_train "
+                f"{c.get('n_feedback_train', '-')}",
+            )
     if drift := s.get("drift"):
         table.add_row(
             "drift alert",

@@ -1,8 +1,11 @@
 """A local stack with just the loop's parts, on free loopback ports (bench and tests).
 
-Kafka, MLServer (digits), Prometheus and Pushgateway, retrain-trigger, promote and the
-dispatcher — started by the same ``driftloop.local.stack.Stack`` as ``driftloop up``, in
-their own state folder, so nothing clashes with a stack already running on the defaults.
+Kafka, MLServer (digits, keeping each input: policy ``inputs.mode: all``),
+feedback-intake, Flink's join and archive (a one-TaskManager session cluster), Prometheus
+and Pushgateway, retrain-trigger, promote and the dispatcher — started by the same
+``driftloop.local.stack.Stack`` as ``driftloop up``, in their own state folder, so nothing
+clashes with a stack already running on the defaults. Apps' feedback goes through
+feedback-intake and the join, so training reads the inputs the model server kept.
 """
 
 from __future__ import annotations
@@ -14,10 +17,22 @@ from typing import Any
 
 from driftloop.settings import Settings
 
-COMPONENTS = "kafka,mlserver,pushgateway,prometheus,retrain-trigger,promote,dispatcher"
+COMPONENTS = ("kafka,mlserver,feedback-intake,flink-jobmanager,flink-taskmanager-1,flink,"
+              "pushgateway,prometheus,retrain-trigger,promote,dispatcher")
 PORTS = ("KAFKA_PORT", "KAFKA_CONTROLLER_PORT", "INTAKE_PORT", "SERVING_HTTP_PORT",
          "SERVING_GRPC_PORT", "SERVING_METRICS_PORT", "PROMETHEUS_PORT", "PUSHGATEWAY_PORT",
-         "ALERTMANAGER_PORT", "RETRAIN_PORT", "PROMOTE_PORT", "DISPATCHER_METRICS_PORT")
+         "ALERTMANAGER_PORT", "RETRAIN_PORT", "PROMOTE_PORT", "DISPATCHER_METRICS_PORT",
+         "FLINK_REST_PORT", "FLINK_JOBMANAGER_RPC_PORT")
+
+
+def _free_pair() -> int:
+    """A free port whose successor is free too."""
+    from driftloop.local.process import free_port, port_is_free
+
+    while True:
+        port = free_port()
+        if port < 65535 and port_is_free(port + 1):
+            return port
 
 
 def loop_env(state_dir: Path, **extra: str) -> dict[str, str]:
@@ -31,6 +46,12 @@ def loop_env(state_dir: Path, **extra: str) -> dict[str, str]:
         "DRIFTLOOP_BLOB_URL": (state_dir / "blobs").as_uri(),
         "DRIFTLOOP_SERVING_MODELS": "digits",
         "DRIFTLOOP_COMPONENTS": COMPONENTS,
+        # Flink runs the join and its archive (labeled records to the blob store) only.
+        "DRIFTLOOP_FLINK_PIPELINES": "join,archive",
+        "DRIFTLOOP_ARCHIVE_ENGINE": "flink",
+        "DRIFTLOOP_FLINK_TASKMANAGERS": "1",
+        # The JobManager's reporter port; TaskManager 1 serves on it + 1.
+        "DRIFTLOOP_FLINK_METRICS_PORT": str(_free_pair()),
         "DRIFTLOOP_DRIFT_MIN_RECORDS": "30",
         "DRIFTLOOP_SCRAPE_INTERVAL_S": "1",  # a short bake still sees several scrapes
         "DRIFTLOOP_ALERT_WEBHOOK_URL": f"http://127.0.0.1:{env['DRIFTLOOP_RETRAIN_PORT']}/",

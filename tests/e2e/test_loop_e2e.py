@@ -42,7 +42,7 @@ def wait_phase(svc: PromotionService, version: str, traffic: Traffic, samples,
         p = svc.state("digits", version)
         if p is not None and p.phase not in ("gate", "canary"):
             return p
-        traffic.send(samples[i % len(samples):][:25] or samples[:25], archive=False)
+        traffic.send(samples[i % len(samples):][:25] or samples[:25])
         i += 25
         time.sleep(0.2)
     raise TimeoutError(f"digits v{version} still {svc.state('digits', version)}")
@@ -103,7 +103,9 @@ def run_loop(settings, store, registry: Registry, monitoring: MonitoringStack, k
     _, holdout = trainer.base()
     _save_profile(store, trainer, "digits", champion, registry.artifact("digits", champion),
                   holdout)
-    traffic = Traffic(settings, store, settings.serving_url, app="e2e-app")
+    # No Flink join on the session fixtures: the app writes its labeled records itself
+    # (tests/e2e/test_loop_stack.py runs the loop with labels from the join).
+    traffic = Traffic(settings, settings.serving_url, intake_url=None, store=store, app="e2e-app")
     timings: dict[str, float] = {}
 
     # 1. Healthy traffic, then injected drift: digits rotated by 90 degrees.
@@ -154,7 +156,7 @@ def run_loop(settings, store, registry: Registry, monitoring: MonitoringStack, k
     assert r.json()["gate"]["passed"] and r.json()["gate"]["on"] == "recent"
     assert registry.alias("digits", "challenger") == run.version
     rotated = digit_samples(400, rotate=True, seed=3)
-    canary = traffic.send(rotated[:60], archive=False)
+    canary = traffic.send(rotated[:60])
     assert set(canary.by_version) == {champion, run.version}  # traffic is split
     final = wait_phase(promoter, run.version, traffic, rotated[60:])
     assert final.phase == "promoted", final.reason
@@ -167,7 +169,7 @@ def run_loop(settings, store, registry: Registry, monitoring: MonitoringStack, k
     assert registry.alias("digits", "challenger") is None
 
     # 6. The new version serves all traffic on the champion endpoint; quality recovered.
-    after = traffic.send(digit_samples(80, rotate=True, seed=4), routed=False, archive=False)
+    after = traffic.send(digit_samples(80, rotate=True, seed=4))
     assert set(after.by_version) == {run.version}
     assert after.accuracy > 0.85, after.accuracy
     promoted = [e for e in kafka.read_events(topics.EVENTS) if e.type == ev.MODEL_PROMOTED

@@ -1,6 +1,12 @@
 """The loop through the local stack itself: the dispatcher carries drift.detected from
 ``driftloop.events`` to the retrain-trigger function and model.trained to the promote
-function (both under functions-framework); MLServer serves; Prometheus scrapes it."""
+function (both under functions-framework); MLServer serves; Prometheus scrapes it.
+
+The rotated-digits traffic is an app's, entirely over V2 REST with its labels through
+feedback-intake: the labeled records are Flink's join of the prediction events (carrying
+``input_ref``) with that feedback, and the training run reads the pixels back from the
+inputs the model server kept. With payload logging off, the run has no usable feedback
+and is skipped: this test goes red."""
 
 from __future__ import annotations
 
@@ -9,6 +15,7 @@ import pytest
 from driftloop.blob import open_store
 from driftloop.demo.loop import run_loop
 from driftloop.registry import Registry
+from driftloop.retrain.data import read_labeled
 from driftloop.retrain.stackrun import loop_stack
 from driftloop.retrain.state import RunStore
 
@@ -16,13 +23,32 @@ from driftloop.retrain.state import RunStore
 @pytest.mark.timeout(400)
 def test_loop_on_the_local_stack(tmp_path):
     with loop_stack(tmp_path / "state", DRIFTLOOP_PROMOTE_BAKE_S="8") as (settings, endpoints):
-        assert {"retrain-trigger", "promote", "dispatcher", "mlserver"} <= set(endpoints)
-        report = run_loop(settings, via="stack", trigger_url=endpoints["retrain-trigger"])
+        assert {"retrain-trigger", "promote", "dispatcher", "mlserver", "feedback-intake",
+                "flink"} <= set(endpoints)
+        report = run_loop(settings, via="stack", trigger_url=endpoints["retrain-trigger"],
+                          intake_url=endpoints["feedback-intake"])
         store = open_store(settings.resolved_blob_url, settings)
         registry = Registry(store)
         runs = RunStore(store).runs("digits")
+        trained = registry.get("digits", "2")
+        archived = read_labeled(store, "digits")
 
     assert report.phase == "promoted", report.reason
+    # The training data are the app's REST predictions joined with its feedback: every
+    # prediction before the trigger came back labeled by the join with its kept input, and
+    # the run trained on them (the newest 30% held out as its recent evaluation set).
+    c = report.counts
+    assert report.labels_from == "join"
+    assert c["predictions"] == c["feedback"] == c["labeled"] == 300, c
+    assert c["labeled_with_input_ref"] == 300, c
+    assert c["n_feedback_train"] > 0, c
+    assert c["n_feedback_train"] + c["n_recent"] == c["labeled_usable_in_archive"] == 300, c
+    assert trained.metrics["n_feedback_train"] == c["n_feedback_train"]
+    assert trained.lineage["feedback_skipped"] == {}, trained.lineage
+    # Every archived label names a kept input; the truth is the label alone (no pixels).
+    assert archived and all(str(r.data.get("input_ref")).startswith("inputs/model=digits/")
+                            for r in archived)
+    assert all(isinstance(r.data["truth"], int) for r in archived)
     assert report.quality["before"] > 0.9 and report.quality["drifted"] < 0.4
     assert report.quality["after"] > 0.85
     assert report.decision.startswith("drift:"), report.decision  # delivered by the dispatcher

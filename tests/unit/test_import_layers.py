@@ -132,7 +132,7 @@ def test_the_graph_sees_type_only_function_level_and_submodule_imports() -> None
     assert "driftloop.demo.runner" in graph["driftloop.commands.demo"]
     assert "driftloop.demo" not in graph["driftloop.commands.demo"]
     # Imported under ``if TYPE_CHECKING:`` only.
-    assert "driftloop.promotion.routing" in graph["driftloop.demo.traffic"]
+    assert "driftloop.client.sync" in graph["driftloop.demo.traffic"]
 
 
 def test_no_import_cycles_between_driftloop_modules() -> None:
