@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any
@@ -19,6 +18,7 @@ from driftloop.errors import BadRequest, DriftloopError, Unavailable
 from driftloop.serving.v2 import Prediction
 
 if TYPE_CHECKING:
+    from driftloop.client.grpc_transport import GrpcTransport
     from driftloop.settings import Settings
 
 ResponseHook = Callable[[httpx.Response], Awaitable[None]]
@@ -31,11 +31,16 @@ class AsyncClient:
                  serving_url: str | None = None, token: str | None = None,
                  retry: RetryPolicy | None = None, timeout_s: float = 30.0,
                  kafka: Settings | None = None, max_batch_events: int = 1000,
-                 on_response: list[ResponseHook] | None = None) -> None:
+                 on_response: list[ResponseHook] | None = None,
+                 serving_grpc: str | None = None) -> None:
         """``on_response``: httpx hooks called with every answer, retries included
         (logging, metrics). ``max_batch_events``: larger batches go as several requests
-        (intake refuses a batch over ``DRIFTLOOP_INTAKE_MAX_BATCH_EVENTS`` with 413)."""
+        (intake refuses a batch over ``DRIFTLOOP_INTAKE_MAX_BATCH_EVENTS`` with 413).
+        ``serving_grpc``: the model server's V2 gRPC ``host:port``; predict then goes over
+        gRPC (``pip install driftloop[grpc]``)."""
         self.source, self.intake_url, self.serving_url = source, intake_url, serving_url
+        self.serving_grpc, self.timeout_s = serving_grpc, timeout_s
+        self._grpc_client: GrpcTransport | None = None
         self.max_batch_events = max(1, max_batch_events)
         self.retry = retry or RetryPolicy()
         self._http = httpx.AsyncClient(timeout=timeout_s, headers=wire.auth_headers(token),
@@ -51,6 +56,8 @@ class AsyncClient:
     async def aclose(self) -> None:
         await self._http.aclose()
         await asyncio.to_thread(self._inputs.close)
+        if self._grpc_client is not None:
+            self._grpc_client.close()
 
     async def _post(self, url: str | None, headers: dict[str, str], content: bytes,
                     what: str, attempts: Attempts) -> httpx.Response:
@@ -73,13 +80,32 @@ class AsyncClient:
 
     async def predict(self, model: str, input: Any, *, version: str | None = None,
                       request_id: str | None = None) -> Prediction:
+        """Over gRPC when the client has ``serving_grpc``, else V2 REST; media bytes go
+        raw either way. Retries reuse the request id."""
         rid = wire.new_request_id(request_id)
-        body = json.dumps(wire.infer_body(input, rid)).encode()
+        attempts = Attempts(self.retry, time.monotonic())
+        if self.serving_grpc:
+            while True:
+                try:
+                    return await asyncio.to_thread(self._grpc().predict, model, input,
+                                                   version=version, request_id=rid)
+                except Unavailable:
+                    wait = attempts.next_wait(time.monotonic(), None)
+                    if wait is None:
+                        raise
+                    await asyncio.sleep(wait)
+        headers, body = wire.infer_content(input, rid)
         url = f"{(self.serving_url or '').rstrip('/')}{wire.infer_path(model, version)}" \
             if self.serving_url else None
-        r = await self._post(url, {"content-type": "application/json", "x-request-id": rid},
-                             body, f"{model} inference", Attempts(self.retry, time.monotonic()))
+        r = await self._post(url, headers, body, f"{model} inference", attempts)
         return wire.prediction(model, rid, r.status_code, r.headers, r.content)
+
+    def _grpc(self) -> GrpcTransport:
+        from driftloop.client.grpc_transport import GrpcTransport
+
+        if self._grpc_client is None:
+            self._grpc_client = GrpcTransport(str(self.serving_grpc), self.timeout_s)
+        return self._grpc_client
 
     def make_feedback(self, prediction: Prediction | str, *, truth: Any = None,
                       reward: Any = None, model: str | None = None,

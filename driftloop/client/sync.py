@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
@@ -18,6 +17,7 @@ from driftloop.errors import BadRequest, DriftloopError, Unavailable
 from driftloop.serving.v2 import Prediction
 
 if TYPE_CHECKING:
+    from driftloop.client.grpc_transport import GrpcTransport
     from driftloop.settings import Settings
 
 
@@ -29,11 +29,16 @@ class Client:
                  serving_url: str | None = None, token: str | None = None,
                  retry: RetryPolicy | None = None, timeout_s: float = 30.0,
                  kafka: Settings | None = None, max_batch_events: int = 1000,
-                 on_response: list[Callable[[httpx.Response], None]] | None = None) -> None:
+                 on_response: list[Callable[[httpx.Response], None]] | None = None,
+                 serving_grpc: str | None = None) -> None:
         """``on_response``: httpx hooks called with every answer, retries included
         (logging, metrics). ``max_batch_events``: larger batches go as several requests
-        (intake refuses a batch over ``DRIFTLOOP_INTAKE_MAX_BATCH_EVENTS`` with 413)."""
+        (intake refuses a batch over ``DRIFTLOOP_INTAKE_MAX_BATCH_EVENTS`` with 413).
+        ``serving_grpc``: the model server's V2 gRPC ``host:port``; predict then goes over
+        gRPC (``pip install driftloop[grpc]``)."""
         self.source, self.intake_url, self.serving_url = source, intake_url, serving_url
+        self.serving_grpc, self.timeout_s = serving_grpc, timeout_s
+        self._grpc_client: GrpcTransport | None = None
         self.max_batch_events = max(1, max_batch_events)
         self.retry = retry or RetryPolicy()
         self._http = httpx.Client(timeout=timeout_s, headers=wire.auth_headers(token),
@@ -49,6 +54,8 @@ class Client:
     def close(self) -> None:
         self._http.close()
         self._inputs.close()
+        if self._grpc_client is not None:
+            self._grpc_client.close()
 
     # ------------------------------------------------------------------ HTTP with retries
 
@@ -75,15 +82,32 @@ class Client:
 
     def predict(self, model: str, input: Any, *, version: str | None = None,
                 request_id: str | None = None) -> Prediction:
-        """Infer over V2 REST; retries reuse the request id, so a retried prediction keeps
-        its id (feedback refers to it)."""
+        """Infer over V2 REST (media bytes as the body itself), or gRPC (media bytes as
+        ``raw_input_contents``) when the client has ``serving_grpc``; retries reuse the
+        request id, so a retried prediction keeps its id (feedback refers to it)."""
         rid = wire.new_request_id(request_id)
-        body = json.dumps(wire.infer_body(input, rid)).encode()
+        attempts = Attempts(self.retry, time.monotonic())
+        if self.serving_grpc:
+            while True:
+                try:
+                    return self._grpc().predict(model, input, version=version, request_id=rid)
+                except Unavailable:
+                    wait = attempts.next_wait(time.monotonic(), None)
+                    if wait is None:
+                        raise
+                    time.sleep(wait)
+        headers, body = wire.infer_content(input, rid)
         url = f"{(self.serving_url or '').rstrip('/')}{wire.infer_path(model, version)}" \
             if self.serving_url else None
-        r = self._post(url, {"content-type": "application/json", "x-request-id": rid}, body,
-                       f"{model} inference", Attempts(self.retry, time.monotonic()))
+        r = self._post(url, headers, body, f"{model} inference", attempts)
         return wire.prediction(model, rid, r.status_code, r.headers, r.content)
+
+    def _grpc(self) -> GrpcTransport:
+        from driftloop.client.grpc_transport import GrpcTransport
+
+        if self._grpc_client is None:
+            self._grpc_client = GrpcTransport(str(self.serving_grpc), self.timeout_s)
+        return self._grpc_client
 
     # ------------------------------------------------------------------ feedback
 

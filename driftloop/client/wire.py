@@ -86,6 +86,16 @@ def infer_body(input: Any, request_id: str) -> dict[str, Any]:
     return v2.tensor_request(input, request_id=request_id)
 
 
+def infer_content(input: Any, request_id: str) -> tuple[dict[str, str], bytes]:
+    """Headers and body of a REST inference: media bytes as the body itself (the binary
+    path, no base64), anything else as a V2 JSON request."""
+    headers = {"x-request-id": request_id}
+    if isinstance(input, bytes | bytearray):
+        return {**headers, "content-type": v2.media_content_type(bytes(input))}, bytes(input)
+    return ({**headers, "content-type": "application/json"},
+            json.dumps(infer_body(input, request_id)).encode())
+
+
 def infer_path(model: str, version: str | None) -> str:
     return f"/v2/models/{model}" + (f"/versions/{version}" if version else "") + "/infer"
 

@@ -98,9 +98,43 @@ class V2Client:
         return v2.Prediction(id=resp.headers.get("x-request-id", pred.id), model=pred.model,
                              version=pred.version, output=pred.output)
 
-    def infer_bytes(self, model: str, data: bytes, **kw: Any) -> v2.Prediction:
-        """Infer on a WAV, PNG or JPEG file's bytes."""
-        return self.infer_request(model, v2.media_request(data), **kw)
+    def infer_bytes(self, model: str, data: bytes, *, binary: bool = True,
+                    **kw: Any) -> v2.Prediction:
+        """Infer on a WAV, PNG or JPEG file's bytes: the file as the request body (the
+        binary path, ``seldon.runtimes.binary``), or base64 inside V2 JSON (``binary=False``)."""
+        if not binary:
+            return self.infer_request(model, v2.media_request(data), **kw)
+        return self.infer_binary(model, data, **kw)
+
+    def infer_binary(
+        self,
+        model: str,
+        data: bytes,
+        *,
+        content_type: str | None = None,
+        version: str | None = None,
+        request_id: str | None = None,
+        emit: bool = True,
+        headers: Mapping[str, str] | None = None,
+    ) -> v2.Prediction:
+        """POST the media file itself; ``content_type`` defaults to what the bytes start
+        like (``application/octet-stream`` when unknown: the model says what is wrong)."""
+        h = dict(headers or {})
+        h["content-type"] = content_type or v2.media_content_type(data)
+        if request_id:
+            h["x-request-id"] = request_id
+        if not emit:
+            h[v2.EMIT_HEADER] = "off"
+        try:
+            resp = self._http.post(f"{self._path(model, version)}/infer", content=data,
+                                   headers=h)
+        except httpx.HTTPError as e:
+            raise Unavailable(f"model server {self.base_url} unreachable: {e}") from e
+        if resp.status_code != 200:
+            raise _error(resp, f"{model} inference")
+        pred = v2.parse_response(resp.json(), resp.headers)
+        return v2.Prediction(id=resp.headers.get("x-request-id", pred.id), model=pred.model,
+                             version=pred.version, output=pred.output)
 
     def infer_tensor(self, model: str, values: Any, *, datatype: str = "FP32",
                      **kw: Any) -> v2.Prediction:

@@ -1,6 +1,7 @@
 """The V2 (Open Inference Protocol) shapes driftloop's models speak, as pure functions.
 
-Inputs: one tensor named ``input``: media bytes as ``BYTES`` ``[1]`` (base64 in JSON),
+Inputs: one tensor named ``input``: media bytes as ``BYTES`` ``[1]`` (base64 in JSON; raw
+on the binary paths: REST with the file as the body, gRPC ``raw_input_contents``),
 or a numeric tensor (PCM samples, pixels, digit features). Outputs: one tensor per key
 of the model's output dict; a key holding one value is a ``[1]`` tensor marked
 ``"scalar": true`` so clients get the same dict back (``decode_outputs``).
@@ -18,7 +19,7 @@ from typing import Any
 
 from driftloop.errors import BadRequest, FieldError, PayloadTooLarge
 from driftloop.naming import SAFE_ID_RULE, is_safe_id
-from driftloop.serving.inputs import bad, check_size
+from driftloop.serving.inputs import bad, check_size, sniff
 
 NUMERIC = {
     "BOOL": "bool", "UINT8": "uint8", "UINT16": "uint16", "UINT32": "uint32", "UINT64": "uint64",
@@ -62,6 +63,11 @@ def media_request(data: bytes, *, request_id: str | None = None) -> dict[str, An
             "data": [base64.b64encode(data).decode()],
         }],
     }
+
+
+def media_content_type(data: bytes) -> str:
+    """The binary path's ``Content-Type`` for a media file (by its first bytes)."""
+    return sniff(data) or "application/octet-stream"
 
 
 def tensor_request(values: Any, *, datatype: str = "FP32",
