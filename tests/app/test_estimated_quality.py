@@ -4,6 +4,7 @@ retrain-trigger (schedule tick) and by the guard's observer; the rules themselve
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from driftloop import events as ev
@@ -25,10 +26,17 @@ def _push(monitoring: Any, *estimates: tuple[str, float, int]) -> None:
         estimated=[Estimate("digits", v, "accuracy", q, n) for v, q, n in estimates],
     )
     metrics.push(monitoring.pushgateway_url, "digits", reg)
+    prom = monitoring.client()
     want = {(v, q) for v, q, _ in estimates}
-    monitoring.client().wait_for(
+    prom.wait_for(
         'driftloop_quality_estimated{model="digits"}',
         lambda s: {(x.labels["version"], x.value) for x in s} == want,
+        timeout_s=30,
+    )
+    counts = {(v, float(n)) for v, _, n in estimates}
+    prom.wait_for(
+        'driftloop_quality_estimated_samples{model="digits"}',
+        lambda s: {(x.labels["version"], x.value) for x in s} == counts,
         timeout_s=30,
     )
 
@@ -75,7 +83,9 @@ def test_estimated_quality_below_retrains_on_the_champions_estimate(
         # low on enough predictions: retrain, the rule named as the reason
         _push(monitoring, ("1", 0.62, 200))
         result = _tick(client)
-        assert result["decision"]["retrain"] is True and result["run_id"]
+        assert result["decision"]["retrain"] is True and result["run_id"], json.dumps(
+            result["decision"]
+        )
         assert [x["rule"] for x in result["decision"]["rules"] if x["fired"]] == [
             "estimated_quality"
         ]
