@@ -7,6 +7,7 @@ Every check is a full match: ``re.match`` with ``$`` would let a trailing newlin
 from __future__ import annotations
 
 import re
+from typing import TypeGuard
 
 SAFE_NAME = re.compile(r"[a-z0-9](?:[a-z0-9._-]{0,62}[a-z0-9])?")
 SAFE_NAME_RULE = (
@@ -22,7 +23,7 @@ SAFE_ID_RULE = (
 )
 
 
-def is_safe_segment(name: object) -> bool:
+def is_safe_segment(name: object) -> TypeGuard[str]:
     """True when ``name`` can be used as one path segment, blob key part and topic part."""
     return isinstance(name, str) and SAFE_NAME.fullmatch(name) is not None and ".." not in name
 
@@ -31,7 +32,7 @@ def safe_segment(name: object, *, field: str = "name") -> str:
     """Return ``name`` unchanged when it is safe, else raise ``ValueError`` naming the rule."""
     if not is_safe_segment(name):
         raise ValueError(f"{field} {name!r} {SAFE_NAME_RULE}")
-    return name  # type: ignore[return-value]
+    return name
 
 
 def is_safe_id(value: object) -> bool:

@@ -59,8 +59,10 @@ def to_kafka(event: Event, key: str | None = None) -> KafkaRecord:
         headers.append((f"ce_{k}", str(v).encode()))
     if event.datacontenttype:
         headers.append(("content-type", event.datacontenttype.encode()))
-    k = key if key is not None else event.extensions.get("partitionkey")
-    return KafkaRecord(k.encode() if k is not None else None, encode_data(event), headers)
+    record_key = key if key is not None else event.extensions.get("partitionkey")
+    return KafkaRecord(
+        record_key.encode() if record_key is not None else None, encode_data(event), headers
+    )
 
 
 def from_kafka(

@@ -208,8 +208,10 @@ class GrpcV2Client:
 
 
 def _error(e: grpc.RpcError, what: str) -> DriftloopError:
-    code = e.code() if isinstance(e, grpc.Call) else grpc.StatusCode.UNKNOWN
-    details = (e.details() if isinstance(e, grpc.Call) else None) or str(e)
+    # The errors grpc raises are Calls too (types-grpcio declares the two incompatible).
+    call: object = e
+    code = call.code() if isinstance(call, grpc.Call) else grpc.StatusCode.UNKNOWN
+    details = (call.details() if isinstance(call, grpc.Call) else None) or str(e)
     if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED):
         return Unavailable(f"{what}: {details}")
     if code == grpc.StatusCode.DEADLINE_EXCEEDED or "longer than the limit" in details:

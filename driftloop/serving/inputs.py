@@ -141,7 +141,8 @@ def resample(samples: np.ndarray, rate: int) -> np.ndarray:
     from scipy.signal import resample_poly
 
     g = gcd(rate, SAMPLE_RATE)
-    return resample_poly(samples, SAMPLE_RATE // g, rate // g)
+    resampled: np.ndarray = resample_poly(samples, SAMPLE_RATE // g, rate // g)
+    return resampled
 
 
 def to_pcm16(samples: np.ndarray) -> np.ndarray:
@@ -234,4 +235,5 @@ def image_tensor(values: np.ndarray, *, channels: tuple[int, ...] = (3, 4),
     check_image_size(width, height, max_pixels)
     if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
         raise bad("input", "finite", "pixels must be finite numbers")
-    return np.clip(arr, 0, 255).astype(np.uint8)
+    pixels: np.ndarray = np.clip(arr, 0, 255).astype(np.uint8)
+    return pixels

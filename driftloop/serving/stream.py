@@ -94,6 +94,8 @@ def parse_record(event: events.Event, store: BlobStore | None) -> StreamInput:
 
 def prediction_event(inp: StreamInput, pred: Prediction, latency_ms: float) -> events.Event:
     """The prediction event of a streamed input: the input's id, the answering version."""
+    if pred.version is None:  # (a prediction event names its version; the payload refuses None)
+        raise ValueError(f"the model server answered {inp.id!r} without a model version")
     data = events.PredictionData(model=inp.model, version=pred.version,
                                  output=dict(pred.output), modality=inp.modality,
                                  input_ref=inp.input_ref, latency_ms=round(latency_ms, 3))
@@ -187,7 +189,6 @@ class StreamPredictor:
             return bus.dead_letter(producer, reason=f"serving: {e.message}", source_topic=rec.topic,
                             value=rec.value, headers=rec.headers, key=rec.key,
                             partition=rec.partition, offset=rec.offset)
-            return
         self.processed += 1
         if inp.input_ref is None and self.payloads is not None and self._policies is not None:
             ref = self.payloads.offer(inp.model, inp.id, self._policies.for_model(inp.model),

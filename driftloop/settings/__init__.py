@@ -88,7 +88,8 @@ class Settings(
     def from_env(cls, env: dict[str, str]) -> Settings:
         """Settings from a mapping of ``DRIFTLOOP_*`` variables (other keys are ignored);
         the mapping wins over the process environment."""
-        values = {
+        # Strings, parsed by each field's rules exactly as the environment's are.
+        values: dict[str, Any] = {
             k[len(ENV_PREFIX) :].lower(): v for k, v in env.items() if k.startswith(ENV_PREFIX)
         }
         return cls(**values)

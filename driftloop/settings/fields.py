@@ -99,7 +99,10 @@ def _parse_timeouts(value: object) -> object:
     if not isinstance(value, str):
         return value
     out: dict[str, str] = {}
-    for part in split_commas(value):  # type: ignore[union-attr]
+    parts = split_commas(value)
+    if not isinstance(parts, Iterable):  # a string always splits into a tuple (or stays one)
+        return value
+    for part in parts:
         name, sep, seconds = str(part).partition("=")
         name = name.strip()
         if not sep or not _MODEL_NAME.fullmatch(name):

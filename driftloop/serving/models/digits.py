@@ -135,7 +135,7 @@ class DigitsModel:
         if media is not None:
             x = image_to_features(inputs.decode_image(
                 media, mode="L", max_pixels=self.limits.max_image_pixels))
-        else:
+        elif tensor is not None:
             x = np.asarray(tensor, dtype=np.float64)
             if x.ndim == 1:
                 x = x.reshape(1, -1)
@@ -146,6 +146,8 @@ class DigitsModel:
                                  f"pixels (0..16), got shape {list(np.shape(tensor))}")
             if not np.all(np.isfinite(x)):
                 raise inputs.bad("input", "finite", "pixels must be finite numbers")
+        else:
+            raise inputs.bad("input", "required", "an image (PNG/JPEG) or [n, 64] pixels")
         return self.classify(x)
 
     def classify(self, x: Any) -> dict[str, Any]:

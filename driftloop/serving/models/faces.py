@@ -5,12 +5,16 @@ from __future__ import annotations
 import json
 import math
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from driftloop.catalogue import FirstVersion, Sample
 from driftloop.serving import inputs
+
+if TYPE_CHECKING:
+    import numpy as np
+    from numpy.typing import NDArray
 
 DEFAULT_CONFIG: dict[str, Any] = {
     "cascade": "haarcascade_frontalface_default.xml",
@@ -68,17 +72,20 @@ class FacesModel:
             from skimage import data
         except ImportError:
             return None
+        astronaut: Callable[[], NDArray[np.uint8]] = data.astronaut  # skimage is untyped
         buf = io.BytesIO()
-        Image.fromarray(data.astronaut()).save(buf, "PNG")
+        Image.fromarray(astronaut()).save(buf, "PNG")
         return Sample(buf.getvalue(), {"boxes": [ASTRONAUT_FACE]})
 
     def predict(self, media: bytes | None, tensor: Any | None) -> dict[str, Any]:
         if media is not None:
             gray = inputs.decode_image(media, mode="L", max_pixels=self.limits.max_image_pixels)
-        else:
+        elif tensor is not None:
             arr = inputs.image_tensor(tensor, max_pixels=self.limits.max_image_pixels,
                                       min_side=8)
             gray = arr if arr.ndim == 2 else arr[..., :3].mean(axis=2).astype(arr.dtype)
+        else:
+            raise inputs.bad("input", "required", "an image (PNG/JPEG or a pixel tensor)")
         return self.detect(gray)
 
     def detect(self, gray: Any) -> dict[str, Any]:

@@ -61,8 +61,10 @@ class OcrModel:
     def predict(self, media: bytes | None, tensor: Any | None) -> dict[str, Any]:
         if media is not None:
             image = inputs.decode_image(media, mode="RGB", max_pixels=self.max_pixels)
-        else:
+        elif tensor is not None:
             image = inputs.image_tensor(tensor, max_pixels=self.max_pixels)
+        else:
+            raise inputs.bad("input", "required", "an image (PNG/JPEG or a pixel tensor)")
         return self.read(image)
 
     def read(self, image: Any) -> dict[str, Any]:

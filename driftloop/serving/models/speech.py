@@ -77,8 +77,10 @@ class SpeechModel:
                 raise inputs.bad("input", "media-type", "speech expects a WAV file or PCM samples")
             pcm = inputs.decode_wav(media, max_seconds=self.max_seconds,
                                     max_rate=self.limits.max_sample_rate)
-        else:
+        elif tensor is not None:
             pcm = inputs.pcm_from_tensor(tensor, max_seconds=self.max_seconds)
+        else:
+            raise inputs.bad("input", "required", "a WAV file or PCM samples")
         return self.transcribe(pcm.tobytes())
 
     def transcribe(self, pcm16: bytes) -> dict[str, Any]:
