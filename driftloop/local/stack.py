@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -75,7 +76,7 @@ class Stack:
 
     # ------------------------------------------------------------------ verbs
 
-    def up(self, *, progress: Any = None) -> list[ComponentStatus]:
+    def up(self, *, progress: Callable[[str], object] | None = None) -> list[ComponentStatus]:
         """Start every component; raise ``StackError`` (and stop what started) on failure."""
         alive = self.running()
         if alive:
