@@ -1,28 +1,39 @@
-"""Serving overhead: each model through MLServer (V2 REST) against the same model in-process.
+"""Serving overhead per model family and request path, against the same model in-process.
 
 Run with the serving environment (it loads the models in-process too):
 
-    .venv-serving/bin/python bench/serving.py [--n 20] [--models digits,faces,ocr,speech]
-        [--out-json FILE]
+    .venv-serving/bin/python bench/serving.py [--n 20] [--models digits,faces,ocr,speech,objects]
+        [--clients 8] [--rps-n 2000] [--out-json FILE]
 
-Both sides run in the same run on the same inputs: in-process is decode + predict on the
-bytes; served is base64 + JSON + HTTP + MLServer + the same decode + predict. Prediction
-events are switched off (header) so the figures are the server's own cost; a registry in
-a temporary folder holds version 1 of each model. The two sides alternate request by
-request. Figures are medians of the per-request latencies (p50) and the 99th percentile;
-the overhead is the median of the per-pair differences; throughput is sequential
-requests per second and with 4 concurrent clients.
+All sides run in the same run on the same inputs, interleaved request by request (load
+from elsewhere hits every side alike): in-process is decode + predict on the bytes; the
+served paths add the transport, MLServer and the same decode + predict:
+
+- ``json``: V2 JSON with the file base64 inside (``parameters.content_type: base64``);
+- ``binary_rest``: the file itself as the body of ``/v2/models/<m>/infer``
+  (``Content-Type: image/png``...; ``seldon.runtimes.binary``);
+- ``grpc_raw``: V2 gRPC with the file in ``raw_input_contents``.
+
+Prediction events are switched off (header) so the figures are the server's own cost; a
+registry in a temporary folder holds version 1 of each model. Latency figures are medians
+(p50) and 99th percentiles; the overhead of a path is the median of its per-round
+differences to the in-process call of the same round. Throughput: digits with
+``--clients`` concurrent clients per path (each client its own connection), with
+MLServer's adaptive batching off, then on (``--batch-size``/``--batch-time-ms``).
 """
 
 from __future__ import annotations
 
 import argparse
 import io
+import json
+import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -35,8 +46,11 @@ from driftloop.serving import models as model_lib
 from driftloop.serving import v2
 from driftloop.serving.bootstrap import ensure_models
 from driftloop.serving.client import V2Client
+from driftloop.serving.grpc_client import GrpcV2Client
 from driftloop.serving.server import MLServerProcess
 from driftloop.settings import Settings
+
+PATHS = ("json", "binary_rest", "grpc_raw")
 
 
 def inputs(folder: Path) -> dict[str, bytes]:
@@ -44,63 +58,92 @@ def inputs(folder: Path) -> dict[str, bytes]:
     from sklearn.datasets import load_digits
 
     wav = folder / "s.wav"
-    subprocess.run(["flite", "-voice", "slt", "-t", "please call me tomorrow morning",
-                    "-o", str(wav)], check=True, capture_output=True)
+    subprocess.run(
+        ["flite", "-voice", "slt", "-t", "please call me tomorrow morning", "-o", str(wav)],
+        check=True,
+        capture_output=True,
+    )
     font = ImageFont.load_default(size=36)
     line = Image.new("L", (820, 80), 255)
     ImageDraw.Draw(line).text((20, 20), "Invoice 2041 due on March 15", font=font, fill=0)
     rng = np.random.default_rng(0)
     scene = Image.fromarray(rng.integers(0, 255, (512, 512), dtype=np.uint8)).convert("RGB")
+    street = Image.fromarray(rng.integers(0, 255, (480, 640, 3), dtype=np.uint8))
     digit = load_digits().data[3].reshape(8, 8)
     digit_img = Image.fromarray((255 - digit / 16 * 255).astype(np.uint8)).resize((64, 64))
 
-    def png(img: Image.Image) -> bytes:
+    def encoded(img: Image.Image, fmt: str = "PNG") -> bytes:
         buf = io.BytesIO()
-        img.save(buf, "PNG")
+        img.save(buf, fmt, **({"quality": 90} if fmt == "JPEG" else {}))
         return buf.getvalue()
 
-    return {"speech": wav.read_bytes(), "ocr": png(line), "faces": png(scene),
-            "digits": png(digit_img)}
+    return {
+        "speech": wav.read_bytes(),
+        "ocr": encoded(line),
+        "faces": encoded(scene),
+        "objects": encoded(street, "JPEG"),
+        "digits": encoded(digit_img),
+    }
 
 
 def pct(xs: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(xs), q))
 
 
-def interleaved(fa, fb, n: int) -> tuple[list[float], list[float]]:
-    """Alternate the two sides request by request, so load from elsewhere hits both alike."""
-    a, b = [], []
+def interleaved(sides: dict[str, Callable[[], object]], n: int) -> dict[str, list[float]]:
+    """Every side once per round, in turn, so load from elsewhere hits all alike."""
+    out: dict[str, list[float]] = {k: [] for k in sides}
     for _ in range(n):
-        for fn, out in ((fa, a), (fb, b)):
+        for name, fn in sides.items():
             t = time.perf_counter()
             fn()
-            out.append((time.perf_counter() - t) * 1000.0)
-    return a, b
+            out[name].append((time.perf_counter() - t) * 1000.0)
+    return out
 
 
-def concurrent_rps(fn, n: int, workers: int = 4) -> float:
+def concurrent_rps(make: Callable[[], Callable[[], object]], n: int, workers: int) -> float:
+    """Requests per second of ``workers`` clients (each made by ``make``, own connection)."""
+    calls = [make() for _ in range(workers)]
+    for call in calls:
+        call()  # connect and warm
+    per = n // workers
+
+    def run(call: Callable[[], object]) -> None:
+        for _ in range(per):
+            call()
+
     t = time.perf_counter()
     with ThreadPoolExecutor(workers) as pool:
-        list(pool.map(lambda _: fn(), range(n)))
-    return n / (time.perf_counter() - t)
+        list(pool.map(run, calls))
+    return per * workers / (time.perf_counter() - t)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--n", type=int, default=20,
-                    help="requests per model and side (x10 for digits)")
-    ap.add_argument("--models", default="digits,faces,ocr,speech")
+    ap.add_argument("--n", type=int, default=20, help="rounds per model (x10 for digits)")
+    ap.add_argument("--models", default="digits,faces,ocr,speech,objects")
+    ap.add_argument("--clients", type=int, default=8, help="concurrent digits clients")
+    ap.add_argument("--rps-n", type=int, default=1600, help="digits requests per rps run")
     ap.add_argument("--out-json", help="also write the figures to this JSON file")
-    ap.add_argument("--payload-logging", action="store_true",
-                    help="also measure what keeping each input adds (bench/payload_logging.py)")
+    ap.add_argument(
+        "--payload-logging",
+        action="store_true",
+        help="also measure what keeping each input adds (bench/payload_logging.py)",
+    )
     args = ap.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from bench.proc_cpu import tree_cpu_s
+
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        settings = Settings(state_dir=folder, kafka_bootstrap=f"127.0.0.1:{free_port()}",
-                            serving_http_port=free_port(), serving_grpc_port=free_port(),
-                            serving_metrics_port=free_port(), serving_models=args.models)
+        settings = Settings(
+            state_dir=folder,
+            kafka_bootstrap=f"127.0.0.1:{free_port()}",
+            serving_http_port=free_port(),
+            serving_grpc_port=free_port(),
+            serving_metrics_port=free_port(),
+            serving_models=args.models,
+        )
         names = settings.serving_model_list
         registry = Registry(open_store(settings.resolved_blob_url, settings))
         champions = ensure_models(registry, names)
@@ -110,41 +153,88 @@ def main() -> None:
         t0 = time.perf_counter()
         server.start()
         print(f"MLServer start-up with {len(names)} models: {time.perf_counter() - t0:.1f} s")
-        rows = []
-        server_cpu: dict[str, float] = {}
+        grpc_target = f"127.0.0.1:{settings.serving_grpc_port}"
+        lat: dict[str, dict[str, list[float]]] = {}
+        rps: dict[str, float] = {}
+        cpu_ms: dict[str, float] = {}
         try:
-            with V2Client(server.url) as client:
+            with V2Client(server.url) as client, GrpcV2Client(grpc_target) as grpc_client:
                 for m in names:
-                    body = v2.media_request(data[m])
+                    x = data[m]
+                    body = v2.media_request(x)
+                    sides: dict[str, Callable[[], object]] = {
+                        "inproc": lambda m=m, x=x: local[m].predict(x, None),
+                        "json": lambda m=m, b=body: client.infer_request(m, b, emit=False),
+                        "binary_rest": lambda m=m, x=x: client.infer_binary(m, x, emit=False),
+                        "grpc_raw": lambda m=m, x=x: grpc_client.infer_bytes(m, x, emit=False),
+                    }
+                    for fn in sides.values():  # warm every side
+                        for _ in range(3):
+                            fn()
+                    lat[m] = interleaved(sides, args.n * 10 if m == "digits" else args.n)
+                    print(
+                        f"{m}: "
+                        + ", ".join(
+                            f"{k} {statistics.median(v):.2f} ms" for k, v in lat[m].items()
+                        ),
+                        flush=True,
+                    )
+                if "digits" in names:
+                    d = data["digits"]
+                    url = server.url
 
-                    def served(m: str = m, body: dict = body) -> None:
-                        client.infer_request(m, body, emit=False)
+                    def json_client() -> Callable[[], object]:
+                        c, b = V2Client(url), v2.media_request(d)
+                        return lambda: c.infer_request("digits", b, emit=False)
 
-                    def inproc(m: str = m) -> None:
-                        local[m].predict(data[m], None)
+                    def binary_client() -> Callable[[], object]:
+                        c = V2Client(url)
+                        return lambda: c.infer_binary("digits", d, emit=False)
 
-                    for _ in range(3):  # warm both sides
-                        served()
-                        inproc()
-                    n = args.n * 10 if m == "digits" else args.n
-                    a, b = interleaved(inproc, served, n)
-                    in_rps = concurrent_rps(inproc, n)
-                    cpu0 = tree_cpu_s(server.pid or 0)
-                    rows.append((m, n, a, b, in_rps, concurrent_rps(served, n)))
-                    server_cpu[m] = (tree_cpu_s(server.pid or 0) - cpu0) / n
+                    def grpc_raw_client() -> Callable[[], object]:
+                        c = GrpcV2Client(grpc_target)
+                        return lambda: c.infer_bytes("digits", d, emit=False)
+
+                    makers = {
+                        "json": json_client,
+                        "binary_rest": binary_client,
+                        "grpc_raw": grpc_raw_client,
+                    }
+                    for path, make in makers.items():
+                        cpu0 = tree_cpu_s(server.pid or 0)
+                        rps[path] = concurrent_rps(make, args.rps_n, args.clients)
+                        cpu_ms[path] = 1000 * (tree_cpu_s(server.pid or 0) - cpu0) / args.rps_n
+                        print(
+                            f"digits {args.clients} clients {path}: {rps[path]:.0f} req/s, "
+                            f"server {cpu_ms[path]:.2f} ms CPU/request",
+                            flush=True,
+                        )
         finally:
             server.stop()
-    print("\nlatency in ms (p50 / p99), throughput in requests/s (sequential | 4 concurrent)")
-    print("overhead = median over request pairs of (served - in-process), robust to load "
-          "from elsewhere")
-    print(f"{'model':8} {'n':>4} {'in-process':>17} {'MLServer':>17} {'overhead':>11} "
-          f"{'ratio p50':>9} {'rps in-proc':>15} {'rps served':>15}")
-    for m, n, a, b, ca, cb in rows:
-        pa, pb = statistics.median(a), statistics.median(b)
-        over = statistics.median([y - x for x, y in zip(a, b, strict=True)])
-        print(f"{m:8} {n:4d} {pa:7.2f} / {pct(a, 99):7.2f} {pb:7.2f} / {pct(b, 99):7.2f} "
-              f"{over:8.2f} ms {pb / pa:8.2f}x {1000 / pa:6.1f} | {ca:6.1f} "
-              f"{1000 / pb:6.1f} | {cb:6.1f}")
+    p50 = {m: {k: statistics.median(v) for k, v in sides.items()} for m, sides in lat.items()}
+    over = {
+        m: {
+            path: statistics.median([y - x for x, y in zip(s["inproc"], s[path], strict=True)])
+            for path in PATHS
+        }
+        for m, s in lat.items()
+    }
+    print("\nlatency p50 in ms; overhead = median over rounds of (path - in-process)")
+    print(
+        f"{'model':8} {'in-proc':>8} "
+        + " ".join(f"{p:>12} {'over':>6} {'ratio':>6}" for p in PATHS)
+    )
+    for m in lat:
+        cells = " ".join(
+            f"{p50[m][p]:12.2f} {over[m][p]:6.2f} {p50[m][p] / p50[m]['inproc']:5.2f}x"
+            for p in PATHS
+        )
+        print(f"{m:8} {p50[m]['inproc']:8.2f} {cells}")
+    if rps:
+        print(
+            f"\ndigits, {args.clients} concurrent clients (load generator on the same "
+            f"{os.cpu_count()} cores): " + ", ".join(f"{p} {r:.0f} req/s" for p, r in rps.items())
+        )
     logging_fig = None
     if args.payload_logging:
         from bench.payload_logging import measure, report
@@ -152,21 +242,30 @@ def main() -> None:
         logging_fig = measure(args.n * 20)
         print("\n" + report(logging_fig))
     if args.out_json:
-        import json
-        import os
-
-        # Requests per core-second: requests over the CPU seconds MLServer (all its
-        # processes) spent on the 4-concurrent run, robust to other load on the machine.
-        Path(args.out_json).write_text(json.dumps({
-            "bench": "serving", "load_1m": os.getloadavg()[0], "cpus": os.cpu_count(),
-            "args": vars(args), "models": {
-                m: {"n": n, "p50_ms_inproc": statistics.median(a),
-                    "p50_ms_served": statistics.median(b), "p99_ms_served": pct(b, 99),
-                    "rps_served_sequential": 1000 / statistics.median(b),
-                    "rps_served_4_concurrent": cb,
-                    "server_cpu_ms_per_request": 1000 * server_cpu[m],
-                    "rps_per_core": 1 / max(server_cpu[m], 1e-9)}
-                for m, n, a, b, _, cb in rows}, "payload_logging": logging_fig}, indent=1))
+        Path(args.out_json).write_text(
+            json.dumps(
+                {
+                    "bench": "serving",
+                    "load_1m": os.getloadavg()[0],
+                    "cpus": os.cpu_count(),
+                    "args": vars(args),
+                    "paths": list(PATHS),
+                    # overhead_p50_ms[family][path]: median of (served - in-process) per round, ms.
+                    "overhead_p50_ms": over,
+                    # p50_ms[family][side]: median latency of each side ("inproc" and each path).
+                    "p50_ms": p50,
+                    "p99_ms": {m: {k: pct(v, 99) for k, v in s.items()} for m, s in lat.items()},
+                    "ratio_p50": {m: {p: p50[m][p] / p50[m]["inproc"] for p in PATHS} for m in lat},
+                    "n": {m: len(s["inproc"]) for m, s in lat.items()},
+                    # digits_rps[path]: requests/s with args.clients concurrent clients.
+                    "digits_rps": rps,
+                    "digits_clients": args.clients,
+                    "digits_server_cpu_ms_per_request": cpu_ms,
+                    "payload_logging": logging_fig,
+                },
+                indent=1,
+            )
+        )
 
 
 if __name__ == "__main__":
