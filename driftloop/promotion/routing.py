@@ -16,11 +16,14 @@ import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from driftloop.annotations import MODEL_LABEL
 from driftloop.blob import BlobStore
 from driftloop.naming import safe_segment
+
+if TYPE_CHECKING:
+    from driftloop.serving.v2 import Prediction
 
 
 @dataclass(frozen=True)
@@ -160,6 +163,8 @@ class Router:
         self._cache[model] = (time.monotonic(), r)
         return r
 
-    def infer_tensor(self, model: str, values: Any, *, request_id: str, **kw: Any) -> Any:
+    def infer_tensor(
+        self, model: str, values: Any, *, request_id: str, **kw: Any
+    ) -> Prediction:
         """Through the public endpoint: the server applies the canary split by request id."""
         return self.client.infer_tensor(model, values, request_id=request_id, **kw)
