@@ -128,7 +128,7 @@ class ClusterLayout:
             (self.conf / f.name).write_bytes(f.read_bytes())
         wheel_conf = yaml.safe_load((self.wheel / "conf" / "config.yaml").read_text()) or {}
         java_opts = str(wheel_conf.get("env", {}).get("java", {}).get("opts", {}).get("all", ""))
-        from flink.jobs.common import s3_config
+        s3_config = _jobs_common().s3_config
 
         # File systems are the cluster's (each process initializes them from its own
         # configuration): the S3 endpoint and credentials go here, not with the job.
@@ -180,6 +180,24 @@ class ClusterLayout:
 
 def taskmanager_id(n: int) -> str:
     return f"taskmanager-{n}"
+
+
+def _jobs_common() -> Any:
+    """``flink.jobs.common`` (stdlib and driftloop imports only). The ``driftloop`` entry
+    point runs without the project folder on ``sys.path`` (only driftloop is installed),
+    so it is loaded from the project's file then."""
+    try:
+        from flink.jobs import common
+    except ModuleNotFoundError:
+        import importlib.util
+
+        path = PROJECT_ROOT / "flink" / "jobs" / "common.py"
+        spec = importlib.util.spec_from_file_location("driftloop_flink_jobs_common", path)
+        if spec is None or spec.loader is None:
+            raise
+        common = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(common)
+    return common
 
 
 def rest_url(settings: Settings) -> str:
