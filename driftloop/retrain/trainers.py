@@ -13,7 +13,7 @@ unreadable input, an input reference outside the model's inputs) never fails a r
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from driftloop.blob import BlobStore, check_key
 from driftloop.catalogue import FAMILIES, load_path
@@ -21,6 +21,9 @@ from driftloop.errors import BadRequest
 from driftloop.inputlog import decode_tensor
 from driftloop.inputlog import inputs_prefix as kept_inputs_prefix
 from driftloop.naming import safe_segment
+
+if TYPE_CHECKING:
+    from driftloop.serving.models.digits import Dataset
 
 INPUTS_KIND = "preprocessed"
 """Inputs a prediction can reference are what the preprocess job stored for its model,
@@ -104,7 +107,7 @@ class DigitsTrainer:
     model = "digits"
     metric = FAMILIES["digits"].metric
 
-    def base(self) -> tuple[Any, Any]:
+    def base(self) -> tuple[Dataset, Dataset]:
         from driftloop.serving.models import digits
 
         return digits.split(digits.load_dataset())
@@ -156,7 +159,7 @@ class DigitsTrainer:
         except Exception as e:  # untrusted bytes: whatever the decoder raises skips the row
             raise RowSkipped("input_unreadable", f"{type(e).__name__}: {str(e)[:200]}") from e
 
-    def dataset(self, rows: Sequence[tuple[Any, Any]]) -> Any:
+    def dataset(self, rows: Sequence[tuple[Any, Any]]) -> Dataset:
         import numpy as np
 
         from driftloop.serving.models.digits import N_FEATURES, Dataset
@@ -165,37 +168,37 @@ class DigitsTrainer:
             return Dataset(np.empty((0, N_FEATURES)), np.empty((0,), dtype=np.int64))
         return Dataset(np.vstack([r[0] for r in rows]), np.asarray([r[1] for r in rows]))
 
-    def concat(self, a: Any, b: Any) -> Any:
+    def concat(self, a: Dataset, b: Dataset) -> Dataset:
         import numpy as np
 
         from driftloop.serving.models.digits import Dataset
 
         return Dataset(np.vstack([a.X, b.X]), np.concatenate([a.y, b.y]).astype("int64"))
 
-    def size(self, data: Any) -> int:
+    def size(self, data: Dataset) -> int:
         return len(data)
 
-    def train(self, data: Any, params: Mapping[str, Any]) -> dict[str, bytes]:
+    def train(self, data: Dataset, params: Mapping[str, Any]) -> dict[str, bytes]:
         from driftloop.serving.models import digits
 
         return digits.train(data, params)
 
-    def score(self, artifact: Mapping[str, bytes], data: Any) -> float:
+    def score(self, artifact: Mapping[str, bytes], data: Dataset) -> float:
         from driftloop.serving.models import digits
 
         return float(digits.evaluate(artifact, data)["accuracy"]) if len(data) else float("nan")
 
-    def outputs(self, artifact: Mapping[str, bytes], data: Any) -> dict[str, Any]:
+    def outputs(self, artifact: Mapping[str, bytes], data: Dataset) -> dict[str, Any]:
         from driftloop.serving.models.digits import DigitsModel
 
         out = DigitsModel.from_artifact(artifact).classify(data.X)
         return {"label": [float(v) for v in out["labels"]],
                 "confidence": [float(v) for v in out["scores"]]}
 
-    def to_json(self, data: Any) -> dict[str, Any]:
+    def to_json(self, data: Dataset) -> dict[str, Any]:
         return {"X": data.X.tolist(), "y": data.y.tolist()}
 
-    def from_json(self, doc: Mapping[str, Any]) -> Any:
+    def from_json(self, doc: Mapping[str, Any]) -> Dataset:
         import numpy as np
 
         from driftloop.serving.models.digits import N_FEATURES, Dataset

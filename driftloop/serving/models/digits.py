@@ -12,10 +12,14 @@ import json
 import pickle
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from driftloop.catalogue import FirstVersion, Sample
 from driftloop.serving import inputs
+
+if TYPE_CHECKING:
+    import numpy as np
+    from numpy.typing import NDArray
 
 N_FEATURES = 64
 DEFAULT_PARAMS: dict[str, Any] = {"kind": "svc", "C": 10.0, "gamma": 0.001, "seed": 0}
@@ -25,8 +29,8 @@ DEFAULT_PARAMS: dict[str, Any] = {"kind": "svc", "C": 10.0, "gamma": 0.001, "see
 class Dataset:
     """Rows of 64 pixel intensities in 0..16 (white ink on black) and their labels."""
 
-    X: Any
-    y: Any
+    X: NDArray[np.float64]
+    y: NDArray[np.int64]
 
     def __len__(self) -> int:
         return len(self.y)
