@@ -29,6 +29,13 @@ class KafkaSettings(BaseModel):
         "the Flink sinks'); topics are created with max.message.bytes this plus 64 KiB of "
         "framing. Bigger records are dead-lettered (with their reason) or carried by reference.",
     )
+    raw_input_dataref_bytes: int = Field(
+        64 * 1024,
+        ge=0,
+        description="Raw inputs (send_input) above this size are written to the blob store and "
+        "travel as a CloudEvents dataref (claim check; Flink preprocess reads them there); "
+        "0 sends every input inline.",
+    )
     topic_partitions: int = Field(3, ge=1, description="Partitions for topics the stack creates.")
     kafka_producer_client: Literal["confluent-kafka", "kafka-python"] = Field(
         "confluent-kafka",

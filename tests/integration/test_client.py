@@ -148,7 +148,7 @@ def test_send_input_lands_on_the_raw_topic_inline(kafka):
     with Client(source=unique_source(), kafka=settings) as client:
         ident = client.send_input("ocr", png, content_type="image/png")
         with pytest.raises(PayloadTooLarge) as info:
-            client.send_input("ocr", b"\0" * settings.kafka_max_message_bytes,
+            client.send_input("ocr", b"\0" * (settings.flink_max_input_bytes + 1),
                               content_type="image/png")
         assert info.value.fields[0].field == "data"
     (event,) = [e for e in kafka.read_events(topics.raw("image")) if e.id == ident]
