@@ -25,10 +25,12 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import math
 import os
 import statistics
 import tempfile
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -178,7 +180,15 @@ def rate_of(arrivals: list[Arrival], unit: float) -> tuple[float, float]:
     """(units per wall second, job CPU ms per item) after the first commit of a repeat."""
     (t_first, _, c_first), (t_last, _, c_last) = arrivals[0], arrivals[-1]
     after = sum(n for _, n, _ in arrivals[1:])
-    return after * unit / max(t_last - t_first, 1e-3), 1000 * (c_last - c_first) / max(after, 1)
+    if after == 0:  # the whole repeat came in one commit: no rate (too few items)
+        return math.nan, math.nan
+    return after * unit / (t_last - t_first), 1000 * (c_last - c_first) / after
+
+
+def median(values: Iterable[float]) -> float:
+    """The median of the measured values (repeats without a rate left out)."""
+    kept = [v for v in values if not math.isnan(v)]
+    return statistics.median(kept) if kept else math.nan
 
 
 @dataclass
@@ -282,10 +292,10 @@ def main() -> None:
                 loop = [loop_rate(base, evs, modality, unit * len(evs))
                         for evs in runs.values()]
                 jr, lr = [r for r, _ in job], [r for r, _ in loop]
-                res = Result(modality, p, statistics.median(lr), statistics.median(jr),
-                             statistics.median(jr) / statistics.median(lr),
-                             statistics.median(c for _, c in loop),
-                             statistics.median(c for _, c in job), submitted, first_out,
+                res = Result(modality, p, median(lr), median(jr),
+                             median(jr) / median(lr),
+                             median(c for _, c in loop),
+                             median(c for _, c in job), submitted, first_out,
                              args.by_ref_above, lr, jr)
                 results.append(res)
                 what = "s of audio" if modality == "audio" else "images"
