@@ -201,3 +201,50 @@ def test_estimated_rules_pure() -> None:
     served = {"requests": 100.0, "errors": 0.0, "p99_s": 0.01}
     v = judge(plain, VersionStats("1", **served), VersionStats("2", **served), final=True)
     assert v.verdict == "ok" and all(c.name != "estimated_quality" for c in v.checks)
+
+
+def test_bake_requiring_the_estimate_rolls_back_without_the_challengers(
+    loop_env: Any, monitoring: Any
+) -> None:
+    """The promote service's bake reads the estimates from Prometheus: the champion's is
+    there, the challenger's never comes, so the canary ends in a rollback naming it."""
+    from driftloop.policy import load_policy
+    from driftloop.promotion.service import PromotionService
+    from driftloop.retrain.pipeline import train_model
+
+    write_policy(
+        loop_env.settings.policy_dir,
+        promotion={
+            "margin": -1.0,
+            "max_holdout_drop": 1.0,
+            "min_canary_samples": 0,
+            "max_estimated_quality_drop": 0.05,
+        },
+    )
+    policy = load_policy(loop_env.settings.policy_dir, "digits")
+    v2 = train_model(
+        loop_env.settings, policy, run_id="estimate-missing", store=loop_env.store, emit=False
+    ).version
+    try:
+        _push(monitoring, ("1", 0.9, 300))
+        svc = PromotionService(
+            loop_env.settings.model_copy(
+                update={
+                    "prometheus_url": monitoring.prometheus_url,
+                    "promote_bake_s": 4.0,
+                    "promote_evidence_grace_s": 3.0,
+                }
+            ),
+            store=loop_env.store,
+        )
+        assert svc.start("digits", v2)["phase"] == "canary"
+        final = svc.wait("digits", v2, timeout_s=120)
+        assert final is not None and final.phase == "rolledback", final
+        assert final.reason.startswith("no evidence:"), final.reason
+        assert f"estimated_quality: no estimated quality for v{v2}" in final.reason
+        last = {c["name"]: c for c in final.verdicts[-1]["checks"]}
+        assert last["estimated_quality"]["judged"] is False
+        assert loop_env.registry.alias("digits", "champion") == "1"
+        svc.close()
+    finally:
+        metrics.delete(monitoring.pushgateway_url, "digits")
