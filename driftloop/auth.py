@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, Any
 from driftloop.errors import Unauthorized, Unavailable
 
 if TYPE_CHECKING:
+    from jwt import PyJWKClient
+
     from driftloop.settings import Settings
 
 ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512")
@@ -141,7 +143,7 @@ def _reason(e: Exception) -> str:
 
 
 def _jwks_client(url: str, *, ca_file: Path | None, token_file: Path | None, cache_s: int,
-                 timeout_s: float) -> Any:
+                 timeout_s: float) -> PyJWKClient:
     """A PyJWKClient that sends the (rotating) service-account token on each key fetch."""
     import jwt
 
