@@ -246,3 +246,24 @@ def _save_profile(store: BlobStore, trainer: Trainer, model: str, version: str,
     profile = build_profile(cols, kinds={"label": "categorical", "confidence": "numeric"},
                             source=f"training run outputs on {trainer.size(data)} rows")
     save_profile(store, model, version, profile)
+    _save_calibration(store, trainer, model, version, artifact, data, cols.get("confidence"))
+
+
+def _save_calibration(store: BlobStore, trainer: Trainer, model: str, version: str,
+                      artifact: Mapping[str, bytes], data: Any, confidence: Any) -> None:
+    """The version's quality calibration, fitted on the same evaluation data, when the
+    trainer scores rows: the new version is estimated from its first prediction on,
+    before any label of its own (``driftloop.monitoring.estimate``)."""
+    from driftloop.catalogue import FAMILIES
+    from driftloop.monitoring.estimate import MIN_CALIBRATION_SAMPLES, fit, save_calibration
+    from driftloop.retrain.trainers import ScoresRows
+
+    if not isinstance(trainer, ScoresRows) or confidence is None:
+        return
+    quality = trainer.row_qualities(artifact, data)
+    if len(quality) < MIN_CALIBRATION_SAMPLES or len(quality) != len(confidence):
+        return
+    family = FAMILIES.get(model)
+    save_calibration(store, model, version, fit(
+        confidence, quality, increasing=family.higher_is_better if family else True,
+        metric=trainer.metric))

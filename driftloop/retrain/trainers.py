@@ -13,7 +13,7 @@ unreadable input, an input reference outside the model's inputs) never fails a r
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from driftloop.blob import BlobStore, check_key
 from driftloop.catalogue import FAMILIES, load_path
@@ -99,6 +99,17 @@ class Trainer(Protocol):
     def to_json(self, data: Any) -> dict[str, Any]: ...
 
     def from_json(self, doc: Mapping[str, Any]) -> Any: ...
+
+
+@runtime_checkable
+class ScoresRows(Protocol):
+    """A trainer that also scores each row of ``outputs`` under the family's metric: the
+    pipeline then fits the version's quality calibration on its evaluation data (the
+    labeled reference window of ``driftloop.monitoring.estimate``)."""
+
+    def row_qualities(self, artifact: Mapping[str, bytes], data: Any) -> list[float]:
+        """One quality per row, in the order ``outputs`` gives the confidences."""
+        ...
 
 
 class DigitsTrainer:
@@ -194,6 +205,12 @@ class DigitsTrainer:
         out = DigitsModel.from_artifact(artifact).classify(data.X)
         return {"label": [float(v) for v in out["labels"]],
                 "confidence": [float(v) for v in out["scores"]]}
+
+    def row_qualities(self, artifact: Mapping[str, bytes], data: Dataset) -> list[float]:
+        from driftloop.serving.models.digits import DigitsModel
+
+        labels = DigitsModel.from_artifact(artifact).classify(data.X)["labels"]
+        return [1.0 if int(p) == int(y) else 0.0 for p, y in zip(labels, data.y, strict=True)]
 
     def to_json(self, data: Dataset) -> dict[str, Any]:
         return {"X": data.X.tolist(), "y": data.y.tolist()}

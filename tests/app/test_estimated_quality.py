@@ -225,6 +225,11 @@ def test_bake_requiring_the_estimate_rolls_back_without_the_challengers(
     v2 = train_model(
         loop_env.settings, policy, run_id="estimate-missing", store=loop_env.store, emit=False
     ).version
+    # training fitted v2's calibration on its evaluation data (the holdout: 450 digits)
+    from driftloop.monitoring.estimate import load_calibration
+
+    cal = load_calibration(loop_env.store, "digits", v2)
+    assert cal is not None and cal.samples == 450 and cal.metric == "accuracy"
     try:
         _push(monitoring, ("1", 0.9, 300))
         svc = PromotionService(
