@@ -14,7 +14,7 @@ accuracy of the same predictions; the error is |estimate - realized|. Baselines 
 run: the mean raw confidence (no calibration) and the reference accuracy carried forward
 (what one assumes without an estimate). Prints medians over ``--runs``.
 
-    .venv/bin/python bench/quality_estimate.py [--runs 30] [--json]
+    .venv/bin/python bench/quality_estimate.py [--runs 50] [--prior-weight K] [--json]
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def rotate(x: np.ndarray) -> np.ndarray:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    ap.add_argument("--runs", type=int, default=30)
+    ap.add_argument("--runs", type=int, default=50)
     ap.add_argument("--prior-weight", type=float, default=PRIOR_WEIGHT)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
