@@ -28,6 +28,7 @@ import argparse
 import io
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -37,6 +38,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import httpx
 import numpy as np
 
 from driftloop.blob import open_store
@@ -90,15 +92,47 @@ def pct(xs: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(xs), q))
 
 
-def interleaved(sides: dict[str, Callable[[], object]], n: int) -> dict[str, list[float]]:
-    """Every side once per round, in turn, so load from elsewhere hits all alike."""
+def interleaved(
+    sides: dict[str, Callable[[], object]], n: int, server_s: Callable[[], float]
+) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Every side once per round, in turn, so load from elsewhere hits all alike.
+
+    Also, for each served request, its overhead measured on its own: the client's latency
+    less the model's time inside the server (``server_s``: the runtime's latency sum for
+    this model, read after every request; sequential requests, so the difference is this
+    request's decode + predict). Unlike a difference to the in-process call, it holds
+    when the model's own time varies by hundreds of ms under load from elsewhere.
+    """
     out: dict[str, list[float]] = {k: [] for k in sides}
+    own: dict[str, list[float]] = {k: [] for k in sides if k != "inproc"}
+    before = server_s()
     for _ in range(n):
         for name, fn in sides.items():
             t = time.perf_counter()
             fn()
-            out[name].append((time.perf_counter() - t) * 1000.0)
-    return out
+            ms = (time.perf_counter() - t) * 1000.0
+            out[name].append(ms)
+            if name != "inproc":
+                after = server_s()
+                own[name].append(ms - (after - before) * 1000.0)
+                before = after
+    return out, own
+
+
+def latency_sum(metrics_url: str, model: str) -> Callable[[], float]:
+    """Seconds the runtime spent in ``model``'s decode + predict so far (its histogram's sum)."""
+    pattern = re.compile(
+        r'^driftloop_model_latency_seconds_sum\{[^}]*model="'
+        + re.escape(model)
+        + r'"[^}]*\} (\S+)$',
+        re.M,
+    )
+    http = httpx.Client(timeout=30)
+
+    def read() -> float:
+        return sum(float(v) for v in pattern.findall(http.get(metrics_url).text))
+
+    return read
 
 
 def concurrent_rps(make: Callable[[], Callable[[], object]], n: int, workers: int) -> float:
@@ -118,12 +152,84 @@ def concurrent_rps(make: Callable[[], Callable[[], object]], n: int, workers: in
     return per * workers / (time.perf_counter() - t)
 
 
+def batched_digits_rps(
+    settings: Settings,
+    folder: Path,
+    args: argparse.Namespace,
+) -> dict[str, float]:
+    """Digits req/s with MLServer's adaptive batching on (``MLSERVER_MODEL_MAX_BATCH_*``
+    for a server of its own), numeric tensors only: MLServer joins ``BYTES`` inputs by
+    concatenating their bytes, keeps one request's headers for a whole batch and cannot
+    split scalar outputs, so driftloop does not enable it (ids and events would be wrong):
+    this measures what it would buy, with two-row tensors. Events off, as everywhere here."""
+    from sklearn.datasets import load_digits
+
+    from driftloop.serving import server as server_lib
+
+    base_env = server_lib.server_env
+
+    def with_batching(s: Settings) -> dict[str, str]:
+        return {
+            **base_env(s),
+            "MLSERVER_MODEL_MAX_BATCH_SIZE": str(args.batch_size),
+            "MLSERVER_MODEL_MAX_BATCH_TIME": str(args.batch_time_ms / 1000.0),
+        }
+
+    # Two rows a request: a one-row answer carries scalar outputs (``label``), whose
+    # parameters MLServer's batch splitter cannot split ('bool' object is not iterable).
+    row = load_digits().data[3:5].tolist()
+    s2 = settings.model_copy(
+        update={
+            "serving_models": "digits",
+            "serving_http_port": free_port(),
+            "serving_grpc_port": free_port(),
+            "serving_metrics_port": free_port(),
+        }
+    )
+    server_lib.server_env = with_batching  # type: ignore[assignment]
+    try:
+        server = MLServerProcess(s2, folder / "server-batched", folder / "batched.log").start()
+    finally:
+        server_lib.server_env = base_env  # type: ignore[assignment]
+    target = f"127.0.0.1:{s2.serving_grpc_port}"
+
+    def grpc_tensor() -> Callable[[], object]:
+        c = GrpcV2Client(target)
+        return lambda: c.infer_tensor("digits", row, emit=False)
+
+    def json_tensor() -> Callable[[], object]:
+        c, b = V2Client(server.url), v2.tensor_request(row)
+        return lambda: c.infer_request("digits", b, emit=False)
+
+    out: dict[str, float] = {}
+    try:
+        for path, make in (("grpc_raw_tensor", grpc_tensor), ("json_tensor", json_tensor)):
+            out[path] = concurrent_rps(make, args.rps_n, args.clients)
+            print(
+                f"digits {args.clients} clients, adaptive batching (max {args.batch_size}, "
+                f"{args.batch_time_ms:g} ms) {path}: {out[path]:.0f} req/s",
+                flush=True,
+            )
+    finally:
+        server.stop()
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=20, help="rounds per model (x10 for digits)")
     ap.add_argument("--models", default="digits,faces,ocr,speech,objects")
     ap.add_argument("--clients", type=int, default=8, help="concurrent digits clients")
     ap.add_argument("--rps-n", type=int, default=1600, help="digits requests per rps run")
+    ap.add_argument(
+        "--batch-size",
+        type=int,
+        default=16,
+        help="adaptive batching's max_batch_size for the batched digits run (1: skip it)",
+    )
+    ap.add_argument(
+        "--batch-time-ms", type=float, default=2.0, help="adaptive batching's max_batch_time"
+    )
     ap.add_argument("--out-json", help="also write the figures to this JSON file")
     ap.add_argument(
         "--payload-logging",
@@ -155,6 +261,7 @@ def main() -> None:
         print(f"MLServer start-up with {len(names)} models: {time.perf_counter() - t0:.1f} s")
         grpc_target = f"127.0.0.1:{settings.serving_grpc_port}"
         lat: dict[str, dict[str, list[float]]] = {}
+        own: dict[str, dict[str, list[float]]] = {}
         rps: dict[str, float] = {}
         cpu_ms: dict[str, float] = {}
         try:
@@ -171,7 +278,11 @@ def main() -> None:
                     for fn in sides.values():  # warm every side
                         for _ in range(3):
                             fn()
-                    lat[m] = interleaved(sides, args.n * 10 if m == "digits" else args.n)
+                    lat[m], own[m] = interleaved(
+                        sides,
+                        args.n * 10 if m == "digits" else args.n,
+                        latency_sum(server.metrics_url, m),
+                    )
                     print(
                         f"{m}: "
                         + ", ".join(
@@ -211,6 +322,9 @@ def main() -> None:
                         )
         finally:
             server.stop()
+        batched: dict[str, float] = {}
+        if "digits" in names and args.batch_size > 1:
+            batched = batched_digits_rps(settings, folder, args)
     p50 = {m: {k: statistics.median(v) for k, v in sides.items()} for m, sides in lat.items()}
     over = {
         m: {
@@ -219,14 +333,20 @@ def main() -> None:
         }
         for m, s in lat.items()
     }
-    print("\nlatency p50 in ms; overhead = median over rounds of (path - in-process)")
+    timed = {m: {p: statistics.median(own[m][p]) for p in PATHS} for m in own}
+    print(
+        "\nlatency p50 in ms. over: median over requests of (client latency - the model's "
+        "decode + predict inside the server); vs-inproc: median over rounds of (path - "
+        "in-process call), swamped by the model's own variance under load for slow models"
+    )
     print(
         f"{'model':8} {'in-proc':>8} "
-        + " ".join(f"{p:>12} {'over':>6} {'ratio':>6}" for p in PATHS)
+        + " ".join(f"{p:>12} {'over':>6} {'vs-in':>6} {'ratio':>6}" for p in PATHS)
     )
     for m in lat:
         cells = " ".join(
-            f"{p50[m][p]:12.2f} {over[m][p]:6.2f} {p50[m][p] / p50[m]['inproc']:5.2f}x"
+            f"{p50[m][p]:12.2f} {timed[m][p]:6.2f} {over[m][p]:6.2f} "
+            f"{p50[m][p] / p50[m]['inproc']:5.2f}x"
             for p in PATHS
         )
         print(f"{m:8} {p50[m]['inproc']:8.2f} {cells}")
@@ -234,6 +354,11 @@ def main() -> None:
         print(
             f"\ndigits, {args.clients} concurrent clients (load generator on the same "
             f"{os.cpu_count()} cores): " + ", ".join(f"{p} {r:.0f} req/s" for p, r in rps.items())
+        )
+    if batched:
+        print(
+            "  with adaptive batching: "
+            + ", ".join(f"{p} {r:.0f} req/s" for p, r in batched.items())
         )
     logging_fig = None
     if args.payload_logging:
@@ -250,8 +375,12 @@ def main() -> None:
                     "cpus": os.cpu_count(),
                     "args": vars(args),
                     "paths": list(PATHS),
-                    # overhead_p50_ms[family][path]: median of (served - in-process) per round, ms.
-                    "overhead_p50_ms": over,
+                    # overhead_p50_ms[family][path]: median over requests of the client's
+                    # latency less the model's decode + predict inside the server, ms.
+                    "overhead_p50_ms": timed,
+                    # overhead_vs_inproc_p50_ms[family][path]: median over rounds of
+                    # (served - the in-process call of the same round), ms.
+                    "overhead_vs_inproc_p50_ms": over,
                     # p50_ms[family][side]: median latency of each side ("inproc" and each path).
                     "p50_ms": p50,
                     "p99_ms": {m: {k: pct(v, 99) for k, v in s.items()} for m, s in lat.items()},
@@ -261,6 +390,9 @@ def main() -> None:
                     "digits_rps": rps,
                     "digits_clients": args.clients,
                     "digits_server_cpu_ms_per_request": cpu_ms,
+                    # digits_rps_batched[path]: the same with MLServer's adaptive batching
+                    # (numeric tensors; max_batch_size/max_batch_time in args).
+                    "digits_rps_batched": batched,
                     "payload_logging": logging_fig,
                 },
                 indent=1,
