@@ -142,3 +142,19 @@ def test_a_body_declared_as_something_else_than_json_is_415():
                   "application/cloudevents+json"):
         assert call(guard, [b"{}"], headers={"content-type": ctype})[0] == 200
     assert call(guard, [b""])[0] == 200  # no body, no type (repository load/unload)
+
+
+def test_binary_media_types_pass_to_inference_only_and_within_the_limit():
+    app = App()
+    guard = RequestGuard(app, max_body_bytes=100,
+                         binary_types=frozenset({"image/png", "audio/wav"}))
+    png = b"\x89PNG\r\n\x1a\n" + b"x" * 20
+    assert call(guard, [png], headers={"content-type": "image/png"})[0] == 200
+    assert app.bodies[-1] == png
+    status, body, _ = call(guard, [png], path="/v2/repository/models/m/load",
+                           headers={"content-type": "image/png"})
+    assert status == 415 and body["error"].startswith("content-type:")
+    status, body, _ = call(guard, [png], headers={"content-type": "text/plain"})
+    assert status == 415 and "image/png" in body["error"]  # names what it takes
+    status, _, _ = call(guard, [b"x" * 101], headers={"content-type": "image/png"})
+    assert status == 413
