@@ -37,7 +37,7 @@ from driftloop.blob import open_store
 from driftloop.catalogue import FAMILIES
 from driftloop.errors import DriftloopError, InferenceTimeout
 from driftloop.promotion.routing import canary_point
-from driftloop.promotion.shadow import shadow_id
+from driftloop.promotion.shadow_worker import ShadowProcess
 from driftloop.registry import DEPLOY_SETTINGS, Registry
 from driftloop.serving import models, v2
 from driftloop.serving.emitter import PredictionEmitter
@@ -58,10 +58,8 @@ ERRORS = Counter("driftloop_model_errors", "Failed inferences by reason (HTTP st
 OUTPUTS = Counter("driftloop_model_outputs", "Output distribution: predictions by class.",
                   ["model", "version", "output"], registry=REGISTRY)
 SHADOW_DROPPED = Counter("driftloop_shadow_dropped", "Mirrored requests not run because "
-                         "the shadow's backlog was full.", ["model", "version"],
+                         "the shadow was behind or down.", ["model", "version"],
                          registry=REGISTRY)
-SHADOW_BACKLOG = 64
-"""Mirrored requests waiting for the shadow at most; more are dropped (and counted)."""
 BANDIT_REFRESH_S = 1.0
 """How often a bandit's challenger share is re-read from the registry (no reload)."""
 CONFIDENCE = Histogram("driftloop_model_confidence", "Confidence of each prediction.",
@@ -131,21 +129,20 @@ class DriftloopRuntime(MLModel):
         self._model = await asyncio.to_thread(models.load, self.family, artifact,
                                               limits=limits)
         self._canary: tuple[str, models.Model, float] | None = None
-        self._shadow: tuple[str, models.Model] | None = None
+        self._shadow: ShadowProcess | None = None
         self._stop = threading.Event()
         challenger = extra.get("challenger_version")
         weight = int(extra.get("challenger_weight") or 0)
         mode = str(extra.get("challenger_mode") or "canary")
-        if challenger and (weight > 0 or mode in ("shadow", "bandit")):
+        if challenger and mode == "shadow":
+            self._start_shadow(str(challenger))
+        elif challenger and (weight > 0 or mode == "bandit"):
             store = open_store(self._dl_settings.resolved_blob_url, self._dl_settings)
             c_artifact = await asyncio.to_thread(Registry(store).artifact, self.family,
                                                  str(challenger))
             c_model = await asyncio.to_thread(models.load, self.family, c_artifact,
                                               limits=limits)
-            if mode == "shadow":
-                self._start_shadow(str(challenger), c_model)
-            else:
-                self._canary = (str(challenger), c_model, weight / 100.0)
+            self._canary = (str(challenger), c_model, weight / 100.0)
             if mode == "bandit":
                 threading.Thread(target=self._follow_bandit, args=(Registry(store),),
                                  daemon=True, name=f"bandit-{self.family}").start()
@@ -162,9 +159,9 @@ class DriftloopRuntime(MLModel):
         stop = getattr(self, "_stop", None)
         if stop is not None:
             stop.set()
-        shadow = getattr(self, "_shadow_executor", None)
+        shadow = getattr(self, "_shadow", None)
         if shadow is not None:
-            shadow.shutdown(wait=False, cancel_futures=True)
+            shadow.close()
         return True
 
     def _follow_bandit(self, registry: Registry) -> None:
@@ -179,60 +176,29 @@ class DriftloopRuntime(MLModel):
             if canary is not None and canary[2] != share:
                 self._canary = (canary[0], canary[1], share)
 
-    def _start_shadow(self, version: str, model: models.Model) -> None:
-        """Shadow: the challenger runs mirrored requests in one thread of its own at the
-        lowest CPU priority, after the champion answered, with a bounded backlog."""
-        def lowest_priority() -> None:
-            try:
-                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
-            except (AttributeError, OSError):
-                pass
+    def _start_shadow(self, version: str) -> None:
+        """Shadow: the challenger answers mirrored requests in a child process at the
+        lowest CPU priority (``shadow_worker``), fed after the champion answered, through
+        a bounded queue; nothing of it runs in this interpreter's request path."""
+        labels = {"model": self.family, "version": version}
 
-        self._shadow = (version, model)
-        self._shadow_slots = threading.BoundedSemaphore(SHADOW_BACKLOG)
-        self._shadow_executor = ThreadPoolExecutor(1, thread_name_prefix=f"shadow-{self.family}",
-                                                   initializer=lowest_priority)
+        def answered(latency_s: float) -> None:
+            LATENCY.labels(**labels).observe(latency_s)
+            REQUESTS.labels(**labels, outcome="ok").inc()
+
+        def failed(status: str) -> None:
+            REQUESTS.labels(**labels, outcome="error").inc()
+            ERRORS.labels(**labels, status=status).inc()
+
+        self._shadow = ShadowProcess(
+            self.family, version, writer_env(self._dl_settings, os.environ),
+            loop=asyncio.get_running_loop(), on_answer=answered, on_error=failed,
+            on_dropped=SHADOW_DROPPED.labels(**labels).inc)
 
     def _mirror(self, pid: str, media: bytes | None, tensor: Any) -> None:
         """Hand the request to the shadow; never waits for it, never fails the answer."""
-        if self._shadow is None:
-            return
-        if not self._shadow_slots.acquire(blocking=False):
-            SHADOW_DROPPED.labels(model=self.family, version=self._shadow[0]).inc()
-            return
-        try:
-            self._shadow_executor.submit(self._run_shadow, pid, media, tensor)
-        except RuntimeError:  # unloading
-            self._shadow_slots.release()
-
-    def _run_shadow(self, pid: str, media: bytes | None, tensor: Any) -> None:
-        """The shadow's answer: counted under its version, recorded with ``shadow: true``
-        under an id of its own, returned to nobody."""
-        assert self._shadow is not None
-        version, model = self._shadow
-        labels = {"model": self.family, "version": version}
-        try:
-            start = time.perf_counter()
-            try:
-                output = model.predict(media, tensor)
-            except Exception as e:
-                status = str(e.status) if isinstance(e, DriftloopError) else "500"
-                REQUESTS.labels(**labels, outcome="error").inc()
-                ERRORS.labels(**labels, status=status).inc()
-                return
-            latency = time.perf_counter() - start
-            LATENCY.labels(**labels).observe(latency)
-            REQUESTS.labels(**labels, outcome="ok").inc()
-            spec = FAMILIES.get(self.family)
-            data = events.PredictionData(
-                model=self.family, version=version, output=output,
-                latency_ms=round(latency * 1000.0, 3),
-                modality=spec.modality if spec else None, shadow=True, shadow_of=pid)
-            event = events.new_event(events.PREDICTION, f"driftloop/serving/{self.family}",
-                                     data, id=shadow_id(pid), model=self.family)
-            self._emitter.offer(event, key=self.family)
-        finally:
-            self._shadow_slots.release()
+        if self._shadow is not None:
+            self._shadow.offer(pid, media, tensor)
 
     async def _run(self, model: models.Model, media: bytes | None, tensor: Any) -> dict[str, Any]:
         """``model.predict`` in this model's threads, within its time limit."""

@@ -266,9 +266,10 @@ def test_a_failing_bandit_arm_is_rolled_back_by_the_guard(stack: Stack) -> None:
 def test_shadow_then_canary_then_promotion(stack: Stack) -> None:
     champion = _reset(stack)
     challenger = _register(stack, 0.3)
+    # The shadow's process starts (imports, loads v2, connects to Kafka) within the stage.
     stack.policy(
         mode="canary",
-        shadow={"duration_s": 4, "min_requests": 20, "min_agreement": 0.5, "min_labeled": 10},
+        shadow={"duration_s": 15, "min_requests": 20, "min_agreement": 0.5, "min_labeled": 10},
     )
     svc = PromotionService(stack.settings, store=stack.store)
     traffic = Traffic(stack, {}, "shadow-a")
@@ -289,8 +290,9 @@ def test_shadow_then_canary_then_promotion(stack: Stack) -> None:
         svc.close()
     # Shadow answers never reached the app: every answer during the shadow was the champion's.
     assert len(during) >= 20 and set(during) == {champion}
-    phases = [h["phase"] for h in svc.history("digits") if h["version"] == challenger]
-    assert phases[-4:] == ["gate", "shadow", "canary", "promoted"], phases
+    mine = [h for h in svc.history("digits") if h["version"] == challenger]
+    phases = [h["phase"] for h in mine]
+    assert phases[-4:] == ["gate", "shadow", "canary", "promoted"], mine[-1]["reason"]
     shadow_pass = [
         h for h in svc.history("digits") if h["version"] == challenger and h["phase"] == "canary"
     ][-1]
