@@ -118,6 +118,10 @@ def run_loop(
     traffic = Traffic(settings, settings.resolved_serving_url, intake_url=intake_url, store=store)
     promoter = PromotionService(settings, store=store) if via == "in-process" else None
     trigger = RetrainTrigger(settings, store=store) if via == "in-process" else None
+    runs = RunStore(store)
+    # Runs before the traffic: a stack whose drift-check runs on its own schedule may see
+    # the drift (and start the run) before the loop asks.
+    known = {r.run_id for r in runs.runs("digits")}
     try:
         progress(f"healthy traffic to digits v{champion}")
         healthy = traffic.send(digit_samples(60, rotate=False, seed=11))
@@ -145,8 +149,6 @@ def run_loop(
                     f"labeled records in {timeout_s:g} s (e.g. {joined.missing})"
                 )
         report.counts["labeled_usable_in_archive"] = _usable_labeled(store)
-        runs = RunStore(store)
-        known = {r.run_id for r in runs.runs("digits")}
         event = _drift_event(settings, store, progress)
         t0 = time.monotonic()
         run_id = None
@@ -157,7 +159,7 @@ def run_loop(
             headers, body = ev.to_http_binary(event)
             answer = json.loads(trigger.handle(Request.post(headers, body)).body)
             report.decision = answer["decision"]["explain"]
-            run_id = answer.get("run_id")
+            run_id = answer.get("run_id") or _new_run(runs, known, timeout_s=0)
         else:
             progress("drift.detected on driftloop.events → dispatcher → retrain-trigger")
             run_id = _new_run(runs, known, timeout_s=30)
@@ -273,14 +275,16 @@ def _usable_labeled(store: BlobStore) -> int:
 
 
 def _new_run(runs: Any, known: set[str], timeout_s: float) -> str | None:
-    """The id of a run that appears in the run store, not in ``known``."""
+    """The id of the first run that appears in the run store, not in ``known`` (the
+    stack's own drift-check may have started it before the loop's check)."""
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+    while True:
         fresh = [r.run_id for r in runs.runs("digits") if r.run_id not in known]
         if fresh:
-            return str(fresh[-1])
+            return str(fresh[0])
+        if time.monotonic() >= deadline:
+            return None
         time.sleep(0.3)
-    return None
 
 
 def _drift_event(settings: Settings, store: BlobStore, progress: Progress) -> ev.Event | None:

@@ -46,8 +46,9 @@ __all__ = [
 ]
 
 MODEL = "digits"
-FEEDBACK_BATCH = 100
-"""Feedback events per request to feedback-intake."""
+FEEDBACK_BATCH = 20
+"""Predictions between two feedback requests (their labels go in one batch), so labels
+follow the answers as an app's would, not all at the end."""
 
 
 def digit_samples(n: int, *, rotate: bool, seed: int) -> list[tuple[list[float], int]]:
@@ -166,23 +167,29 @@ class Traffic:
     def send(
         self, samples: list[tuple[list[float], int]], *, feedback: bool = True
     ) -> TrafficResult:
-        """Ask the model about each sample over V2 REST, then send the labels back."""
+        """Ask the model about each sample over V2 REST; every ``FEEDBACK_BATCH`` answers,
+        send their labels back."""
         preds: list[Prediction] = []
         hits: dict[str, list[float]] = {}
-        for pixels, label in samples:
-            pred = self.client.predict(MODEL, [pixels])
-            preds.append(pred)
-            score = quality.score(MODEL, dict(pred.output), {"label": label})
-            hits.setdefault(str(pred.version), []).append(float(score))
-        self.predicted += len(preds)
         accepted = 0
-        if feedback:
-            labels = [label for _, label in samples]
-            if self.intake_url is not None:
-                accepted = self._to_intake(preds, labels)
-            else:
-                accepted = self._as_the_join_would(preds, samples)
-            self.feedback_sent += accepted
+        for i in range(0, len(samples), FEEDBACK_BATCH):
+            chunk = samples[i : i + FEEDBACK_BATCH]
+            answered = []
+            for pixels, label in chunk:
+                pred = self.client.predict(MODEL, [pixels])
+                answered.append(pred)
+                score = quality.score(MODEL, dict(pred.output), {"label": label})
+                hits.setdefault(str(pred.version), []).append(float(score))
+            self.predicted += len(answered)
+            preds += answered
+            if feedback:
+                n = (
+                    self._to_intake(answered, [label for _, label in chunk])
+                    if self.intake_url is not None
+                    else self._as_the_join_would(answered, chunk)
+                )
+                accepted += n
+                self.feedback_sent += n
         allq = [q for qs in hits.values() for q in qs]
         return TrafficResult(
             sum(allq) / max(len(allq), 1),
@@ -192,24 +199,19 @@ class Traffic:
         )
 
     def _to_intake(self, preds: list[Prediction], labels: list[int]) -> int:
-        """The labels to feedback-intake in batches; the join pairs them with the answers."""
-        accepted = 0
-        for i in range(0, len(preds), FEEDBACK_BATCH):
-            items = [
-                self.client.make_feedback(p, truth=label)
-                for p, label in zip(
-                    preds[i : i + FEEDBACK_BATCH], labels[i : i + FEEDBACK_BATCH], strict=True
-                )
-            ]
-            result = self.client.feedback_batch(items)
-            accepted += result.accepted
-            if result.rejected:
-                first = result.rejected[0]
-                raise RuntimeError(
-                    f"feedback-intake refused {len(result.rejected)} of {len(items)}: "
-                    f"{first.status} {first.to_dict()}"
-                )
-        return accepted
+        """The labels to feedback-intake in one batch; the join pairs them with the answers."""
+        items = [
+            self.client.make_feedback(p, truth=label)
+            for p, label in zip(preds, labels, strict=True)
+        ]
+        result = self.client.feedback_batch(items)
+        if result.rejected:
+            first = result.rejected[0]
+            raise RuntimeError(
+                f"feedback-intake refused {len(result.rejected)} of {len(items)}: "
+                f"{first.status} {first.to_dict()}"
+            )
+        return result.accepted
 
     def _as_the_join_would(
         self, preds: list[Prediction], samples: list[tuple[list[float], int]]
