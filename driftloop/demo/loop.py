@@ -194,6 +194,8 @@ def run_loop(
             if not run_id:
                 raise RuntimeError(f"no training run: {report.decision}")
         progress(f"training run {run_id}")
+        # A run the stack's own drift-check started earlier: time the loop from its request.
+        t0 = min(t0, _monotonic_at(runs.get("digits", run_id).requested_at))
         run = _wait(
             lambda: (r := runs.get("digits", run_id)).status in FINISHED and r,
             timeout_s,
@@ -259,6 +261,17 @@ def run_loop(
             promoter.close()
         if trigger is not None:
             trigger.close()
+
+
+def _monotonic_at(rfc3339: str) -> float:
+    """The monotonic clock's reading at a wall-clock time (now when unreadable)."""
+    from datetime import datetime
+
+    try:
+        wall = datetime.fromisoformat(rfc3339).timestamp()
+    except (TypeError, ValueError):
+        return time.monotonic()
+    return time.monotonic() - max(0.0, time.time() - wall)
 
 
 def _usable_labeled(store: BlobStore) -> int:
