@@ -135,6 +135,9 @@ async def _answer(
     except TypeError:
         body = json.dumps(content, default=str).encode()
     raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    raw += [(k.encode("latin-1"), str(v).encode("latin-1")) for k, v in (headers or {}).items()]
+    # One value per name, case-insensitively, as the JSON path's response has (MLServer
+    # adds ``Ce-Id`` beside the runtime's ``ce-id``).
+    unique = {k.lower(): str(v) for k, v in (headers or {}).items()}
+    raw += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in unique.items()]
     await send({"type": "http.response.start", "status": status, "headers": raw})
     await send({"type": "http.response.body", "body": body})

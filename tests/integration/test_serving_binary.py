@@ -96,7 +96,7 @@ def test_binary_rest_answers_with_the_json_paths_headers(mlserver: Any) -> None:
         timeout=60,
     )
     assert r.status_code == 200, r.text
-    assert r.headers["x-request-id"] == "bin-headers-1"
+    assert r.headers["x-request-id"] == r.headers["ce-id"] == "bin-headers-1"
     assert r.headers[v2.VERSION_HEADER] == mlserver.registry.alias("digits", "champion")
     body = r.json()
     assert body["id"] == "bin-headers-1" and body["model_name"] == "digits"
