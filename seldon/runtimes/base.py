@@ -60,6 +60,8 @@ OUTPUTS = Counter("driftloop_model_outputs", "Output distribution: predictions b
 SHADOW_DROPPED = Counter("driftloop_shadow_dropped", "Mirrored requests not run because "
                          "the shadow was behind or down.", ["model", "version"],
                          registry=REGISTRY)
+SHADOW_DEFER_S = 0.002
+"""How long after the champion's answer its mirrored copy is handed to the shadow."""
 BANDIT_REFRESH_S = 1.0
 """How often a bandit's challenger share is re-read from the registry (no reload)."""
 CONFIDENCE = Histogram("driftloop_model_confidence", "Confidence of each prediction.",
@@ -196,9 +198,13 @@ class DriftloopRuntime(MLModel):
             on_dropped=SHADOW_DROPPED.labels(**labels).inc)
 
     def _mirror(self, pid: str, media: bytes | None, tensor: Any) -> None:
-        """Hand the request to the shadow; never waits for it, never fails the answer."""
+        """Hand the request to the shadow; never waits for it, never fails the answer.
+
+        Written to the shadow's pipe a moment after this answer went out: the write wakes
+        the shadow's process, which must not preempt the champion's reply on its way."""
         if self._shadow is not None:
-            self._shadow.offer(pid, media, tensor)
+            asyncio.get_running_loop().call_later(
+                SHADOW_DEFER_S, self._shadow.offer, pid, media, tensor)
 
     async def _run(self, model: models.Model, media: bytes | None, tensor: Any) -> dict[str, Any]:
         """``model.predict`` in this model's threads, within its time limit."""
