@@ -69,8 +69,11 @@ def main() -> int:
             # ...and from drifted traffic again: back to version 1.
             from driftloop.promotion.service import PromotionService
 
-            PromotionService(settings, store=store, background=False).promote(
-                "digits", "1", reason="bench reset")
+            reset = PromotionService(settings, store=store, background=False)
+            try:
+                reset.promote("digits", "1", reason="bench reset")
+            finally:
+                reset.close()
     loop_s, base_s = statistics.median(loops), statistics.median(baselines)
     out = {"loop_s_median": round(loop_s, 2), "training_alone_s_median": round(base_s, 2),
            "ratio": round(loop_s / base_s, 2), "bake_s": args.bake_s, "runs": args.runs,

@@ -118,6 +118,7 @@ def run_loop(
     traffic = Traffic(settings, settings.resolved_serving_url, intake_url=intake_url, store=store)
     promoter = PromotionService(settings, store=store) if via == "in-process" else None
     trigger = RetrainTrigger(settings, store=store) if via == "in-process" else None
+    opened: list[PromotionService] = []  # closed with the rest, however the loop ends
     runs = RunStore(store)
     # Runs before the traffic: a stack whose drift-check runs on its own schedule may see
     # the drift (and start the run) before the loop asks.
@@ -220,6 +221,7 @@ def run_loop(
             trained = _trained_event(settings, run_id)
             promoter.start(trained.data["model"], trained.data["version"])
         states = PromotionService(settings, store=store, background=False)
+        opened.append(states)
         split: dict[str, int] = {}
         during: list[float] = []
         rotated = digit_samples(2000, rotate=True, seed=13)
@@ -257,10 +259,9 @@ def run_loop(
         return report
     finally:
         traffic.close()
-        if promoter is not None:
-            promoter.close()
-        if trigger is not None:
-            trigger.close()
+        for service in (promoter, trigger, *opened):
+            if service is not None:
+                service.close()
 
 
 def _monotonic_at(rfc3339: str) -> float:
