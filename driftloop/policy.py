@@ -17,6 +17,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from driftloop import strict_yaml
 from driftloop.catalogue import FAMILIES
 from driftloop.errors import FieldError, NotFound, ValidationFailed
 from driftloop.events import pydantic_field_errors
@@ -228,7 +229,7 @@ def load_policy(directory: Path, model: str) -> Policy:
     except FileNotFoundError as e:
         raise NotFound(f"model {model!r} has no policy ({path})") from e
     try:
-        doc = yaml.safe_load(text)
+        doc = strict_yaml.load(text)
     except yaml.YAMLError as e:
         raise ValidationFailed([FieldError(path.name, "yaml", str(e))]) from e
     policy = parse_policy(doc, where=path.name)

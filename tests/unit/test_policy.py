@@ -37,6 +37,15 @@ def test_every_shipped_policy_parses() -> None:
         assert p.model == model
 
 
+def test_a_key_given_twice_is_refused_naming_it(tmp_path: Path) -> None:
+    """A section pasted twice would otherwise run on whichever copy came last."""
+    (tmp_path / "digits.yaml").write_text(
+        "model: digits\npromotion:\n  bake_s: 20\n  bake_s: 2\n")
+    with pytest.raises(ValidationFailed, match="'bake_s' appears twice") as e:
+        load_policy(tmp_path, "digits")
+    assert [f.field for f in e.value.fields] == ["digits.yaml"]
+
+
 def test_bad_policy_names_every_field(tmp_path: Path) -> None:
     (tmp_path / "digits.yaml").write_text(yaml.safe_dump({
         "model": "digits",
