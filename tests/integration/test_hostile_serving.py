@@ -185,9 +185,13 @@ def test_bodies_that_are_not_a_v2_request_are_4xx(mlserver):
         r = httpx.post(url, content=content, headers={"content-type": "application/json"},
                        timeout=60)
         assert 400 <= r.status_code < 500, (content[:20], r.status_code, r.text[:200])
-    # a file posted as such (wrong content type for the V2 endpoint)
+    # a file posted as such is the binary path; declared as what it is not, a 415
     r = httpx.post(url, content=_PNG, headers={"content-type": "image/png"}, timeout=60)
-    assert 400 <= r.status_code < 500, r.text[:200]
+    assert r.status_code == 200 and r.json()["model_name"] == "digits", r.text[:200]
+    r = httpx.post(url, content=_PNG, headers={"content-type": "audio/wav"}, timeout=60)
+    assert r.status_code == 415 and "content-type" in r.text, r.text[:200]
+    r = httpx.post(url, content=_PNG, headers={"content-type": "text/html"}, timeout=60)
+    assert r.status_code == 415, r.text[:200]
     assert_alive(mlserver, mlserver.process.pid)
 
 
