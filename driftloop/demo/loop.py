@@ -24,11 +24,12 @@ from driftloop import events as ev
 from driftloop import topics
 from driftloop.blob import BlobStore, open_store
 from driftloop.demo.context import DemoContext
-from driftloop.demo.traffic import Traffic, await_joined, digit_samples
+from driftloop.demo.estimated import beside, checked_beside, estimated, merged, realized
+from driftloop.demo.traffic import Traffic, TrafficResult, await_joined, digit_samples
 from driftloop.registry import Registry
 from driftloop.settings import Settings
 
-__all__ = ["LoopReport", "run_loop", "step_loop"]
+__all__ = ["LoopReport", "run_loop", "stack_settings", "step_loop"]
 
 Progress = Callable[[str], None]
 
@@ -52,6 +53,14 @@ class LoopReport:
     """predictions (over REST), feedback (accepted by intake), labeled and
     labeled_with_input_ref (the join's archived records of the loop's traffic before the
     trigger), labeled_usable_in_archive, and the run's n_feedback_train / n_recent."""
+    realized: dict[str, dict[str, float]] = field(default_factory=dict)
+    """Per window of the loop's traffic (before, drifted, during_canary, after): the
+    accuracy per version the app measured from the truth."""
+    estimated: dict[str, dict[str, float]] = field(default_factory=dict)
+    """The same windows: drift-check's estimated accuracy per version (its stored
+    calibration over the confidences of the answers), known before any label."""
+    checked: dict[str, Any] = field(default_factory=dict)
+    """drift-check's own answer on its window: ``quality`` and ``quality_estimated``."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -65,6 +74,9 @@ class LoopReport:
             "decision": self.decision,
             "labels_from": self.labels_from,
             "counts": self.counts,
+            "realized": self.realized,
+            "estimated": self.estimated,
+            "checked": self.checked,
         }
 
 
@@ -150,7 +162,10 @@ def run_loop(
                     f"labeled records in {timeout_s:g} s (e.g. {joined.missing})"
                 )
         report.counts["labeled_usable_in_archive"] = _usable_labeled(store)
-        event = _drift_event(settings, store, progress)
+        event = _drift_event(settings, store, progress, report)
+        batches = {"before": healthy, "drifted": drifted}
+        report.estimated.update(estimated(settings, store, champion, batches))
+        report.realized.update(realized(batches))
         t0 = time.monotonic()
         run_id = None
         if event is None:
@@ -224,6 +239,7 @@ def run_loop(
         opened.append(states)
         split: dict[str, int] = {}
         during: list[float] = []
+        canary_batches: list[TrafficResult] = []
         rotated = digit_samples(2000, rotate=True, seed=13)
         i = 0
         deadline = time.monotonic() + timeout_s
@@ -234,6 +250,7 @@ def run_loop(
             if p is not None and p.phase == "canary":
                 r = traffic.send(rotated[i % 1900 :][:20])
                 during.append(r.accuracy)
+                canary_batches.append(r)
                 for v, (_, n) in r.by_version.items():
                     split[v] = split.get(v, 0) + n
                 i += 20
@@ -255,6 +272,11 @@ def run_loop(
             report.timings["trigger_to_serving_s"] = time.monotonic() - t0
         after = traffic.send(digit_samples(100, rotate=True, seed=14))
         report.quality["after"] = after.accuracy
+        batches = {"after": after}
+        if canary_batches:
+            batches["during_canary"] = merged(canary_batches)
+        report.estimated.update(estimated(settings, store, champion, batches))
+        report.realized.update(realized(batches))
         progress(f"{report.phase}: quality after {after.accuracy:.3f}")
         return report
     finally:
@@ -301,9 +323,12 @@ def _new_run(runs: Any, known: set[str], timeout_s: float) -> str | None:
         time.sleep(0.3)
 
 
-def _drift_event(settings: Settings, store: BlobStore, progress: Progress) -> ev.Event | None:
+def _drift_event(
+    settings: Settings, store: BlobStore, progress: Progress, report: LoopReport
+) -> ev.Event | None:
     """drift-check's own drift.detected on the current window (already on Kafka), or None
-    when it found no drift. drift-check failing fails the loop: no event is invented."""
+    when it found no drift. drift-check failing fails the loop: no event is invented.
+    Its realized and estimated quality go to ``report.checked``."""
     from driftloop.monitoring.check import DriftCheckService
 
     check = DriftCheckService(settings, store=store)
@@ -312,6 +337,10 @@ def _drift_event(settings: Settings, store: BlobStore, progress: Progress) -> ev
     finally:
         check.close()
     progress(f"drift-check: {result.get('verdict')}")
+    report.checked = {
+        "quality": result.get("quality", []),
+        "quality_estimated": result.get("quality_estimated", []),
+    }
     if result.get("event"):
         return _find_event(settings, result["event"]["id"])
     return None
@@ -377,16 +406,23 @@ _COUNT_NAMES = {
 }
 
 
-def step_loop(ctx: DemoContext) -> None:
-    """The whole loop: drift, alert/drift event, retrain, canary, promotion."""
-    from rich.table import Table
-
+def stack_settings(ctx: DemoContext) -> Settings:
+    """The demo's settings pointed at the running stack's Kafka, model server and
+    monitoring."""
     settings = ctx.kafka_settings
     if "mlserver" in ctx.endpoints:
         settings = settings.model_copy(update={"serving_url": ctx.endpoints["mlserver"]})
     for name, fld in (("prometheus", "prometheus_url"), ("pushgateway", "pushgateway_url")):
         if name in ctx.endpoints:
             settings = settings.model_copy(update={fld: ctx.endpoints[name]})
+    return settings
+
+
+def step_loop(ctx: DemoContext) -> None:
+    """The whole loop: drift, alert/drift event, retrain, canary, promotion."""
+    from rich.table import Table
+
+    settings = stack_settings(ctx)
     via = (
         "stack"
         if "retrain-trigger" in ctx.endpoints
@@ -418,6 +454,13 @@ def step_loop(ctx: DemoContext) -> None:
         table.add_row(_COUNT_NAMES.get(k, k), str(n))
     for k, v in report.quality.items():
         table.add_row(f"accuracy {k}", f"{v:.3f}")
+        if k in report.realized:
+            table.add_row(
+                f"  {k} per version",
+                beside(report.realized[k], report.estimated.get(k, {})),
+            )
+    if report.checked:
+        table.add_row("drift-check's window", checked_beside(report.checked))
     table.add_row(
         "canary split (requests)",
         ", ".join(f"v{k}: {n}" for k, n in sorted(report.canary_split.items())),

@@ -9,8 +9,10 @@ from rich.console import Console
 from rich.table import Table
 
 from driftloop.catalogue import family
+from driftloop.demo.bandit import step_bandit
 from driftloop.demo.context import DemoContext, Step
 from driftloop.demo.drift import step_drift
+from driftloop.demo.estimated import beside
 from driftloop.demo.feedback import step_feedback
 from driftloop.demo.labeled import step_labeled
 from driftloop.demo.loop import step_loop
@@ -28,8 +30,14 @@ STEPS: tuple[Step, ...] = (
     # The loop runs before the drift-alert step: that step's alert also reaches
     # retrain-trigger, and the policy's cooldown would then hold the loop's trigger back.
     step_loop,
+    # After the loop: its two digits versions under mode: bandit (a policy copy of its own).
+    step_bandit,
     step_drift,
 )
+
+
+def _split(weights: dict[str, float]) -> str:
+    return ", ".join(f"v{v} {w:.0%}" for v, w in sorted(weights.items())) or "champion only"
 
 
 def print_summary(ctx: DemoContext) -> None:
@@ -65,6 +73,12 @@ def print_summary(ctx: DemoContext) -> None:
             f"v{loop.get('champion_before')} → v{loop.get('new_version')} "
             f"({loop.get('phase')}); accuracy {accuracy}; seconds: {timings}",
         )
+        for window in ("before", "drifted", "after"):
+            if window in (loop.get("realized") or {}):
+                table.add_row(
+                    f"accuracy {window}",
+                    beside(loop["realized"][window], (loop.get("estimated") or {}).get(window, {})),
+                )
         c = loop.get("counts") or {}
         if loop.get("labels_from") == "join":
             table.add_row(
@@ -80,6 +94,14 @@ def print_summary(ctx: DemoContext) -> None:
                 f"labeled records written by the app (no Flink join): n_feedback_train "
                 f"{c.get('n_feedback_train', '-')}",
             )
+    if (b := s.get("bandit")) and b.get("rounds"):
+        first, last = b["rounds"][0]["weights"], b["rounds"][-1]["weights"]
+        table.add_row(
+            "bandit",
+            f"v{b['challenger']} vs v{b['champion']}: weights "
+            f"{_split(first)} → {_split(last)} in {b['seconds']:.0f} s; {b['phase']}: "
+            f"{b['reason'][:160]}",
+        )
     if drift := s.get("drift"):
         table.add_row(
             "drift alert",

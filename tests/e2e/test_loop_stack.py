@@ -13,25 +13,35 @@ from __future__ import annotations
 import pytest
 
 from driftloop.blob import open_store
+from driftloop.demo.bandit import run_bandit
+from driftloop.demo.estimated import beside
 from driftloop.demo.loop import run_loop
+from driftloop.promotion import routing
 from driftloop.registry import Registry
 from driftloop.retrain.data import read_labeled
 from driftloop.retrain.stackrun import loop_stack
 from driftloop.retrain.state import RunStore
 
 
-@pytest.mark.timeout(400)
+@pytest.mark.timeout(480)
 def test_loop_on_the_local_stack(tmp_path):
     with loop_stack(tmp_path / "state", DRIFTLOOP_PROMOTE_BAKE_S="8") as (settings, endpoints):
         assert {"retrain-trigger", "promote", "dispatcher", "mlserver", "feedback-intake",
                 "flink"} <= set(endpoints)
         report = run_loop(settings, via="stack", trigger_url=endpoints["retrain-trigger"],
                           intake_url=endpoints["feedback-intake"])
+        # The demo's bandit step: the old champion back as a challenger under mode: bandit
+        # (a policy copy in the state dir), rewarded 1/0 from the truth.
+        bandit = run_bandit(settings, challenger=report.champion_before,
+                            intake_url=endpoints["feedback-intake"])
+        print(report.to_dict(), bandit.to_dict())
         store = open_store(settings.resolved_blob_url, settings)
         registry = Registry(store)
+        served = routing.load(store, "digits")
         runs = RunStore(store).runs("digits")
         trained = registry.get("digits", "2")
         archived = read_labeled(store, "digits")
+        registry_after = tuple(registry.alias("digits", a) for a in ("champion", "challenger"))
 
     assert report.phase == "promoted", report.reason
     # The training data are the app's REST predictions joined with its feedback: every
@@ -58,3 +68,32 @@ def test_loop_on_the_local_stack(tmp_path):
     # Prometheus scraped MLServer: the challenger's requests were counted for the guard.
     assert "error_rate: challenger 0.000%" in report.reason, report.reason
     assert report.timings["trigger_to_serving_s"] < 60
+
+    # Estimated quality beside the realized one: drift-check's estimate of each version
+    # from its answers' confidences (v1's calibration fitted by drift-check on its window,
+    # v2's by the training run), per window of the loop's traffic.
+    est, real = report.estimated, report.realized
+    assert set(est["before"]) == set(real["before"]) == {"1"}, (est, real)
+    assert set(est["during_canary"]) == set(real["during_canary"]) == {"1", "2"}, (est, real)
+    assert set(est["after"]) == set(real["after"]) == {"2"}, (est, real)
+    assert all(0.0 <= x <= 1.0 for w in est.values() for x in w.values()), est
+    assert abs(est["before"]["1"] - real["before"]["1"]) < 0.15, (est, real)
+    assert beside(real["after"], est["after"]).startswith("v2: realized "), (est, real)
+    assert ", estimated 0." in beside(real["after"], est["after"])
+    checked = {q["version"] for q in report.checked["quality_estimated"]}
+    assert "1" in checked, report.checked
+
+    # The bandit moved the traffic towards v2, which earns the rewards on rotated digits,
+    # and kept it: the decision names P(best) per version; the stack is left as the loop
+    # left it (v2 the champion, serving all traffic, no challenger).
+    assert bandit.champion == "2" and bandit.challenger == "1"
+    assert bandit.phase == "rolledback", bandit.reason
+    assert bandit.reason.startswith("bandit kept the champion: v2 is best with P(best)"), (
+        bandit.reason)
+    assert "v1: P(best)" in bandit.reason and "mean reward" in bandit.reason
+    first, last = bandit.rounds[0]["weights"], bandit.rounds[-1]["weights"]
+    assert last.get("1", 0.0) < first.get("1", 0.0), bandit.rounds
+    assert bandit.rewards["2"][0] > bandit.rewards["1"][0], bandit.rewards
+    assert bandit.champion_after == "2"
+    assert registry_after == ("2", None)
+    assert served is not None and served.champion == "2" and not dict(served.weights), served
