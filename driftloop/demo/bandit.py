@@ -209,7 +209,8 @@ def step_bandit(ctx: DemoContext) -> None:
         table.add_row(
             str(n),
             ", ".join(f"v{v}: {k}" for v, k in sorted(r["served"].items())),
-            ", ".join(f"v{v} {w:.0%}" for v, w in sorted(r["weights"].items())) or "-",
+            ", ".join(f"v{v} {w:.0%}" for v, w in sorted(r["weights"].items()))
+            or f"all to v{report.champion_after}",
         )
     ctx.console.print(table)
     for v, (mean, n) in sorted(report.rewards.items()):

@@ -95,12 +95,13 @@ def print_summary(ctx: DemoContext) -> None:
                 f"{c.get('n_feedback_train', '-')}",
             )
     if (b := s.get("bandit")) and b.get("rounds"):
-        first, last = b["rounds"][0]["weights"], b["rounds"][-1]["weights"]
+        moved = [r["weights"] for r in b["rounds"] if r["weights"]] or [{}]
+        end = "" if b["rounds"][-1]["weights"] else f", then all to v{b['champion_after']}"
         table.add_row(
             "bandit",
             f"v{b['challenger']} vs v{b['champion']}: weights "
-            f"{_split(first)} → {_split(last)} in {b['seconds']:.0f} s; {b['phase']}: "
-            f"{b['reason'][:160]}",
+            f"{_split(moved[0])} → {_split(moved[-1])}{end} in {b['seconds']:.0f} s; "
+            f"{b['phase']}: {b['reason'][:160]}",
         )
     if drift := s.get("drift"):
         table.add_row(
