@@ -19,10 +19,12 @@ from driftloop.settings import Settings
 
 COMPONENTS = ("kafka,mlserver,feedback-intake,flink-jobmanager,flink-taskmanager-1,flink,"
               "pushgateway,prometheus,retrain-trigger,promote,dispatcher")
-PORTS = ("KAFKA_PORT", "KAFKA_CONTROLLER_PORT", "INTAKE_PORT", "SERVING_HTTP_PORT",
-         "SERVING_GRPC_PORT", "SERVING_METRICS_PORT", "PROMETHEUS_PORT", "PUSHGATEWAY_PORT",
-         "ALERTMANAGER_PORT", "RETRAIN_PORT", "PROMOTE_PORT", "DISPATCHER_METRICS_PORT",
-         "FLINK_REST_PORT", "FLINK_JOBMANAGER_RPC_PORT")
+def _port_fields() -> list[str]:
+    """Every listening port the stack has (each ``*_port`` setting) but Flink's metrics
+    port, which needs a free pair: a loop stack must never take a default port, or it
+    clashes with a stack already running on this machine."""
+    return [n.upper() for n in Settings.model_fields
+            if n.endswith("_port") and n != "flink_metrics_port"]
 
 
 def _free_pair() -> int:
@@ -39,7 +41,7 @@ def loop_env(state_dir: Path, **extra: str) -> dict[str, str]:
     """``DRIFTLOOP_*`` variables for a loop-only stack on free ports."""
     from driftloop.local.process import free_port
 
-    env = {f"DRIFTLOOP_{p}": str(free_port()) for p in PORTS}
+    env = {f"DRIFTLOOP_{p}": str(free_port()) for p in _port_fields()}
     env.update({
         "DRIFTLOOP_STATE_DIR": str(state_dir),
         "DRIFTLOOP_KAFKA_BOOTSTRAP": f"127.0.0.1:{env['DRIFTLOOP_KAFKA_PORT']}",

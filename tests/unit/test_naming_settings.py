@@ -85,6 +85,17 @@ def test_local_stack_default_ports_are_distinct(monkeypatch):
     assert {p: n for p, n in by_port.items() if len(n) > 1} == {}
 
 
+def test_a_loop_stack_takes_no_default_port(tmp_path):
+    """The e2e loop stack runs beside whatever else is up (a demo, another suite): every
+    port it listens on is a free one, none the default."""
+    from driftloop.retrain.stackrun import loop_env
+
+    s = Settings.from_env(loop_env(tmp_path))
+    defaults = Settings.model_fields
+    taken = {n: getattr(s, n) for n in defaults if n.endswith("_port")}
+    assert {n: p for n, p in taken.items() if p == defaults[n].default} == {}
+
+
 def test_settings_reject_bad_values(monkeypatch):
     monkeypatch.setenv("DRIFTLOOP_INTAKE_MAX_BODY_BYTES", "-1")
     with pytest.raises(ValueError):
