@@ -77,8 +77,10 @@ def test_unscraped_model_server_never_promotes_on_quality_alone(loop_env, monito
     evidence and, without it at the end of the bake and its grace, rolls back."""
     write_policy(loop_env.settings.policy_dir, promotion=OPEN_GATE)
     v2 = new_version(loop_env, "unscraped")
-    svc = promoter(loop_env, prometheus_url=monitoring.prometheus_url, promote_bake_s=4.0,
-                   promote_evidence_grace_s=3.0)
+    # A bake long enough that the labeled records are read before its end even on a
+    # loaded machine: the last verdict must have judged quality (and found it good).
+    svc = promoter(loop_env, prometheus_url=monitoring.prometheus_url, promote_bake_s=8.0,
+                   promote_evidence_grace_s=5.0)
     r = post_event(function_client("promote", "promote", svc), trained("digits", v2))
     assert r.status_code == 202 and r.json()["phase"] == "canary", r.text
     publish_labeled(loop_env, {"1": 20, v2: 20})
