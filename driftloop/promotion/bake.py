@@ -86,10 +86,6 @@ def watch_bandit(
     bp = policy.promotion.bandit
     since = p.canary_started_ms or int(time.time() * 1000)
     observer = Observer(settings, model, policy.metric, since)
-    # Quality is the rewards' business here: the guard keeps errors and latency.
-    guard_policy = policy.model_copy(
-        update={"promotion": policy.promotion.model_copy(update={"min_canary_samples": 0})}
-    )
     reader = RewardReader(settings, steps.store, model, version, [champion, version], since)
     expires = since / 1000.0 + bp.max_s + settings.promote_evidence_grace_s
     last: dict[str, float] = {}
@@ -97,13 +93,16 @@ def watch_bandit(
         while True:
             now = time.time()
             obs = observer.observe([champion, version], with_quality=False)
+            # Quality is the rewards' business here: the guard keeps errors and latency,
+            # with the policy's own minimum of requests.
             verdict = judge(
-                guard_policy,
+                policy,
                 obs.stats[champion],
                 obs.stats[version],
                 final=True,
                 expired=now >= expires,
                 unavailable=obs.unavailable,
+                quality=False,
             )
             current = ledger.state(model, version)
             if current is None or current.phase != "canary":

@@ -78,14 +78,15 @@ def _with(detail: str, why: str | None) -> str:
 
 def judge(policy: Policy, champion: VersionStats, challenger: VersionStats, *,
           final: bool, expired: bool = False,
-          unavailable: Mapping[str, str] | None = None) -> GuardVerdict:
+          unavailable: Mapping[str, str] | None = None, quality: bool = True) -> GuardVerdict:
     """Fail closed: no evidence, no pass.
 
     'rollback' as soon as a judged check fails, or when evidence is still missing at
     ``expired`` (the end of the bake plus its grace period): reason "no evidence: ...";
     'ok' at the end of the bake (``final``) when every check was judged and passed;
     'wait' otherwise, with the reason. ``unavailable`` says why a source gave nothing
-    (``metrics``: Prometheus, ``labeled``: the labeled records).
+    (``metrics``: Prometheus, ``labeled``: the labeled records). ``quality=False`` leaves
+    the labeled-quality check out (a bandit judges by rewards) and nothing else.
     """
     p = policy.promotion
     why = dict(unavailable or {})
@@ -122,10 +123,10 @@ def judge(policy: Policy, champion: VersionStats, challenger: VersionStats, *,
         checks.append(Check("latency", ok, ratio, p.max_latency_ratio,
                             f"p99 {challenger.p99_s * 1000:.1f} ms vs {champion.p99_s * 1000:.1f}"
                             f" ms (ratio {ratio:.2f}, limit {p.max_latency_ratio})"))
-    if p.min_canary_samples == 0:
+    if quality and p.min_canary_samples == 0:
         checks.append(Check("quality", True, challenger.quality, None,
                             "not required (min_canary_samples is 0)"))
-    else:
+    elif quality:
         short = [s for s in (challenger, champion)
                  if s.quality is None or s.samples < p.min_canary_samples]
         if short:

@@ -71,6 +71,22 @@ def test_guard_waits_then_passes_or_rolls_back() -> None:
     assert starved.reason.startswith("no evidence: quality: 3 labeled v2 samples, needs 20")
 
 
+def test_guard_without_quality_still_needs_the_policys_requests_for_errors() -> None:
+    """A bandit judges by rewards (quality=False): the labeled-quality check is left out,
+    but one failed request among two is still no verdict on the error rate."""
+    champ = VersionStats("1", requests=100, errors=0, p99_s=0.01, quality=None, samples=0)
+    early = guard(POLICY, champ, VersionStats("2", 2, 1, 0.012, None, 0), final=True,
+                  quality=False)
+    assert early.verdict == "wait" and "needs 20" in early.reason, early.reason
+    assert "quality" not in {c.name for c in early.checks}
+    judged = guard(POLICY, champ, VersionStats("2", 30, 0, 0.012, None, 0), final=True,
+                   quality=False)
+    assert judged.verdict == "ok", judged.reason
+    failing = guard(POLICY, champ, VersionStats("2", 30, 6, 0.012, None, 0), final=False,
+                    quality=False)
+    assert failing.verdict == "rollback" and "error_rate" in failing.reason
+
+
 def test_guard_without_metrics_waits_then_rolls_back_for_lack_of_evidence() -> None:
     """Prometheus unreachable (or the model server not scraped): quality alone never
     promotes; the bake waits, then rolls back naming what was missing."""
