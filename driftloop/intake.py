@@ -25,7 +25,6 @@ Rules:
 
 from __future__ import annotations
 
-import hmac
 import logging
 import re
 import time
@@ -38,6 +37,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from driftloop import events as ev
 from driftloop import topics
+from driftloop.auth import TokenSet, bearer_token
 from driftloop.errors import (
     DriftloopError,
     FieldError,
@@ -120,7 +120,7 @@ class IntakeService(FunctionService):
     ) -> None:
         self.settings = settings
         self.metrics = IntakeMetrics()
-        self._tokens = settings.intake_token_set
+        self._tokens = TokenSet(sorted(settings.intake_token_set))
         self._producer = LazyProducer(producer_factory or self._default_producer)
         self._openapi: bytes | None = None
 
@@ -182,10 +182,8 @@ class IntakeService(FunctionService):
     def authorize(self, request: Request) -> None:
         if not self._tokens:
             return
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not any(
-            hmac.compare_digest(token.strip().encode(), t.encode()) for t in self._tokens
-        ):
+        token = bearer_token(request.headers)
+        if token is None or not self._tokens.matches(token):
             raise Unauthorized("a valid bearer token is required (Authorization: Bearer ...)")
 
     def refused(self, error: DriftloopError) -> None:
