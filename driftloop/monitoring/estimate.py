@@ -35,6 +35,7 @@ import numpy as np
 
 from driftloop.blob import BlobStore
 from driftloop.labeled import latest_per_prediction
+from driftloop.monitoring.quality import finite_number
 from driftloop.registry import Registry
 
 __all__ = [
@@ -360,15 +361,9 @@ def estimate(
     return Estimate(model, version, calibration.metric, value, int(c.size))
 
 
-def _number(v: Any) -> float | None:
-    if isinstance(v, bool) or not isinstance(v, int | float):
-        return None
-    return float(v) if math.isfinite(v) else None
-
-
 def confidence_of(output: Any) -> float | None:
     """A prediction output's ``confidence`` (digits, speech, OCR emit one), if numeric."""
-    return _number(output.get("confidence")) if isinstance(output, Mapping) else None
+    return finite_number(output.get("confidence")) if isinstance(output, Mapping) else None
 
 
 def labeled_pairs(
@@ -388,11 +383,12 @@ def labeled_pairs(
         mine,
         lambda r: r,
         has=lambda d: (
-            _number(d.get("quality")) is not None and confidence_of(d.get("output")) is not None
+            finite_number(d.get("quality")) is not None
+            and confidence_of(d.get("output")) is not None
         ),
     )
     conf = [confidence_of(r.get("output")) for r in scored]
-    qual = [_number(r.get("quality")) for r in scored]
+    qual = [finite_number(r.get("quality")) for r in scored]
     return [c for c in conf if c is not None], [q for q in qual if q is not None]
 
 

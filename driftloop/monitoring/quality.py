@@ -38,7 +38,8 @@ class QualityStat:
         }
 
 
-def _number(v: Any) -> float | None:
+def finite_number(v: Any) -> float | None:
+    """A JSON number as a float; None for anything else (booleans, NaN, infinities)."""
     if isinstance(v, bool) or not isinstance(v, int | float):
         return None
     return float(v) if math.isfinite(v) else None
@@ -56,9 +57,9 @@ def aggregate(
     mine = [r for r in records if isinstance(r.get("model"), str)
             and (model is None or r.get("model") == model) and r.get("shadow") is not True]
     scored = latest_per_prediction(mine, lambda r: r, has=lambda d: (
-        _number(d.get("quality")) is not None and isinstance(d.get("metric"), str)))
+        finite_number(d.get("quality")) is not None and isinstance(d.get("metric"), str)))
     rewarded = latest_per_prediction(mine, lambda r: r,
-                                     has=lambda d: _number(d.get("reward")) is not None)
+                                     has=lambda d: finite_number(d.get("reward")) is not None)
     for r in scored:
         m, version = str(r["model"]), str(r.get("version") or UNKNOWN_VERSION)
         acc = sums.setdefault((m, version, r["metric"]), [0.0, 0])
@@ -66,7 +67,7 @@ def aggregate(
         acc[1] += 1
     for r in rewarded:
         m, version = str(r["model"]), str(r.get("version") or UNKNOWN_VERSION)
-        reward = _number(r.get("reward"))
+        reward = finite_number(r.get("reward"))
         if reward is not None:
             acc = sums.setdefault((m, version, REWARD), [0.0, 0])
             acc[0] += reward
