@@ -65,15 +65,19 @@ class PromotionLedger:
             "reason": p.reason,
         }
         self.store.put_if_absent(
-            f"promotions/{p.model}/history/{stamp}-{uuid.uuid4().hex[:8]}.json",
+            f"{self._history_prefix(p.model)}{stamp}-{uuid.uuid4().hex[:8]}.json",
             json.dumps(entry).encode(),
         )
         return p
 
     def history(self, model: str) -> list[dict[str, Any]]:
         """Every phase change of the model's promotions, oldest first."""
-        prefix = f"promotions/{safe_segment(model, field='model')}/history/"
+        prefix = self._history_prefix(model)
         return [json.loads(self.store.get(k)) for k in self.store.list(prefix)]
+
+    @staticmethod
+    def _history_prefix(model: str) -> str:
+        return f"promotions/{safe_segment(model, field='model')}/history/"
 
     def state(self, model: str, version: str) -> Promotion | None:
         try:
