@@ -21,8 +21,7 @@ Both directions still use the data codec and the validation the HTTP binding use
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from collections.abc import Sequence
 from typing import NamedTuple
 
 from driftloop.errors import BadRequest, FieldError, ValidationFailed
@@ -79,13 +78,7 @@ def from_kafka(
     content_type = h.get("content-type")
     if "ce_specversion" not in h:
         if media.is_cloudevents_structured(content_type):
-            obj = load_json(value or b"")
-            event = from_structured(obj)
-            # from_structured stamps a missing time (as intake does for what apps POST); a
-            # record keeps what it holds, as binary records do.
-            if isinstance(obj, Mapping) and "time" not in obj:
-                event = replace(event, time=None)
-            return event
+            return from_structured(load_json(value or b""))
         raise BadRequest(
             "record: not a CloudEvent (no ce_specversion header, not structured)",
             fields=[FieldError("ce_specversion", "required", "header missing")],

@@ -90,12 +90,6 @@ def test_kafka_structured_record_is_read():
     value = json.dumps(structured()).encode()
     e = ev.from_kafka(value, [("content-type", ev.STRUCTURED.encode())])
     assert e.id == "e-1" and e.data == FEEDBACK
-    # A record without a time stays without one (the archive partitions by event time),
-    # structured as binary; one with a time keeps it.
-    assert e.time is None
-    timed = json.dumps(structured(time="2026-01-02T03:04:05Z")).encode()
-    t = ev.from_kafka(timed, [("content-type", ev.STRUCTURED.encode())]).time
-    assert t is not None and (t.year, t.month, t.day, t.hour) == (2026, 1, 2, 3)
 
 
 def test_kafka_record_without_ce_headers_is_refused():
