@@ -1,8 +1,11 @@
 """The current window: recent records of one model from Kafka (or a file), as columns.
 
-Kafka: every partition of a topic is read from the offset of ``now - window_s`` (at most
-``max_records`` per partition) up to the end offsets taken at the start, without a
-consumer group, so reading a window never moves anyone's offsets.
+Kafka: every partition of a topic is read from the first record at or after the window's
+start (at most ``max_records`` per partition) up to the end offsets taken at the start,
+without a consumer group, so reading a window never moves anyone's offsets. The start is
+fixed when the read is asked for (``since_ms``, or ``now - window_s`` at the call), never
+after connecting: a slow connection must not move the window past records written just
+after its start.
 """
 
 from __future__ import annotations
@@ -52,12 +55,19 @@ def read_topic(
     settings: Settings,
     topic: str,
     *,
-    window_s: float,
+    window_s: float | None = None,
+    since_ms: int | None = None,
     max_records: int,
     model: str | None = None,
     timeout_s: float = 15.0,
 ) -> TopicWindow:
-    """Records of ``topic`` from the last ``window_s`` seconds (model-filtered when given)."""
+    """Records of ``topic`` written since ``since_ms`` (Kafka timestamp, ms) or in the last
+    ``window_s`` seconds (exactly one of the two), model-filtered when given."""
+    if (window_s is None) == (since_ms is None):
+        raise ValueError("read_topic takes exactly one of window_s and since_ms")
+    if since_ms is None:
+        assert window_s is not None
+        since_ms = int((time.time() - window_s) * 1000)
     from kafka import KafkaConsumer, TopicPartition
     from kafka.errors import KafkaError
 
@@ -82,7 +92,6 @@ def read_topic(
         consumer.assign(tps)
         end = consumer.end_offsets(tps)
         begin = consumer.beginning_offsets(tps)
-        since_ms = int((time.time() - window_s) * 1000)
         by_time = consumer.offsets_for_times(dict.fromkeys(tps, max(since_ms, 0)))
         todo = {}
         for tp in tps:

@@ -252,8 +252,7 @@ class Observer:
         from driftloop.monitoring.window import read_topic
 
         try:
-            window_s = max((self._now_ms() - self.since_ms) / 1000.0, 1.0)
-            w = read_topic(self.settings, topics.LABELED, window_s=window_s,
+            w = read_topic(self.settings, topics.LABELED, since_ms=self.since_ms,
                            max_records=self.settings.drift_window_max_records, model=self.model)
         except Exception as e:  # Kafka unavailable: the bake waits (and times out) instead
             log.warning("labeled records of %s unavailable: %s", self.model, e)

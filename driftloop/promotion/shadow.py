@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
@@ -92,10 +91,9 @@ def observe(settings: Settings, model: str, challenger: str, since_ms: int) -> S
     """Read the mirrored answers, the champion's and the feedback since ``since_ms``."""
     from driftloop.monitoring.window import read_topic
 
-    window_s = max((time.time() * 1000 - since_ms) / 1000.0, 1.0) + 1.0
     cap = settings.drift_window_max_records
     preds = read_topic(
-        settings, topics.PREDICTIONS, window_s=window_s, max_records=cap, model=model
+        settings, topics.PREDICTIONS, since_ms=since_ms, max_records=cap, model=model
     )
     champion: dict[str, Mapping[str, Any]] = {}
     shadow: dict[str, Mapping[str, Any]] = {}
@@ -110,7 +108,7 @@ def observe(settings: Settings, model: str, challenger: str, since_ms: int) -> S
         else:
             champion[r.event.id] = out
     feedback = read_topic(
-        settings, topics.FEEDBACK, window_s=window_s, max_records=cap, model=model
+        settings, topics.FEEDBACK, since_ms=since_ms, max_records=cap, model=model
     )
     truth = {
         r.data["prediction_id"]: r.data["truth"]

@@ -51,10 +51,7 @@ def publish_labeled(env: LoopEnv, versions: dict[str, int]) -> None:
                                 {"model": "digits", "version": version,
                                  "output": {"label": label}}, datacontenttype=ev.JSON)
             records.append(labeled_record(pred, {"label": label}, "guard-test-app"))
-    # kafka-python: with librdkafka, records published here were at times not seen by the
-    # guard's time-windowed read (open, noted); the guard is what this file tests.
-    producer = make_producer(
-        env.settings.model_copy(update={"kafka_producer_client": "kafka-python"}))
+    producer = make_producer(env.settings)
     try:
         publish(producer, topics.LABELED, records, key="digits")
     finally:
