@@ -16,7 +16,10 @@ cannot keep guarantees driftloop's consumers and tests hold (measured against 1.
   written (``from_kafka(to_kafka(e)) == e``);
 - ``to_binary`` raises ``KeyError`` for an event without ``datacontenttype``.
 
-Both directions still use the data codec and the validation the HTTP binding uses.
+Both directions still use the data codec and the validation the HTTP binding uses. A
+structured record is read as the HTTP structured mode reads a body (``from_structured``):
+there a missing ``time`` is stamped on reading, as for an event posted over HTTP; only a
+binary record without ``ce_time`` stays without one.
 """
 
 from __future__ import annotations
