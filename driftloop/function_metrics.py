@@ -15,7 +15,7 @@ from typing import Any
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
 from prometheus_client.exposition import generate_latest
 
-from driftloop.events import media
+from driftloop.events import media, types
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 MAX_PARSED_BODY = 1024 * 1024
@@ -77,7 +77,8 @@ def _json(raw: bytes) -> Any:
 
 def event_types(headers: Mapping[str, str], body: bytes) -> list[str]:
     """The ``type`` of each CloudEvent in a request: the ``ce-type`` header (binary mode) or
-    the structured/batch body's; ``none`` for plain JSON, ``unreadable`` for a bad body."""
+    the structured/batch body's (``other`` for a type driftloop does not declare); ``none``
+    for plain JSON, ``unreadable`` for a bad body."""
     h = {k.lower(): v for k, v in headers.items()}
     if "ce-type" in h:
         return [_label(h["ce-type"])]
@@ -89,11 +90,21 @@ def event_types(headers: Mapping[str, str], body: bytes) -> list[str]:
     return [_label(d.get("type")) if isinstance(d, dict) else "unreadable" for d in items]
 
 
+KNOWN_TYPES: frozenset[str] = frozenset({
+    types.INPUT, types.PREPROCESSED, types.LABELED, types.PREDICTION, types.FEEDBACK,
+    types.DRIFT_DETECTED, types.RETRAIN_REQUESTED, types.MODEL_TRAINED, types.MODEL_PROMOTED,
+    types.MODEL_ROLLEDBACK, types.PING,
+})
+"""Event types counted under their own name; the type is the caller's word, so any other
+is counted as ``other`` (one series per made-up type would grow without bound)."""
+
+
 def _label(value: object) -> str:
-    """A bounded label value: event types are short dotted names; anything else is folded."""
-    if isinstance(value, str) and 0 < len(value) <= 100 and value.isprintable():
-        return value
-    return "unreadable"
+    """A bounded label value: a known type, ``other`` for any other string type,
+    ``unreadable`` when there is no usable type at all."""
+    if not isinstance(value, str) or not value:
+        return "unreadable"
+    return value if value in KNOWN_TYPES else "other"
 
 
 def decisions(doc: object) -> list[str]:

@@ -121,7 +121,7 @@ def test_lag_alert_thresholds_are_the_scalers_capacity() -> None:
 
 def test_function_metrics_count_types_reasons_and_decisions() -> None:
     m = FunctionMetrics()
-    m.observe("POST", {"ce-type": "driftloop.prediction"}, b"{}", 200,
+    m.observe("POST", {"ce-type": "io.driftloop.prediction.v1"}, b"{}", 200,
               b'{"model": "digits", "dataset_drift": true}', 0.01)
     m.observe("POST", {"Content-Type": "application/cloudevents-batch+json"},
               b'[{"type": "a.b"}, {"type": "a.b"}, 3]', 400,
@@ -130,8 +130,8 @@ def test_function_metrics_count_types_reasons_and_decisions() -> None:
     m.observe("POST", {}, b"{}", 503, b"not json", 0.5)
     page = m.exposition().decode()
     for line in (
-        'driftloop_function_events_total{type="driftloop.prediction"} 1.0',
-        'driftloop_function_events_total{type="a.b"} 2.0',
+        'driftloop_function_events_total{type="io.driftloop.prediction.v1"} 1.0',
+        'driftloop_function_events_total{type="other"} 2.0',
         'driftloop_function_events_total{type="unreadable"} 1.0',
         'driftloop_function_events_total{type="none"} 2.0',
         'driftloop_function_errors_total{reason="invalid_event"} 1.0',
@@ -146,7 +146,13 @@ def test_function_metrics_count_types_reasons_and_decisions() -> None:
 
 
 def test_event_type_labels_stay_bounded() -> None:
-    assert event_types({"ce-type": "x" * 500}, b"") == ["unreadable"]
+    """The type is the caller's word: made-up types share one series, never one each."""
+    assert event_types({"ce-type": "x" * 500}, b"") == ["other"]
+    made_up = [event_types({"ce-type": f"io.example.{i}"}, b"")[0] for i in range(50)]
+    assert set(made_up) == {"other"}
+    assert event_types({"ce-type": "io.driftloop.feedback.v1"}, b"") == [
+        "io.driftloop.feedback.v1"]
+    assert event_types({"ce-type": ""}, b"") == ["unreadable"]
     assert event_types({"content-type": "application/cloudevents+json"}, b"{") == ["unreadable"]
     assert decisions([{"dataset_drift": False}, {"decision": {"retrain": False}}, "x"]) == [
         "no_drift", "no_retrain"]
