@@ -12,6 +12,14 @@ swap each other's inputs), partitioned by the UTC hour the model answered, so th
 retention job expires whole partitions by their name without reading a byte. Media keep
 their bytes and extension (``png``, ``jpg``, ``wav``, ``bin``); tensors are ``.npy``
 (``numpy.save``, no pickles).
+
+The same job expires the model's claim checks: media that travelled by reference
+(``raw/model=<m>/date=<d>/...``, written by the client or the app before its event) are
+needed only while a record that names them can still be read or replayed, so
+``claim_check_retention_days`` should be at least the topics' Kafka retention. Payloads
+Flink wrote beside their preprocessed records (``preprocessed/model=<m>/...``) are claim
+checks too, and an answer's ``input_ref`` may name them, so they stay for the longer of
+the two retentions.
 """
 
 from __future__ import annotations
@@ -34,11 +42,13 @@ if TYPE_CHECKING:
     from driftloop.blob import BlobStore
 
 __all__ = [
+    "CLAIM_CHECK_KINDS",
     "KIND",
     "InputLogging",
     "RetentionReport",
     "decode_tensor",
     "encode_tensor",
+    "expire_claim_checks",
     "expire_inputs",
     "input_digest",
     "input_key",
@@ -47,6 +57,9 @@ __all__ = [
 ]
 
 KIND = "inputs"
+CLAIM_CHECK_KINDS = ("raw", "preprocessed")
+"""Blob kinds whose objects a Kafka record names by reference (``dataref``)."""
+_DAY = re.compile(r"^[^/]+/model=[^/]+/date=(\d{4}-\d{2}-\d{2})/")
 NPY_MAGIC = b"\x93NUMPY"
 _KEY = re.compile(
     r"^inputs/model=([^/]+)/date=(\d{4}-\d{2}-\d{2})/hour=(\d{2})/"
@@ -71,6 +84,11 @@ class InputLogging(BaseModel):
     only_with_feedback: bool = False
     """Keep an input past ``feedback_window_hours`` only when a labeled record names it."""
     feedback_window_hours: float = Field(48.0, gt=0)
+    claim_check_retention_days: int = Field(7, ge=1)
+    """By-reference media (``raw/``) are deleted this many days after the day they were
+    written: at least the Kafka retention of the topics whose records name them (7 days by
+    default), so a replay finds them. Preprocessed payloads (``preprocessed/``) stay for
+    the longer of this and ``retention_days`` (an ``input_ref`` may name them)."""
 
     @property
     def enabled(self) -> bool:
@@ -153,6 +171,8 @@ class RetentionReport:
     """Older than ``retention_days``."""
     deleted_unlabeled: int = 0
     """``only_with_feedback``: older than the feedback window and named by no label."""
+    deleted_claim_checks: int = 0
+    """``raw/`` and ``preprocessed/`` objects older than ``claim_check_retention_days``."""
     kept: int = 0
     errors: list[str] = field(default_factory=list)
 
@@ -161,6 +181,7 @@ class RetentionReport:
             "model": self.model,
             "deleted_expired": self.deleted_expired,
             "deleted_unlabeled": self.deleted_unlabeled,
+            "deleted_claim_checks": self.deleted_claim_checks,
             "kept": self.kept,
             "errors": self.errors[:20],
         }
@@ -207,3 +228,32 @@ def expire_inputs(
         else:
             report.deleted_unlabeled += 1
     return report
+
+
+def expire_claim_checks(
+    store: BlobStore, model: str, cfg: InputLogging, *, now: datetime, report: RetentionReport
+) -> None:
+    """Delete ``model``'s claim checks whose day ended more than their retention ago
+    (counted in ``report``; a failed delete is reported and the pass goes on)."""
+    days = {
+        "raw": cfg.claim_check_retention_days,
+        "preprocessed": max(cfg.claim_check_retention_days, cfg.retention_days),
+    }
+    m = safe_segment(model, field="model")
+    for kind in CLAIM_CHECK_KINDS:
+        expire_before = now - timedelta(days=days[kind])
+        for key in list(store.list(f"{kind}/model={m}/")):
+            found = _DAY.match(key)
+            if found is None:
+                continue
+            day_end = datetime.combine(
+                date.fromisoformat(found.group(1)), datetime.min.time(), tzinfo=UTC
+            ) + timedelta(days=1)
+            if day_end > expire_before:
+                continue
+            try:
+                store.delete(key)
+            except Exception as e:  # one failed delete never stops the pass
+                report.errors.append(f"{key}: {type(e).__name__}: {e}"[:300])
+                continue
+            report.deleted_claim_checks += 1

@@ -1,4 +1,5 @@
-"""The kept-inputs retention job: every model's policy applied to its ``inputs/`` partitions.
+"""The kept-inputs retention job: every model's policy applied to its ``inputs/`` partitions
+and to its claim checks (``raw/``, ``preprocessed/``).
 
 Run by ``driftloop inputs expire`` and by retrain-trigger on the ``inputs-retention``
 PingSource tick (``eventing/42-pingsource-inputs-retention.yaml``, hourly). A model with
@@ -14,7 +15,7 @@ from pathlib import Path
 
 from driftloop.blob import BlobStore
 from driftloop.errors import DriftloopError
-from driftloop.inputlog import RetentionReport, expire_inputs
+from driftloop.inputlog import RetentionReport, expire_claim_checks, expire_inputs
 from driftloop.policy import load_policy, policy_models
 from driftloop.retrain.data import read_labeled
 
@@ -45,6 +46,7 @@ def expire_all(
                 if isinstance(r.data.get("input_ref"), str)
             }
         report = expire_inputs(store, model, cfg, now=now, referenced=refs)
+        expire_claim_checks(store, model, cfg, now=now, report=report)
         log.info("inputs of %s: %s", model, report.to_dict())
         reports.append(report)
     return reports

@@ -33,6 +33,17 @@ def test_the_retention_tick_and_the_command_delete_what_the_policy_expires(loop_
         inputs={"retention_days": 7, "only_with_feedback": True, "feedback_window_hours": 24},
     )
     keys = put_inputs(loop_env.store, {"old": 24 * 8, "unlabeled": 30, "labeled": 30, "fresh": 1})
+    # Claim checks (by-reference media, Flink's preprocessed payloads): gone 7 days (the
+    # default) after their day; another model's are not this model's to expire.
+    today = now_utc().date()
+    checks = {
+        "raw-old": f"raw/model=digits/date={today - timedelta(days=9)}/image/{'a' * 64}",
+        "pre-old": f"preprocessed/model=digits/date={today - timedelta(days=8)}/image/b.png",
+        "raw-fresh": f"raw/model=digits/date={today - timedelta(days=6)}/image/{'c' * 64}",
+        "other-model": f"raw/model=faces/date={today - timedelta(days=30)}/image/{'d' * 64}",
+    }
+    for key in checks.values():
+        loop_env.store.put(key, b"x")
     loop_env.store.put(
         "labeled/model=digits/date=2026-12-01/part-0.jsonl",
         json.dumps(
@@ -67,11 +78,15 @@ def test_the_retention_tick_and_the_command_delete_what_the_policy_expires(loop_
         "model": "digits",
         "deleted_expired": 1,
         "deleted_unlabeled": 1,
+        "deleted_claim_checks": 2,
         "kept": 2,
         "errors": [],
     }
     left = set(loop_env.store.list("inputs/model=digits/"))
     assert left == {keys["labeled"], keys["fresh"]}
+    left = set(loop_env.store.list("raw/")) | set(loop_env.store.list("preprocessed/"))
+    assert {checks["raw-fresh"], checks["other-model"]} <= left
+    assert not {checks["raw-old"], checks["pre-old"]} & left
 
     # the command, with a shorter retention now: the labeled one goes too
     write_policy(loop_env.settings.policy_dir, inputs={"retention_days": 1})
