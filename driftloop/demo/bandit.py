@@ -15,21 +15,26 @@ to the champion, and one more finished promotion record (the old version's bandi
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from driftloop.blob import open_store
+from driftloop.blob import BlobStore, open_store
 from driftloop.demo.context import DemoContext
 from driftloop.demo.traffic import MODEL, digit_samples
+from driftloop.promotion.rewards import state_key
 from driftloop.registry import Registry
 from driftloop.settings import Settings
 
-__all__ = ["BanditReport", "bandit_policy", "run_bandit", "step_bandit"]
+if TYPE_CHECKING:
+    from driftloop.promotion.service import PromotionService
+
+__all__ = ["BanditReport", "await_bandit_turn", "bandit_policy", "run_bandit", "step_bandit"]
 
 Progress = Callable[[str], None]
 FINAL = ("promoted", "rolledback", "rejected", "abandoned")
@@ -107,9 +112,12 @@ def run_bandit(
     progress: Progress = _noop,
     timeout_s: float = 60.0,
     batch: int = 20,
+    turn_timeout_s: float = 10.0,
 ) -> BanditReport:
     """The old version against the champion under ``mode: bandit`` until the bandit decides
-    (or ``timeout_s``); rewards from the truth of rotated digits."""
+    (or ``timeout_s``); rewards from the truth of rotated digits. Each round waits for the
+    bandit's turn on its rewards (``await_bandit_turn``), so the weights shown after a round
+    are the ones its rewards moved."""
     from driftloop import quality
     from driftloop.demo.traffic import Traffic
     from driftloop.promotion import routing
@@ -138,7 +146,7 @@ def run_bandit(
             report.reason = str(answer.get("reason") or answer.get("gate") or "")
             return report
         samples = digit_samples(3000, rotate=True, seed=21)
-        i = 0
+        i = sent = 0
         while time.monotonic() - t0 < timeout_s:
             p = svc.state(MODEL, challenger)
             if p is not None and p.phase in FINAL:
@@ -156,6 +164,8 @@ def run_bandit(
             result = traffic.client.feedback_batch(items)
             if result.rejected:
                 raise RuntimeError(f"feedback-intake refused {len(result.rejected)} rewards")
+            sent += len(items)
+            await_bandit_turn(svc, store, challenger, sent, timeout_s=turn_timeout_s)
             r = routing.load(store, MODEL)
             weights = dict(r.weights) if r is not None else {}
             report.rounds.append({"served": served, "weights": weights})
@@ -178,6 +188,35 @@ def run_bandit(
         report.champion_after = registry.alias(MODEL, "champion")
         traffic.close()
         svc.close()
+
+
+def await_bandit_turn(
+    svc: PromotionService, store: BlobStore, challenger: str, sent: int, *, timeout_s: float
+) -> bool:
+    """Wait until the bandit has counted ``sent`` rewards and noted one more verdict after
+    that: the turn that counted them writes its weights before its verdict's successor, so
+    the routing read next shows what they did. True when it happened, False when the
+    promotion ended or ``timeout_s`` passed first (a slow bandit makes a round longer, it
+    never fails the demo)."""
+    deadline = time.monotonic() + timeout_s
+    seen: dict[str, Any] | None = None
+    while time.monotonic() < deadline:
+        p = svc.state(MODEL, challenger)
+        if p is None or p.phase in FINAL:
+            return False
+        verdicts = svc.verdicts(MODEL, challenger)
+        last = verdicts[-1] if verdicts else None
+        if seen is None:
+            try:
+                counted = json.loads(store.get(state_key(MODEL, challenger)))
+            except KeyError:
+                counted = {}
+            if int(counted.get("rewarded", 0)) + int(counted.get("ignored", 0)) >= sent:
+                seen = last or {}
+        elif last != seen:
+            return True
+        time.sleep(0.05)
+    return False
 
 
 def step_bandit(ctx: DemoContext) -> None:

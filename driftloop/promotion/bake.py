@@ -154,7 +154,6 @@ def watch_bandit(
                 + (f" (rewards unavailable: {why})" if why else "")
                 + ("" if verdict.verdict == "ok" else f"; {verdict.reason}"),
             )
-            ledger.note_verdict(model, version, wait)
             if weights and any(abs(weights[k] - last.get(k, -1.0)) >= 0.01 for k in weights):
                 steps.set_bandit_weights(
                     policy,
@@ -163,6 +162,8 @@ def watch_bandit(
                     ),
                 )
                 last = weights
+            # Noted after the weights: a reader that sees this verdict sees its weights.
+            ledger.note_verdict(model, version, wait)
             time.sleep(min(bp.refresh_s, max(expires - time.time(), 0.05)))
     finally:
         reader.close()
