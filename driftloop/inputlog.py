@@ -218,16 +218,24 @@ def expire_inputs(
         else:
             report.kept += 1
             continue
-        try:
-            store.delete(key)
-        except Exception as e:  # one failed delete never stops the pass
-            report.errors.append(f"{key}: {type(e).__name__}: {e}"[:300])
+        if not _delete(store, key, report):
             continue
         if reason == "expired":
             report.deleted_expired += 1
         else:
             report.deleted_unlabeled += 1
     return report
+
+
+def _delete(store: BlobStore, key: str, report: RetentionReport) -> bool:
+    """Delete one key; a failure is reported, never raised (one failed delete never stops
+    the pass, the next pass retries it)."""
+    try:
+        store.delete(key)
+    except Exception as e:
+        report.errors.append(f"{key}: {type(e).__name__}: {e}"[:300])
+        return False
+    return True
 
 
 def expire_claim_checks(
@@ -249,11 +257,5 @@ def expire_claim_checks(
             day_end = datetime.combine(
                 date.fromisoformat(found.group(1)), datetime.min.time(), tzinfo=UTC
             ) + timedelta(days=1)
-            if day_end > expire_before:
-                continue
-            try:
-                store.delete(key)
-            except Exception as e:  # one failed delete never stops the pass
-                report.errors.append(f"{key}: {type(e).__name__}: {e}"[:300])
-                continue
-            report.deleted_claim_checks += 1
+            if day_end <= expire_before and _delete(store, key, report):
+                report.deleted_claim_checks += 1

@@ -31,6 +31,15 @@ def _records(model: str, n: int) -> list[ev.Event]:
     ]
 
 
+def _published(settings: Settings, events: list[ev.Event]) -> list[ev.Event]:
+    producer = make_producer(settings)
+    try:
+        publish(producer, topics.PREDICTIONS, events)
+    finally:
+        producer.close(timeout=5)
+    return events
+
+
 @pytest.mark.parametrize("client", ["confluent-kafka", "kafka-python"])
 def test_records_written_right_after_the_start_are_in_every_read(
     kafka: KafkaFixture, client: str
@@ -38,12 +47,7 @@ def test_records_written_right_after_the_start_are_in_every_read(
     settings = Settings(kafka_bootstrap=kafka.bootstrap, kafka_producer_client=client)
     model = f"window-{uuid.uuid4().hex[:8]}"
     since_ms = int(time.time() * 1000)
-    sent = _records(model, 20)
-    producer = make_producer(settings)
-    try:
-        publish(producer, topics.PREDICTIONS, sent)
-    finally:
-        producer.close(timeout=5)
+    sent = _published(settings, _records(model, 20))
     ids = {e.id for e in sent}
     for _ in range(5):  # each read connects afresh, later and later after the start
         w = read_topic(settings, topics.PREDICTIONS, since_ms=since_ms, max_records=1000,
@@ -57,12 +61,7 @@ def test_a_window_fixes_its_start_before_connecting(kafka: KafkaFixture) -> None
     holds them all, however long the reader then takes to connect."""
     settings = Settings(kafka_bootstrap=kafka.bootstrap)
     model = f"window-{uuid.uuid4().hex[:8]}"
-    sent = _records(model, 5)
-    producer = make_producer(settings)
-    try:
-        publish(producer, topics.PREDICTIONS, sent)
-    finally:
-        producer.close(timeout=5)
+    sent = _published(settings, _records(model, 5))
     ids = {e.id for e in sent}
     first_ms = min(r.timestamp for r in kafka.read_records(topics.PREDICTIONS)
                    if dict(r.headers or ()).get("ce_id", b"").decode() in ids)
