@@ -205,11 +205,26 @@ def test_load_json_bounds_nesting_at_the_given_depth():
         assert e.value.fields[0].rule == "max-depth"
 
 
+def test_load_json_bounds_the_text_nesting_where_the_parsed_value_is_shallower():
+    # a repeated key keeps its last value: the deep first one still counts
+    with pytest.raises(BadRequest) as e:
+        ev.load_json(b'{"a": [[[[1]]]], "a": 1}', max_depth=3)
+    assert e.value.fields[0].rule == "max-depth"
+    # many containers, none deeper than the limit; brackets inside strings do not nest
+    wide = json.dumps([{"a": {"b": "[[[["}} for _ in range(100)]).encode()
+    assert len(ev.load_json(wide, max_depth=3)) == 100
+    with pytest.raises(BadRequest):
+        ev.load_json(wide, max_depth=2)
+
+
 @pytest.mark.parametrize("literal", ["9" * 400, "9" * 4301, "-" + "7" * 309, "1e400",
-                                     "1" * 5000 + ".5", "1" * 250 + "e99", "-0.5E+0309"])
-def test_load_json_refuses_numbers_beyond_a_double(literal):
+                                     "1" * 5000 + ".5", "1" * 250 + "e99", "-0.5E+0309",
+                                     "1E400", "2e+999"])
+@pytest.mark.parametrize("text", ["", "caf\u00e9", "caf\u00e9 \u0663" * 100, "\u0663" * 200,
+                                  "id e12", "\\u00e9"])
+def test_load_json_refuses_numbers_beyond_a_double(literal, text):
     with pytest.raises(ValidationFailed) as e:
-        ev.load_json(f'{{"x": [0, {literal}]}}'.encode())
+        ev.load_json(f'{{"x": [0, {literal}], "t": "{text}"}}'.encode())
     assert [(f.field, f.rule) for f in e.value.fields] == [("x.1", "number-range")]
 
 
