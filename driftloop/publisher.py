@@ -84,20 +84,22 @@ class EventPublisher:
     def publish(self, event: Event, *, key: str) -> Event:
         """Send ``event`` and wait for its acknowledgement (``Unavailable`` when Kafka does
         not take it; the producer is then rebuilt by the next publish)."""
-        from kafka.errors import KafkaError
-
-        from driftloop.bus import publish
+        from driftloop.bus import is_kafka_error, publish
 
         try:
             producer = self._producer.get()
-        except KafkaError as e:
+        except Exception as e:
+            if not is_kafka_error(e):
+                raise
             raise Unavailable(f"Kafka cannot take {self.topic} events now: {e}") from e
         try:
             publish(producer, self.topic, [event], key=key)
         except Unavailable:
             self._producer.discard(producer)
             raise
-        except (KafkaError, OSError) as e:
+        except Exception as e:
+            if not (isinstance(e, OSError) or is_kafka_error(e)):
+                raise
             self._producer.discard(producer)
             raise Unavailable(f"Kafka cannot take {self.topic} events now: {e}") from e
         return event

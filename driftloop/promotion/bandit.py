@@ -15,9 +15,10 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
 
 RewardKind = Literal["binary", "continuous"]
 
@@ -75,6 +76,8 @@ def prob_best(
     """Each version's posterior probability of earning the highest mean reward."""
     if not arms:
         return {}
+    import numpy as np  # here, not at import: promote's first answer rarely samples
+
     rng = np.random.default_rng(seed)
     versions = sorted(arms)
     samples = np.column_stack([sample(arms[v], kind, draws, rng) for v in versions])
