@@ -21,6 +21,7 @@ from urllib.parse import urlencode
 
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
 from scipy.io import wavfile
 
@@ -137,6 +138,15 @@ def test_preprocess_audio_and_images_with_dead_letters(flink_app: FlinkApp) -> N
         assert d["features"]["zcr"] * 16000 == pytest.approx(880, rel=0.02)
     assert audio[f"a48-{run}"][0].data["features"]["peak"] == pytest.approx(0.8, abs=0.01)
     assert audio[f"a44st-{run}"][0].data["features"]["input_channels"] == 2
+    # 2 s of 16 kHz WAV is 85 KB in base64, over the 64 KiB limit: written to the S3 store by
+    # the job, the record names it (claim check); 1 s stays inline
+    big = audio[f"a44st-{run}"][0]
+    assert big.data["payload"]["encoding"] == "blob"
+    assert big.extensions[events.DATAREF] == (
+        f"{big.data['payload']['blob_url']}/{big.data['payload']['blob_key']}")
+    assert big.data["payload"]["blob_url"] == flink_app.settings.resolved_blob_url
+    assert audio[f"a16k-{run}"][0].data["payload"]["encoding"] == "base64"
+    assert events.DATAREF not in audio[f"a16k-{run}"][0].extensions
 
     images = wait_for(lambda: (lambda r: r if len(r) == len(image_cases) else None)(
         by_id(flink_app, topics.preprocessed("image"), set(image_cases))),
@@ -456,6 +466,14 @@ def test_prometheus_scrapes_the_session_cluster(flink_app: FlinkApp, tmp_path) -
         wanted = {n for p in dash["panels"] for t in p.get("targets", [])
                   for n in metric_names(t["expr"]) if n.startswith("flink_")}
         assert wanted
+        # ... and every Flink series an alert reads (an alert on a name Flink does not
+        # expose would never fire).
+        rules = yaml.safe_load((PROJECT_ROOT / "infra" / "prometheus" / "rules"
+                                / "driftloop-alerts.yml").read_text())
+        alerted = {n for g in rules["groups"] for r in g["rules"]
+                   for n in metric_names(r["expr"]) if n.startswith("flink_")}
+        assert "flink_jobmanager_job_uptime" in alerted
+        wanted |= alerted
 
         deadline = time.monotonic() + 60
         while True:
