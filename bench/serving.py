@@ -12,7 +12,10 @@ served paths add the transport, MLServer and the same decode + predict:
 - ``json``: V2 JSON with the file base64 inside (``parameters.content_type: base64``);
 - ``binary_rest``: the file itself as the body of ``/v2/models/<m>/infer``
   (``Content-Type: image/png``...; ``seldon.runtimes.binary``);
-- ``grpc_raw``: V2 gRPC with the file in ``raw_input_contents``.
+- ``grpc_raw``: V2 gRPC with the file in ``raw_input_contents``;
+- ``floor``: the JSON path's request body to a plain MLServer serving a model that does
+  nothing (``bench/serving_floor.py``): what MLServer costs by itself here, so the part of
+  each overhead that driftloop's runtimes add is what lies above it.
 
 Prediction events are switched off (header) so the figures are the server's own cost; a
 registry in a temporary folder holds version 1 of each model. Latency figures are medians
@@ -42,14 +45,14 @@ import httpx
 import numpy as np
 
 from driftloop.blob import open_store
-from driftloop.local.process import free_port
+from driftloop.local.process import free_port, stop_pid
 from driftloop.registry import Registry
 from driftloop.serving import models as model_lib
 from driftloop.serving import v2
 from driftloop.serving.bootstrap import ensure_models
 from driftloop.serving.client import V2Client
 from driftloop.serving.grpc_client import GrpcV2Client
-from driftloop.serving.server import MLServerProcess
+from driftloop.serving.server import VENV, MLServerProcess, ready, server_env
 from driftloop.settings import Settings
 
 PATHS = ("json", "binary_rest", "grpc_raw")
@@ -215,6 +218,24 @@ def batched_digits_rps(
     return out
 
 
+def start_floor(folder: Path, settings: Settings) -> tuple[str, subprocess.Popen[bytes]]:
+    """The floor server (``bench/serving_floor.py``), ready."""
+    from bench import serving_floor
+
+    http_port = free_port()
+    config = serving_floor.write_config(folder / "floor", http_port, free_port(), free_port())
+    root = Path(__file__).resolve().parent.parent
+    proc = serving_floor.start(VENV, root, config, folder / "floor.log", server_env(settings))
+    url = f"http://127.0.0.1:{http_port}"
+    deadline = time.monotonic() + 120
+    while not ready(url, [serving_floor.MODEL]):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            stop_pid(proc.pid)
+            raise RuntimeError(f"the floor server did not start; see {folder / 'floor.log'}")
+        time.sleep(0.5)
+    return url, proc
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=20, help="rounds per model (x10 for digits)")
@@ -238,6 +259,7 @@ def main() -> None:
     )
     args = ap.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from bench import serving_floor
     from bench.proc_cpu import tree_cpu_s
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -259,6 +281,8 @@ def main() -> None:
         t0 = time.perf_counter()
         server.start()
         print(f"MLServer start-up with {len(names)} models: {time.perf_counter() - t0:.1f} s")
+        floor_url, floor_proc = start_floor(folder, settings)
+        floor_http = httpx.Client(base_url=floor_url, timeout=30)
         grpc_target = f"127.0.0.1:{settings.serving_grpc_port}"
         lat: dict[str, dict[str, list[float]]] = {}
         own: dict[str, dict[str, list[float]]] = {}
@@ -274,6 +298,9 @@ def main() -> None:
                         "json": lambda m=m, b=body: client.infer_request(m, b, emit=False),
                         "binary_rest": lambda m=m, x=x: client.infer_binary(m, x, emit=False),
                         "grpc_raw": lambda m=m, x=x: grpc_client.infer_bytes(m, x, emit=False),
+                        "floor": lambda b=body: floor_http.post(
+                            f"/v2/models/{serving_floor.MODEL}/infer", json=b
+                        ).raise_for_status(),
                     }
                     for fn in sides.values():  # warm every side
                         for _ in range(3):
@@ -322,6 +349,8 @@ def main() -> None:
                         )
         finally:
             server.stop()
+            floor_http.close()
+            stop_pid(floor_proc.pid)
         batched: dict[str, float] = {}
         if "digits" in names and args.batch_size > 1:
             batched = batched_digits_rps(settings, folder, args)
@@ -334,6 +363,7 @@ def main() -> None:
         for m, s in lat.items()
     }
     timed = {m: {p: statistics.median(own[m][p]) for p in PATHS} for m in own}
+    floor = {m: statistics.median(lat[m]["floor"]) for m in lat}
     print(
         "\nlatency p50 in ms. over: median over requests of (client latency - the model's "
         "decode + predict inside the server); vs-inproc: median over rounds of (path - "
@@ -350,6 +380,14 @@ def main() -> None:
             for p in PATHS
         )
         print(f"{m:8} {p50[m]['inproc']:8.2f} {cells}")
+    print(
+        "\nMLServer's own floor (a model that does nothing, the JSON path's body), p50 ms: "
+        + ", ".join(f"{m} {floor[m]:.2f}" for m in lat)
+        + "\nabove the floor, p50 ms: "
+        + "; ".join(
+            f"{m} " + " ".join(f"{p} {timed[m][p] - floor[m]:.2f}" for p in PATHS) for m in lat
+        )
+    )
     if rps:
         print(
             f"\ndigits, {args.clients} concurrent clients (load generator on the same "
@@ -381,6 +419,14 @@ def main() -> None:
                     # overhead_vs_inproc_p50_ms[family][path]: median over rounds of
                     # (served - the in-process call of the same round), ms.
                     "overhead_vs_inproc_p50_ms": over,
+                    # mlserver_floor_p50_ms[family]: a plain MLServer answering the JSON
+                    # path's body from a model that does nothing, interleaved, ms.
+                    "mlserver_floor_p50_ms": floor,
+                    # overhead_above_floor_p50_ms[family][path]: overhead_p50_ms less the
+                    # floor: what driftloop's runtime and path add to MLServer's own cost.
+                    "overhead_above_floor_p50_ms": {
+                        m: {p: timed[m][p] - floor[m] for p in PATHS} for m in timed
+                    },
                     # p50_ms[family][side]: median latency of each side ("inproc" and each path).
                     "p50_ms": p50,
                     "p99_ms": {m: {k: pct(v, 99) for k, v in s.items()} for m, s in lat.items()},
