@@ -103,6 +103,25 @@ def make_producer(settings: Settings, **overrides: Any) -> KafkaProducer:
     names and answer through the same interface (``send(...).get``, ``flush``, ``close``,
     ``kafka.errors`` exceptions). The librdkafka path does not import the ``kafka``
     package until an error (a cold start pays for one client, not two)."""
+    config = producer_config(settings, **overrides)
+    try:
+        if settings.kafka_producer_client == "confluent-kafka":
+            from driftloop.rdkafka import RdKafkaProducer
+
+            return cast("KafkaProducer", RdKafkaProducer(config))
+        from kafka import KafkaProducer
+
+        return KafkaProducer(**config)
+    except Exception as e:
+        if is_kafka_error(e):
+            raise Unavailable(f"Kafka at {settings.kafka_bootstrap} unavailable: {e}") from e
+        raise
+
+
+def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
+    """The options of every driftloop producer (kafka-python's names; ``make_producer``
+    builds either client from them): acks=all, idempotent, retried until the delivery
+    timeout."""
     config: dict[str, Any] = {
         **client_config(settings, "producer"),
         "acks": "all",
@@ -119,18 +138,7 @@ def make_producer(settings: Settings, **overrides: Any) -> KafkaProducer:
         "max_request_size": settings.kafka_max_message_bytes,
     }
     config.update(overrides)
-    try:
-        if settings.kafka_producer_client == "confluent-kafka":
-            from driftloop.rdkafka import RdKafkaProducer
-
-            return cast("KafkaProducer", RdKafkaProducer(config))
-        from kafka import KafkaProducer
-
-        return KafkaProducer(**config)
-    except Exception as e:
-        if is_kafka_error(e):
-            raise Unavailable(f"Kafka at {settings.kafka_bootstrap} unavailable: {e}") from e
-        raise
+    return config
 
 
 def is_kafka_error(e: BaseException) -> bool:
@@ -217,9 +225,22 @@ TOPIC_FRAMING_BYTES = 64 * 1024
 """Topics take this much more than producers may send: batch and request framing."""
 
 
+def topic_replication(settings: Settings) -> tuple[int, int]:
+    """``(replication factor, min.insync.replicas)`` of the topics driftloop creates: (3, 2)
+    on the three brokers of the 'ha' topology (an acknowledged record is on two brokers at
+    least, and one broker may fail), (1, 1) on the single broker of the light one."""
+    return (3, 2) if settings.topology == "ha" else (1, 1)
+
+
 def topic_configs(settings: Settings) -> dict[str, str]:
-    """Per-topic configuration of the topics driftloop creates: the agreed record limit."""
-    return {"max.message.bytes": str(settings.kafka_max_message_bytes + TOPIC_FRAMING_BYTES)}
+    """Per-topic configuration of the topics driftloop creates: the agreed record limit, the
+    replicas an acks=all write needs, and no unclean leader election (a replica that is not
+    in sync never becomes leader: acknowledged records are not lost to it)."""
+    return {
+        "max.message.bytes": str(settings.kafka_max_message_bytes + TOPIC_FRAMING_BYTES),
+        "min.insync.replicas": str(topic_replication(settings)[1]),
+        "unclean.leader.election.enable": "false",
+    }
 
 
 def ensure_topics(
@@ -242,7 +263,7 @@ def ensure_topics(
                         NewTopic(
                             t,
                             num_partitions=n,
-                            replication_factor=1,
+                            replication_factor=topic_replication(settings)[0],
                             topic_configs=topic_configs(settings),
                         )
                         for t in missing

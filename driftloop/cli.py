@@ -100,11 +100,23 @@ StateDir = Annotated[
 
 
 @app.command()
-def up(state_dir: StateDir = None) -> None:
+def up(
+    state_dir: StateDir = None,
+    topology: Annotated[
+        str | None,
+        typer.Option(
+            "--topology",
+            help="light: one Kafka broker, one TaskManager (the default). ha: three Kafka "
+            "brokers in one KRaft quorum (replication factor 3, min.insync.replicas 2) and "
+            "two TaskManagers. Env: DRIFTLOOP_TOPOLOGY.",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
     """Start the local stack (Kafka, functions, archive, and whatever else is set up)."""
     from driftloop.local.stack import AlreadyUp, Stack
 
-    stack = Stack(load_settings(state_dir=state_dir))
+    stack = Stack(load_settings(state_dir=state_dir, topology=topology))
     try:
         with console.status("starting the local stack") as spinner:
             statuses = stack.up(progress=lambda msg: spinner.update(msg))

@@ -26,6 +26,7 @@ SERVER_FIXTURES = frozenset(
     {
         "kafka",
         "own_kafka",
+        "ha_env",
         "s3",
         "mlserver",
         "monitoring",

@@ -5,6 +5,7 @@ The jars come from Maven Central through ``infra/kafka/pom.xml`` (``make setup``
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import uuid
@@ -40,7 +41,10 @@ def java_binary() -> str:
 
 @dataclass(frozen=True)
 class KafkaBroker:
-    """Files and command line of one single-node KRaft broker."""
+    """Files and command line of one KRaft broker (combined broker + controller): a
+    single-node cluster by default, or node ``node_id`` of a cluster whose controller
+    quorum is ``voters`` (every node's ``(node id, controller port)``; all share the cluster
+    id kept in ``cluster_id_file``)."""
 
     libs_dir: Path
     data_dir: Path
@@ -51,6 +55,18 @@ class KafkaBroker:
     metrics_port: int = 0
     """Where the JMX exporter agent serves /metrics (0, or no ``agent``: not served)."""
     agent: Path | None = None
+    node_id: int = 1
+    voters: tuple[tuple[int, int], ...] = ()
+    """``(node id, controller port)`` of every controller; empty: this node alone."""
+    cluster_id_file: Path | None = None
+    """Where the cluster id of a multi-node cluster is kept (written by the first node
+    formatted, read by the others); None: a fresh id for this single node."""
+    replication: int = 1
+    """Replication factor of the topics created without one and of Kafka's internal topics
+    (consumer offsets, transaction state)."""
+    min_insync: int = 1
+    """``min.insync.replicas``: replicas that must have a record before an acks=all
+    producer is answered (with fewer in sync, the write is refused: NotEnoughReplicas)."""
 
     @property
     def metrics(self) -> str:
@@ -85,8 +101,10 @@ class KafkaBroker:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         props = {
             "process.roles": "broker,controller",
-            "node.id": "1",
-            "controller.quorum.voters": f"1@{self.host}:{self.controller_port}",
+            "node.id": str(self.node_id),
+            "controller.quorum.voters": ",".join(
+                f"{node}@{self.host}:{port}" for node, port in self.quorum
+            ),
             "listeners": f"PLAINTEXT://{self.host}:{self.port},"
             f"CONTROLLER://{self.host}:{self.controller_port}",
             "advertised.listeners": f"PLAINTEXT://{self.host}:{self.port}",
@@ -95,12 +113,15 @@ class KafkaBroker:
             "inter.broker.listener.name": "PLAINTEXT",
             "log.dirs": str(self.log_dir),
             "num.partitions": "3",
-            "offsets.topic.replication.factor": "1",
+            "default.replication.factor": str(self.replication),
+            "min.insync.replicas": str(self.min_insync),
+            "unclean.leader.election.enable": "false",
+            "offsets.topic.replication.factor": str(self.replication),
             "offsets.topic.num.partitions": "10",
-            "transaction.state.log.replication.factor": "1",
-            "transaction.state.log.min.isr": "1",
-            "share.coordinator.state.topic.replication.factor": "1",
-            "share.coordinator.state.topic.min.isr": "1",
+            "transaction.state.log.replication.factor": str(self.replication),
+            "transaction.state.log.min.isr": str(self.min_insync),
+            "share.coordinator.state.topic.replication.factor": str(self.replication),
+            "share.coordinator.state.topic.min.isr": str(self.min_insync),
             "group.initial.rebalance.delay.ms": "0",
             "auto.create.topics.enable": "false",
             "log.flush.interval.messages": "1",
@@ -113,7 +134,7 @@ class KafkaBroker:
         self.write_config()
         if (self.log_dir / "meta.properties").exists():
             return
-        cluster_id = _kafka_uuid()
+        cluster_id = self._cluster_id()
         try:
             subprocess.run(
                 # "--cluster-id=<id>": a random id may start with '-'.
@@ -125,6 +146,25 @@ class KafkaBroker:
             out = (e.stdout + e.stderr).decode(errors="replace").strip().splitlines()[-1:]
             raise StackError(f"formatting Kafka storage failed: {' '.join(out)}") from e
 
+    @property
+    def quorum(self) -> tuple[tuple[int, int], ...]:
+        """The controller quorum: ``voters``, or this node alone."""
+        return self.voters or ((self.node_id, self.controller_port),)
+
+    def _cluster_id(self) -> str:
+        """A fresh id for a single node; the one id every node of a cluster shares."""
+        if self.cluster_id_file is None:
+            return _kafka_uuid()
+        path = self.cluster_id_file
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:  # the first node formatted writes it; O_EXCL: never two ids
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            return path.read_text().strip()
+        with os.fdopen(fd, "w") as out:
+            out.write(_kafka_uuid())
+        return path.read_text().strip()
+
     def argv(self) -> list[str]:
         argv = self._java("kafka.Kafka", str(self.config_path), heap=self.heap)
         if self.metrics:
@@ -133,6 +173,9 @@ class KafkaBroker:
 
     def healthy(self) -> bool:
         return tcp_open(self.host, self.port)
+
+    def controller_listening(self) -> bool:
+        return tcp_open(self.host, self.controller_port)
 
 
 def _kafka_uuid() -> str:

@@ -68,8 +68,20 @@ class Stack:
     def _write(self, records: list[dict[str, Any]]) -> None:
         self.state_file.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.state_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"components": records}, indent=2))
+        state = {"topology": self.settings.topology, "components": records}
+        tmp.write_text(json.dumps(state, indent=2))
         os.replace(tmp, self.state_file)
+
+    def recorded_settings(self) -> Settings:
+        """The settings with the topology the running stack was started with (``status``
+        and ``start_component`` then know its components without being told again)."""
+        try:
+            topology = json.loads(self.state_file.read_text()).get("topology")
+        except (OSError, ValueError, AttributeError):
+            return self.settings
+        if topology in ("light", "ha") and topology != self.settings.topology:
+            return self.settings.model_copy(update={"topology": topology})
+        return self.settings
 
     def running(self) -> list[dict[str, Any]]:
         return [r for r in self._read() if r.get("pid") and pid_alive(int(r["pid"]))]
@@ -116,7 +128,7 @@ class Stack:
         if spec.metrics:
             record["scrape"] = spec.metrics  # Prometheus job ``name`` scrapes it
         try:
-            wait_until(spec.health, timeout_s=spec.start_timeout_s, what=spec.name,
+            wait_until(spec.started or spec.health, timeout_s=spec.start_timeout_s, what=spec.name,
                        alive=lambda: proc.poll() is None, log_path=log_path)
             if spec.after_start is not None:
                 spec.after_start()
@@ -124,6 +136,27 @@ class Stack:
             stop_pid(proc.pid)
             raise
         record["start_s"] = round(time.monotonic() - started, 2)
+        return record
+
+    def start_component(self, name: str) -> dict[str, Any]:
+        """Start one component of the running stack again, after it exited or was killed:
+        the same path as ``up`` (prepare, start, wait until healthy, after_start); its
+        record in ``stack.json`` is replaced. A component still running is an error."""
+        records = self._read()
+        at = next((i for i, r in enumerate(records) if r.get("name") == name), None)
+        if at is None:
+            raise StackError(f"{name} is not a component of the running stack "
+                             f"(state in {self.settings.state_dir})")
+        pid = records[at].get("pid")
+        if pid and pid_alive(int(pid)):
+            raise StackError(f"{name} is running (pid {pid}); stop it first")
+        spec = next((s for s in selected(self.recorded_settings()) if s.name == name), None)
+        if spec is None:
+            raise StackError(f"{name} is not among the stack's components")
+        record = self._start(spec)
+        records = self._read()  # what changed meanwhile (another component restarted)
+        records[next(i for i, r in enumerate(records) if r.get("name") == name)] = record
+        self._write(records)
         return record
 
     def down(self) -> list[str]:
@@ -145,7 +178,7 @@ class Stack:
 
     def status(self) -> list[ComponentStatus]:
         try:
-            specs = {s.name: s for s in discover(self.settings)}
+            specs = {s.name: s for s in discover(self.recorded_settings())}
         except StackError:
             specs = {}
         out = []

@@ -17,7 +17,7 @@ from typing import Any
 
 from driftloop.settings import Settings
 
-COMPONENTS = ("kafka,mlserver,feedback-intake,flink-jobmanager,flink-taskmanager-1,flink,"
+COMPONENTS = ("kafka,mlserver,feedback-intake,flink-jobmanager,flink-taskmanager,flink,"
               "pushgateway,prometheus,retrain-trigger,promote,dispatcher")
 def _port_fields() -> list[str]:
     """Every listening port the stack has (each ``*_port`` setting) but Flink's metrics
@@ -28,12 +28,13 @@ def _port_fields() -> list[str]:
 
 
 def _free_pair() -> int:
-    """A free port whose successor is free too."""
+    """A free port whose two successors are free too (the JobManager's metrics port and
+    those of up to two TaskManagers)."""
     from driftloop.local.process import free_port, port_is_free
 
     while True:
         port = free_port()
-        if port < 65535 and port_is_free(port + 1):
+        if port < 65534 and port_is_free(port + 1) and port_is_free(port + 2):
             return port
 
 
@@ -62,6 +63,11 @@ def loop_env(state_dir: Path, **extra: str) -> dict[str, str]:
         "DRIFTLOOP_SERVING_URL": "", "DRIFTLOOP_ALERTMANAGER_URL": "",
     })
     env.update(extra)
+    if env.get("DRIFTLOOP_TOPOLOGY") == "ha" and "DRIFTLOOP_KAFKA_BOOTSTRAP" not in extra:
+        env["DRIFTLOOP_KAFKA_BOOTSTRAP"] = ",".join(
+            f"127.0.0.1:{env[f'DRIFTLOOP_{p}']}"
+            for p in ("KAFKA_PORT", "KAFKA_2_PORT", "KAFKA_3_PORT")
+        )
     return env
 
 
@@ -72,6 +78,7 @@ def loop_stack(state_dir: Path, **extra: str) -> Iterator[tuple[Settings, dict[s
     The stack hands its settings to every process it starts, so nothing here touches
     this process's environment.
     """
+    from driftloop.local.components.kafka import bootstrap_for
     from driftloop.local.stack import Stack
 
     settings = Settings.from_env(loop_env(state_dir, **extra))
@@ -80,6 +87,6 @@ def loop_stack(state_dir: Path, **extra: str) -> Iterator[tuple[Settings, dict[s
         stack.up()
         endpoints = {s.name: s.endpoint for s in stack.status()}
         yield settings.model_copy(update={"serving_url": endpoints["mlserver"],
-                                          "kafka_bootstrap": endpoints["kafka"]}), endpoints
+                                          "kafka_bootstrap": bootstrap_for(settings)}), endpoints
     finally:
         stack.down()

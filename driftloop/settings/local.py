@@ -4,6 +4,7 @@ stands in for Knative Eventing."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field
 
@@ -27,11 +28,39 @@ class LocalStackSettings(BaseModel):
         8083, description="Port of retrain-trigger in the local stack (alert_webhook_url's)."
     )
     promote_port: int = Field(8084, description="Port of promote in the local stack.")
-    kafka_port: int = Field(9092, description="Broker port of the local Kafka.")
-    kafka_controller_port: int = Field(9093, description="Controller port of the local Kafka.")
-    kafka_heap: str = Field("768m", description="JVM heap of the local Kafka broker.")
+    topology: Literal["light", "ha"] = Field(
+        "light",
+        description="Shape of the local stack. 'light': one Kafka broker (topics with "
+        "replication factor 1) and flink_taskmanagers TaskManagers. 'ha': three KRaft "
+        "brokers (kafka-1..3, each broker and controller, a quorum of three; topics with "
+        "replication factor 3, min.insync.replicas 2, no unclean leader election) and at "
+        "least two TaskManagers, so one broker or one TaskManager can fail.",
+    )
+    kafka_port: int = Field(
+        9092, description="Broker port of the local Kafka (broker 1 of the 'ha' topology)."
+    )
+    kafka_controller_port: int = Field(
+        9093, description="Controller port of the local Kafka (broker 1 of the 'ha' topology)."
+    )
+    kafka_heap: str = Field("768m", description="JVM heap of each local Kafka broker.")
     kafka_metrics_port: int = Field(
-        9404, description="Port of the JMX exporter agent inside the local Kafka broker."
+        9404,
+        description="Port of the JMX exporter agent inside the local Kafka broker (broker 1 "
+        "of the 'ha' topology).",
+    )
+    kafka_2_port: int = Field(9192, description="Broker port of broker 2 ('ha' topology).")
+    kafka_2_controller_port: int = Field(
+        9193, description="Controller port of broker 2 ('ha' topology)."
+    )
+    kafka_2_metrics_port: int = Field(
+        9405, description="JMX exporter port of broker 2 ('ha' topology)."
+    )
+    kafka_3_port: int = Field(9292, description="Broker port of broker 3 ('ha' topology).")
+    kafka_3_controller_port: int = Field(
+        9293, description="Controller port of broker 3 ('ha' topology)."
+    )
+    kafka_3_metrics_port: int = Field(
+        9406, description="JMX exporter port of broker 3 ('ha' topology)."
     )
     kafka_lag_port: int = Field(
         9308, description="Port of the local consumer-group lag exporter (kafka-lag)."

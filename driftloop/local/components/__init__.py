@@ -30,6 +30,10 @@ class ComponentSpec:
     """What clients use: ``host:port`` or a URL."""
     health: Callable[[], bool]
     """True once the process serves; called repeatedly while starting and by ``status``."""
+    started: Callable[[], bool] | None = None
+    """What starting waits for instead of ``health``, when the process serves only once
+    others are up too (a node of a Kafka quorum: its controller listens; the quorum's last
+    node waits for all of them in ``after_start``)."""
     env: Mapping[str, str] = field(default_factory=dict)
     cwd: Path | None = None
     ports: Sequence[int] = ()
@@ -60,13 +64,22 @@ def discover(settings: Settings) -> list[ComponentSpec]:
 
 
 def selected(settings: Settings) -> list[ComponentSpec]:
-    """The components ``driftloop up`` starts: all, or those ``settings.components`` names."""
+    """The components ``driftloop up`` starts: all, or those ``settings.components`` names
+    (a name without its number names the group: ``kafka``, ``flink-taskmanager``)."""
     from driftloop.errors import StackError
 
     wanted = set(settings.components)
     specs = discover(settings)
-    unknown = wanted - {s.name for s in specs}
+    unknown = {w for w in wanted if not any(_names(s.name, w) for s in specs)}
     if unknown:
         raise StackError(f"unknown components: {', '.join(sorted(unknown))} "
                          f"(known: {', '.join(s.name for s in specs)})")
-    return [s for s in specs if not wanted or s.name in wanted]
+    return [s for s in specs if not wanted or any(_names(s.name, w) for w in wanted)]
+
+
+def _names(name: str, wanted: str) -> bool:
+    """``wanted`` is the component's name, or the name of its numbered group: ``kafka``
+    names kafka-1, kafka-2 and kafka-3 of the 'ha' topology, ``flink-taskmanager`` every
+    TaskManager."""
+    head, _, number = name.rpartition("-")
+    return name == wanted or (head == wanted and number.isdigit())

@@ -7,7 +7,7 @@ import sys
 import time
 
 from driftloop.local.components import ComponentSpec
-from driftloop.local.components.kafka import broker_for
+from driftloop.local.components.kafka import bootstrap_for
 from driftloop.local.eventing.endpoints import heartbeat_path
 from driftloop.local.eventing.manifests import load_eventing
 from driftloop.settings import Settings
@@ -51,7 +51,7 @@ def components(settings: Settings) -> list[ComponentSpec]:
             health=lambda: _healthy(settings),
             env={
                 "DRIFTLOOP_STATE_DIR": str(settings.state_dir),
-                "DRIFTLOOP_KAFKA_BOOTSTRAP": broker_for(settings).bootstrap,
+                "DRIFTLOOP_KAFKA_BOOTSTRAP": bootstrap_for(settings),
                 "DRIFTLOOP_DISPATCHER_METRICS_PORT": str(settings.dispatcher_metrics_port),
             },
             ports=(settings.dispatcher_metrics_port,) if settings.dispatcher_metrics_port else (),

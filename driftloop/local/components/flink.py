@@ -159,10 +159,21 @@ def cluster_components(settings: Settings) -> list[ComponentSpec]:
     return specs
 
 
+def ha_update(settings: Settings) -> dict[str, object]:
+    """What the 'ha' topology changes: two TaskManagers at least (one may fail while the
+    job restarts on the other), and every broker to bootstrap from."""
+    if settings.topology != "ha":
+        return {}
+    from driftloop.local.components.kafka import bootstrap_for
+
+    return {"flink_taskmanagers": max(2, settings.flink_taskmanagers),
+            "kafka_bootstrap": bootstrap_for(settings)}
+
+
 def components(settings: Settings) -> list[ComponentSpec]:
     if not installed(settings):
         return []
-    session = settings.model_copy(update={"flink_target": "session"})
+    session = settings.model_copy(update={"flink_target": "session", **ha_update(settings)})
     ready = ready_file(settings)
     rest = flink_cluster.rest_url(session)
 

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from driftloop.local.components import ComponentSpec
-from driftloop.local.components.kafka import broker_for
+from driftloop.local.components.kafka import bootstrap_for
 from driftloop.local.process import http_ok
 from driftloop.settings import PROJECT_ROOT, Settings
 
@@ -21,7 +21,7 @@ def venv_bin(name: str) -> str:
 def child_env(settings: Settings) -> dict[str, str]:
     """What every child process of the stack needs to find the stack's services."""
     return {
-        "DRIFTLOOP_KAFKA_BOOTSTRAP": broker_for(settings).bootstrap,
+        "DRIFTLOOP_KAFKA_BOOTSTRAP": bootstrap_for(settings),
         "DRIFTLOOP_STATE_DIR": str(settings.state_dir),
         "DRIFTLOOP_BLOB_URL": settings.resolved_blob_url,
         "PYTHONUNBUFFERED": "1",

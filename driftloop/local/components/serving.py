@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 from driftloop.local.components import ComponentSpec
-from driftloop.local.components.kafka import broker_for
+from driftloop.local.components.kafka import bootstrap_for
 from driftloop.local.process import http_ok
 from driftloop.settings import PROJECT_ROOT, Settings
 
@@ -15,7 +15,7 @@ def components(settings: Settings) -> list[ComponentSpec]:
 
     if not server.installed():
         return []
-    s = settings.model_copy(update={"kafka_bootstrap": broker_for(settings).bootstrap})
+    s = settings.model_copy(update={"kafka_bootstrap": bootstrap_for(settings)})
     folder = s.state_dir / "serving" / "server"
     url = f"http://127.0.0.1:{s.serving_http_port}"
     models = s.serving_model_list

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 __all__ = ["endpoint_url", "endpoints_from_stack", "heartbeat_path"]
@@ -22,6 +23,7 @@ def endpoints_from_stack(state_dir: Path) -> dict[str, str]:
         str(c["name"]): endpoint_url(str(c["endpoint"]))
         for c in components
         if c.get("endpoint") and c.get("name") not in {"kafka", "dispatcher"}
+        and not re.fullmatch(r"kafka-\d+", str(c.get("name")))  # the brokers of 'ha'
     }
 
 
