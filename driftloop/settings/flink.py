@@ -60,10 +60,11 @@ class FlinkSettings(BaseModel):
         8 * 1024 * 1024, ge=1, description="Largest raw input accepted by preprocess."
     )
     flink_inline_max_bytes: int = Field(
-        256 * 1024,
+        64 * 1024,
         ge=0,
-        description="Preprocessed payloads up to this size are inlined (base64), bigger ones "
-        "go to the blob store as a reference.",
+        description="Preprocessed payloads whose base64 form is at most this many bytes travel "
+        "inline; bigger ones are written to the blob store and the record carries a reference "
+        "(payload.blob_key and the CloudEvents dataref; claim check on the output side).",
     )
     flink_join_window_s: float = Field(
         3600.0,

@@ -69,11 +69,11 @@ def process_object(
 def run_one(settings_json: dict[str, Any], in_prefix: str, out_prefix: str,
             default_model: str | None, rel: str) -> str:
     """Read, transform and write one object (runs on a Flink worker)."""
-    from flink.jobs.preprocess import BlobOffload, preprocess_config
+    from flink.jobs.preprocess import blob_writes, preprocess_config
 
     settings = Settings.model_validate(settings_json)
     store = open_store(settings.resolved_blob_url, settings)
-    offload = BlobOffload(settings)
+    offload = blob_writes(settings)
     status, record = process_object(store.get(in_prefix + rel), rel, default_model,
                                     preprocess_config(settings), offload)
     if status == "ok":

@@ -15,7 +15,7 @@ from driftloop import topics
 from driftloop.settings import Settings
 from flink.jobs.common import kafka_sink_ddl, kafka_source_ddl, value_in, value_out
 from flink.transforms.audio import AudioConfig
-from flink.transforms.dataref import BlobRefs
+from flink.transforms.dataref import BlobRefs, BlobWrites
 from flink.transforms.deadletter import Origin, dead_letter
 from flink.transforms.image import ImageConfig
 from flink.transforms.records import PreprocessConfig, process_kafka_record
@@ -48,17 +48,12 @@ def preprocess_config(settings: Settings) -> PreprocessConfig:
     )
 
 
-class BlobOffload:
-    """Puts payloads too large to inline into the blob store (opened once per worker)."""
+def blob_writes(settings: Settings) -> BlobWrites:
+    """Puts payloads too large to inline into the configured blob store (opened on first
+    use, once per worker): the output side of the claim check."""
+    from driftloop.blob import open_store
 
-    def __init__(self, settings: Settings) -> None:
-        from driftloop.blob import open_store
-
-        self.store = open_store(settings.resolved_blob_url, settings)
-
-    def __call__(self, key: str, body: bytes) -> str:
-        self.store.put(key, body)
-        return self.store.url
+    return BlobWrites(lambda: open_store(settings.resolved_blob_url, settings))
 
 
 def blob_refs(settings: Settings, cfg: PreprocessConfig) -> BlobRefs:
@@ -80,13 +75,8 @@ def make_udtf(settings: Settings) -> Any:
         def open(self, function_context: Any) -> None:
             self.settings = Settings.model_validate(settings_json)
             self.cfg = preprocess_config(self.settings)
-            self.offload: BlobOffload | None = None
+            self.offload = blob_writes(self.settings)
             self.refs = blob_refs(self.settings, self.cfg)
-
-        def _offload(self, key: str, body: bytes) -> str:
-            if self.offload is None:
-                self.offload = BlobOffload(self.settings)
-            return self.offload(key, body)
 
         def eval(
             self, modality: str, text: str | None, headers: Mapping[str, bytes] | None,
@@ -98,7 +88,7 @@ def make_udtf(settings: Settings) -> Any:
                 out = process_kafka_record(
                     value, headers, modality=modality, source_topic=source,
                     output_topic=topics.preprocessed(modality),
-                    deadletter_topic=topics.DEADLETTER, cfg=self.cfg, offload=self._offload,
+                    deadletter_topic=topics.DEADLETTER, cfg=self.cfg, offload=self.offload,
                     partition=partition, offset=offset, resolve=self.refs)
             except Exception as e:  # a bug must not stop the stream: park the record
                 log.exception("preprocess failed on a %s record", modality)

@@ -1,8 +1,12 @@
-"""Inputs that travel by reference (claim check): the CloudEvents ``dataref`` extension.
+"""Payloads that travel by reference (claim check): the CloudEvents ``dataref`` extension.
 
 A raw input above the sender's threshold is written to the blob store first and its event
 carries only ``dataref`` = ``<blob url>/<key>``, so a few dozen bytes cross Kafka and the
-JVM instead of the media. Preprocess reads the bytes from the blob store itself.
+JVM instead of the media. Preprocess reads the bytes from the blob store itself
+(``BlobRefs``). The output side is the same: a preprocessed payload above the inline limit
+is written to the store by the Python function (``BlobWrites``) and the preprocessed
+record names it (``payload.blob_key`` and ``dataref``), so only a short string crosses back
+into the JVM and Kafka.
 
 Fail closed: a reference is followed only into the configured blob store (the URL must
 start with the store's own URL and the rest must be a safe key), so an event cannot make
@@ -21,7 +25,7 @@ from driftloop.blob import check_key
 from driftloop.events import DATAREF
 from flink.transforms import Rejected
 
-__all__ = ["EXTENSION", "BlobRefs", "Resolve", "dataref_for"]
+__all__ = ["EXTENSION", "BlobRefs", "BlobWrites", "Resolve", "dataref_for"]
 
 EXTENSION = DATAREF
 """The CloudEvents extension attribute (``ce_dataref`` in Kafka binary mode)."""
@@ -35,6 +39,13 @@ class _Reader(Protocol):
     def url(self) -> str: ...
 
     def get(self, key: str) -> bytes: ...
+
+
+class _Writer(Protocol):
+    @property
+    def url(self) -> str: ...
+
+    def put(self, key: str, data: bytes) -> None: ...
 
 
 def dataref_for(store_url: str, key: str) -> str:
@@ -99,3 +110,39 @@ class BlobRefs:
                 Rejected.TOO_LARGE, f"{len(body)} bytes by reference, at most {self.max_bytes}"
             )
         return body
+
+
+class BlobWrites:
+    """Puts payloads into one blob store (opened lazily, once per worker); returns its URL.
+
+    Keys are derived from the event id, so a record replayed after a restore rewrites the
+    same object: the claim check stays exactly once with the Kafka output. A store that
+    stays unreachable after a few tries raises ``Rejected`` (``blob_unavailable``): the
+    input is dead-lettered with the reason and can be replayed."""
+
+    def __init__(
+        self, open_store: Callable[[], _Writer], *, attempts: int = 3, backoff_s: float = 0.2
+    ) -> None:
+        self._open = open_store
+        self._store: _Writer | None = None
+        self.attempts = attempts
+        self.backoff_s = backoff_s
+
+    @property
+    def store(self) -> _Writer:
+        if self._store is None:
+            self._store = self._open()
+        return self._store
+
+    def __call__(self, key: str, body: bytes) -> str:
+        for attempt in range(self.attempts):
+            try:
+                self.store.put(key, body)
+                return self.store.url
+            except Exception as e:  # the store is unreachable: try again, then park it
+                if attempt + 1 == self.attempts:
+                    raise Rejected(
+                        Rejected.BLOB_UNAVAILABLE, f"writing {key!r}: {type(e).__name__}: {e}"
+                    ) from e
+                time.sleep(self.backoff_s * (2**attempt))
+        raise AssertionError("unreachable")  # pragma: no cover

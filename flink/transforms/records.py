@@ -22,7 +22,7 @@ from driftloop.naming import is_safe_segment
 from flink.transforms import Rejected
 from flink.transforms.audio import AudioConfig, encode_wav16, preprocess_audio
 from flink.transforms.dataref import EXTENSION as DATAREF
-from flink.transforms.dataref import Resolve
+from flink.transforms.dataref import Resolve, dataref_for
 from flink.transforms.deadletter import Origin, dead_letter, record_size
 from flink.transforms.image import ImageConfig, encode_png, preprocess_image
 
@@ -36,22 +36,29 @@ Offload = Callable[[str, bytes], str]
 class PreprocessConfig:
     audio: AudioConfig = field(default_factory=AudioConfig)
     image: ImageConfig = field(default_factory=ImageConfig)
-    inline_max_bytes: int = 256 * 1024
-    """Payloads up to this size travel base64-inline; bigger ones go to the blob store."""
+    inline_max_bytes: int = 64 * 1024
+    """Payloads whose base64 form is at most this long travel inline; bigger ones go to the
+    blob store (when there is one) and the record carries a reference."""
     max_record_bytes: int = 2 * 1024 * 1024
     """The agreed Kafka record limit: a bigger preprocessed record is dead-lettered."""
     max_dead_letter_value_bytes: int = 256 * 1024
 
 
+def base64_size(n: int) -> int:
+    """Characters of ``n`` bytes in base64: what an inline payload adds to the record."""
+    return 4 * ((n + 2) // 3)
+
+
 def _payload(
     content_type: str, body: bytes, key: str, cfg: PreprocessConfig, offload: Offload | None
-) -> dict[str, Any]:
-    if len(body) <= cfg.inline_max_bytes or offload is None:
+) -> tuple[dict[str, Any], str | None]:
+    """The record's ``payload`` and, when it went to the blob store, its ``dataref``."""
+    if base64_size(len(body)) <= cfg.inline_max_bytes or offload is None:
         return {"content_type": content_type, "encoding": "base64", "bytes": len(body),
-                "data": base64.b64encode(body).decode()}
+                "data": base64.b64encode(body).decode()}, None
     url = offload(key, body)
-    return {"content_type": content_type, "encoding": "blob", "bytes": len(body),
-            "blob_url": url, "blob_key": key}
+    return ({"content_type": content_type, "encoding": "blob", "bytes": len(body),
+             "blob_url": url, "blob_key": key}, dataref_for(url, key))
 
 
 def _day(t: datetime | None) -> str:
@@ -93,22 +100,22 @@ def preprocess_event(
         a = preprocess_audio(bytes(data), event.datacontenttype, cfg.audio)
         body = encode_wav16(a.samples, a.sample_rate)
         key = partition_key("preprocessed", model, _day(event.time), f"audio/{digest}.wav")
+        payload, ref = _payload("audio/wav", body, key, cfg, offload)
         out |= {"features": a.features, "sample_rate": a.sample_rate,
-                "samples": int(a.samples.size),
-                "payload": _payload("audio/wav", body, key, cfg, offload)}
+                "samples": int(a.samples.size), "payload": payload}
     elif modality == "image":
         im = preprocess_image(bytes(data), event.datacontenttype, cfg.image)
         body = encode_png(im.pixels)
         key = partition_key("preprocessed", model, _day(event.time), f"image/{digest}.png")
+        payload, ref = _payload("image/png", body, key, cfg, offload)
         out |= {"features": im.features, "shape": list(im.pixels.shape),
-                "mode": cfg.image.mode, "letterbox": im.letterbox,
-                "payload": _payload("image/png", body, key, cfg, offload)}
+                "mode": cfg.image.mode, "letterbox": im.letterbox, "payload": payload}
     else:
         raise Rejected(Rejected.INVALID_EVENT, f"unknown modality {modality!r}")
+    extensions = {"model": model, "modality": modality} | ({DATAREF: ref} if ref else {})
     return events.Event(
         id=event.id, source=SOURCE, type=PREPROCESSED, data=out, time=event.time,
-        datacontenttype=events.JSON, subject=event.subject,
-        extensions={"model": model, "modality": modality},
+        datacontenttype=events.JSON, subject=event.subject, extensions=extensions,
     )
 
 

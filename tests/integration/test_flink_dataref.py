@@ -120,7 +120,15 @@ def test_inputs_by_reference_are_read_from_s3_and_bad_references_dead_lettered(
                                   modality, cfg)
         assert got.data["features"] == pytest.approx(inline.data["features"])
         assert got.data["payload"]["bytes"] == inline.data["payload"]["bytes"]
-        assert ev.DATAREF not in got.extensions
+        # the input's reference is not carried over: an output's own dataref (a payload
+        # over the inline limit) names the preprocessed payload it wrote to the store
+        pay = got.data["payload"]
+        if pay["encoding"] == "blob":
+            assert got.extensions[ev.DATAREF] == f"{pay['blob_url']}/{pay['blob_key']}"
+            assert pay["blob_key"].startswith("preprocessed/")
+            assert store.get(pay["blob_key"])[:4] in (b"RIFF", b"\x89PNG")
+        else:
+            assert ev.DATAREF not in got.extensions
     assert audio[ids["small"]][0].data["features"]["duration_s"] == pytest.approx(0.3, abs=0.01)
 
     dead = wait_for(lambda: (lambda r: r if len(r) == len(poison) else None)(

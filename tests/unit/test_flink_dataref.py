@@ -3,6 +3,7 @@ only from it, and dead-letters what it cannot read with the reason and the refer
 
 from __future__ import annotations
 
+import base64
 import io
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from scipy.io import wavfile
 from driftloop import events as ev
 from driftloop.blob import FileStore
 from flink.transforms import Rejected
-from flink.transforms.dataref import BlobRefs, dataref_for
+from flink.transforms.dataref import BlobRefs, BlobWrites, dataref_for
 from flink.transforms.records import PreprocessConfig, preprocess_event, process_kafka_record
 
 CFG = PreprocessConfig()
@@ -167,3 +168,89 @@ def test_an_unreachable_store_is_retried_then_dead_lettered() -> None:
 def test_a_reference_without_a_store_is_refused() -> None:
     reason, _ = outcome(by_ref("file:///tmp/x.wav"), None)
     assert reason == Rejected.INVALID_EVENT
+
+
+# The output side of the claim check: a preprocessed payload above the inline limit goes to
+# the blob store from Python, and only a short record crosses back into the JVM and Kafka.
+
+
+def preprocessed(
+    store: FileStore | None, body: bytes, cfg: PreprocessConfig = CFG
+) -> tuple[ev.Event, int]:
+    """The preprocessed event of an inline input, and its Kafka record's size."""
+    writes = BlobWrites(lambda: store, backoff_s=0.0) if store is not None else None
+    rec = ev.to_kafka(ev.new_event(ev.INPUT, "tests/app", body, id="o1",
+                                   datacontenttype="audio/wav", model="speech"), key="speech")
+    out = process_kafka_record(rec.value, rec.headers, modality="audio", source_topic="raw",
+                               output_topic="out", deadletter_topic="dl", cfg=cfg,
+                               offload=writes)
+    assert out.reason is None, out.headers
+    size = len(out.value or b"") + sum(len(k) + len(v) for k, v in out.headers)
+    return ev.from_kafka(out.value, out.headers), size
+
+
+def test_a_payload_over_the_inline_limit_travels_by_dataref(tmp_path: Path) -> None:
+    store = FileStore(tmp_path / "blobs")
+    body = clip(seconds=2.0)  # 64 KB of 16 kHz WAV: 85 KB of base64
+    by_ref_event, by_ref_size = preprocessed(store, body)
+    inline_event, inline_size = preprocessed(None, body)
+    p = by_ref_event.data["payload"]
+    assert p["encoding"] == "blob" and "data" not in p
+    assert by_ref_event.extensions[ev.DATAREF] == dataref_for(store.url, p["blob_key"])
+    assert by_ref_size < 2048 < 80_000 < inline_size
+    wav = base64.b64decode(inline_event.data["payload"]["data"])
+    # a consumer follows the reference into the store, as preprocess follows an input's
+    assert refs_to(store)(by_ref_event.extensions[ev.DATAREF]) == wav
+    assert ev.DATAREF not in inline_event.extensions
+    assert {k: v for k, v in by_ref_event.data.items() if k != "payload"} == {
+        k: v for k, v in inline_event.data.items() if k != "payload"}
+
+
+def test_the_inline_limit_counts_the_payload_as_it_travels_in_base64(tmp_path: Path) -> None:
+    store = FileStore(tmp_path / "blobs")
+    body = clip(rate=16000, seconds=1.0)  # 32 044 bytes of WAV out, 42 728 in base64
+    small, _ = preprocessed(store, body, PreprocessConfig(inline_max_bytes=42_728))
+    big, _ = preprocessed(store, body, PreprocessConfig(inline_max_bytes=40_000))
+    assert small.data["payload"]["encoding"] == "base64"
+    assert big.data["payload"]["encoding"] == "blob"
+    assert big.data["payload"]["bytes"] == 32_044
+
+
+def test_the_streaming_inference_reads_an_offloaded_payload(tmp_path: Path) -> None:
+    from driftloop.serving.stream import parse_record
+
+    store = FileStore(tmp_path / "blobs")
+    event, _ = preprocessed(store, clip(seconds=2.0))
+    inp = parse_record(event, store)
+    assert inp.media == store.get(event.data["payload"]["blob_key"])
+    assert inp.media[:4] == b"RIFF" and inp.input_ref == event.data["payload"]["blob_key"]
+
+
+class Unwritable:
+    """A store whose server does not answer writes (pure-logic fake: retry and reason)."""
+
+    url = "s3://bucket/lake"
+
+    def __init__(self, fail: int) -> None:
+        self.fail, self.calls, self.stored = fail, 0, {}
+
+    def put(self, key: str, data: bytes) -> None:
+        self.calls += 1
+        if self.calls <= self.fail:
+            raise ConnectionError("connection refused")
+        self.stored[key] = data
+
+
+def test_an_unwritable_store_is_retried_then_the_input_dead_lettered() -> None:
+    flaky = Unwritable(fail=2)
+    assert BlobWrites(lambda: flaky, backoff_s=0.0)("k.wav", b"x") == "s3://bucket/lake"
+    assert flaky.calls == 3 and flaky.stored == {"k.wav": b"x"}
+    down = Unwritable(fail=10)
+    rec = ev.to_kafka(ev.new_event(ev.INPUT, "tests/app", clip(seconds=2.0), id="o2",
+                                   datacontenttype="audio/wav", model="speech"))
+    out = process_kafka_record(rec.value, rec.headers, modality="audio", source_topic="raw",
+                               output_topic="out", deadletter_topic="dl", cfg=CFG,
+                               offload=BlobWrites(lambda: down, backoff_s=0.0))
+    assert (out.topic, out.reason) == ("dl", Rejected.BLOB_UNAVAILABLE)
+    assert down.calls == 3
+    assert b"connection refused" in dict(out.headers)["dl_reason"]
