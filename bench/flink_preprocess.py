@@ -3,17 +3,21 @@
 Both sides run the same transform (``process_kafka_record``: CloudEvent parse, read the
 bytes (inline, or from the blob store when the input travels by ``dataref``), decode,
 audio: downmix, resample to 16 kHz, DC removal, loudness, WAV encode; images: decode,
-letterbox, PNG encode; features) on the same inputs. The job side reads them from a real
-Kafka broker started here, where they are loaded before the job starts (a backlog, so the
-producer never starves the job), and writes to Kafka (exactly-once transactions,
-committed per checkpoint). Each repeat's rate is measured on the output side: items
-committed after the repeat's first commit, over the time from that commit to its last.
-CPU seconds per item (the job's process tree, the loop's process time) are printed too:
+letterbox, PNG encode; features; with ``--offload-above``, the write of each output
+payload above that base64 size to the blob store) on the same inputs. The job side reads
+them from a real Kafka broker started here, where they are loaded before the job starts
+(a backlog, so the producer never starves the job), and writes to Kafka (exactly-once
+transactions, committed per checkpoint). Each repeat's rate is measured on the output side, by the
+output records' Kafka timestamps (when the job's producer sent them; a watcher reading
+committed records in bursts, or late, does not skew them): items after the repeat's first
+record over the time from it to its last. CPU seconds per item (the job's process tree,
+sampled in the background and read at those times; the loop's process time) are printed too:
 they hold on a loaded machine, where wall-clock rates of both sides swing.
 
     .venv/bin/python -m bench.flink_preprocess [--modality audio,image]
         [--parallelism 1,2] [--items 200] [--seconds 2] [--repeats 3] [--warmup 60]
-        [--by-ref-above BYTES] [--execution-mode thread|process] [--out-json FILE]
+        [--by-ref-above BYTES] [--offload-above BYTES] [--execution-mode thread|process]
+        [--out-json FILE]
 
 Prints, per modality and parallelism: items (audio: seconds of audio) per wall second of
 both, their ratio (median of the repeats), CPU ms per item, and the job's start-up time
@@ -46,7 +50,7 @@ from driftloop.local.components.kafka import create_topics
 from driftloop.local.kafka import KafkaBroker
 from driftloop.local.process import free_port, spawn, stop_pid, wait_until
 from driftloop.settings import PROJECT_ROOT, Settings
-from flink.jobs.preprocess import blob_refs, preprocess_config
+from flink.jobs.preprocess import blob_refs, blob_writes, preprocess_config
 from flink.transforms.dataref import EXTENSION, dataref_for
 from flink.transforms.records import process_kafka_record
 
@@ -123,34 +127,79 @@ def loop_rate(settings: Settings, evs: list[ev.Event], modality: str, units: flo
     """(units per wall second, CPU ms per item) of the plain loop over the same records."""
     cfg = preprocess_config(settings)
     refs = blob_refs(settings, cfg)
+    offload = blob_writes(settings)  # the same blob writes as the job's (above the limit)
     encoded = [ev.to_kafka(e, key=MODEL[modality]) for e in evs]
     t0, c0 = time.perf_counter(), time.process_time()
     for rec in encoded:
         out = process_kafka_record(
             rec.value, rec.headers, modality=modality, source_topic="raw",
-            output_topic="out", deadletter_topic="dl", cfg=cfg, resolve=refs)
+            output_topic="out", deadletter_topic="dl", cfg=cfg, resolve=refs,
+            offload=offload)
         assert out.reason is None, out.reason
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     return units / wall, 1000 * cpu / len(evs)
 
 
-Arrival = tuple[float, int, float]
-"""(wall time, new ids in this poll, job CPU seconds so far)."""
+class CpuSampler:
+    """The job's process-tree CPU seconds, sampled every ``every_s`` in the background, so
+    the CPU spent between two moments in the past can be read back (interpolated)."""
+
+    def __init__(self, pid: int, every_s: float = 0.05) -> None:
+        import threading
+
+        self.pid, self.every_s = pid, every_s
+        self.samples: list[tuple[float, float]] = []  # (epoch s, CPU s)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.samples.append((time.time(), tree_cpu_s(self.pid)))
+            self._stop.wait(self.every_s)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def at(self, t: float) -> float:
+        xs = [x for x, _ in self.samples]
+        return float(np.interp(t, xs, [c for _, c in self.samples]))
 
 
-def watch_outputs(bootstrap: str, topic: str, groups: dict[str, set[str]], job_pid: int,
-                  timeout_s: float) -> dict[str, list[Arrival]]:
-    """Per group of ids, each poll that brought some of them: time, count, job CPU."""
+def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
+    """The committed end of each partition of ``topic``: where a new job's outputs start
+    (earlier jobs of the run wrote the same ids there)."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
+                             isolation_level="read_committed", enable_auto_commit=False)
+    try:
+        parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or {0}]
+        return {tp.partition: off for tp, off in consumer.end_offsets(parts).items()}
+    finally:
+        consumer.close()
+
+
+def watch_outputs(bootstrap: str, topic: str, start: dict[int, int],
+                  groups: dict[str, set[str]], timeout_s: float
+                  ) -> tuple[dict[str, list[float]], float]:
+    """Per group of ids, the Kafka timestamps (epoch s) of their output records after the
+    offsets ``start``: the time the job's producer sent each (before its transaction
+    committed), so a watcher that reads a burst of committed records late still sees when
+    the job made them. Also the wall time (monotonic) the first record was seen."""
     from kafka import KafkaConsumer, TopicPartition
 
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
                              isolation_level="read_committed", enable_auto_commit=False,
                              fetch_max_bytes=64 * 1024 * 1024)
-    parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or {0}]
+    parts = [TopicPartition(topic, p) for p in start]
     consumer.assign(parts)
-    consumer.seek_to_beginning(*parts)
+    for tp in parts:
+        consumer.seek(tp, start[tp.partition])
     missing = {g: set(ids) for g, ids in groups.items()}
-    seen: dict[str, list[Arrival]] = {g: [] for g in groups}
+    stamps: dict[str, list[float]] = {g: [] for g in groups}
+    first_seen = math.nan
     deadline = time.monotonic() + timeout_s
     try:
         while any(missing.values()):
@@ -158,31 +207,29 @@ def watch_outputs(bootstrap: str, topic: str, groups: dict[str, set[str]], job_p
                 left = sum(len(v) for v in missing.values())
                 raise TimeoutError(f"{left} outputs missing after {timeout_s}s")
             batch = consumer.poll(timeout_ms=100)
-            now = time.monotonic()
-            new: dict[str, int] = {}
             for recs in batch.values():
                 for r in recs:
                     ce_id = dict(r.headers).get("ce_id", b"").decode()
                     g = ce_id.split("-", 1)[0]
                     if g in missing and ce_id in missing[g]:
                         missing[g].discard(ce_id)
-                        new[g] = new.get(g, 0) + 1
-            if new:
-                cpu = tree_cpu_s(job_pid)
-                for g, n in new.items():
-                    seen[g].append((now, n, cpu))
-        return seen
+                        stamps[g].append(r.timestamp / 1000)
+                        if math.isnan(first_seen):
+                            first_seen = time.monotonic()
+        return stamps, first_seen
     finally:
         consumer.close()
 
 
-def rate_of(arrivals: list[Arrival], unit: float) -> tuple[float, float]:
-    """(units per wall second, job CPU ms per item) after the first commit of a repeat."""
-    (t_first, _, c_first), (t_last, _, c_last) = arrivals[0], arrivals[-1]
-    after = sum(n for _, n, _ in arrivals[1:])
-    if after == 0:  # the whole repeat came in one commit: no rate (too few items)
+def rate_of(stamps: list[float], unit: float, cpu: CpuSampler) -> tuple[float, float]:
+    """(units per wall second, job CPU ms per item) of one repeat, from its first output
+    record to its last (by the records' timestamps)."""
+    t_first, t_last = min(stamps), max(stamps)
+    after = len(stamps) - 1
+    if after == 0 or t_last <= t_first:
         return math.nan, math.nan
-    return after * unit / (t_last - t_first), 1000 * (c_last - c_first) / after
+    return (after * unit / (t_last - t_first),
+            1000 * (cpu.at(t_last) - cpu.at(t_first)) / after)
 
 
 def median(values: Iterable[float]) -> float:
@@ -203,6 +250,7 @@ class Result:
     submitted_s: float
     first_output_s: float
     by_ref_above: int | None
+    offload_above: int | None
     loop_rates: list[float]
     job_rates: list[float]
 
@@ -217,22 +265,25 @@ def run_job(base: Settings, work: Path, modality: str, parallelism: int,
         "state_dir": work / f"state-{tag}", "flink_parallelism": parallelism,
         "flink_group_id": f"bench-{tag}"})
     ready = settings.state_dir / "flink" / "ready.json"
+    start = end_offsets(base.kafka_bootstrap, topics.preprocessed(modality))
     t0 = time.monotonic()
     proc = spawn([*argv(settings, ready), "--modalities", modality],
                  log_path=work / f"flink-{tag}.log",
                  env={**settings_env(settings), "PYTHONPATH": str(PROJECT_ROOT)},
                  cwd=PROJECT_ROOT)
+    cpu = CpuSampler(proc.pid)  # from the spawn: the job may run before its ready file
     try:
         wait_until(ready.exists, timeout_s=300, what="flink job",
                    alive=lambda: proc.poll() is None, log_path=work / f"flink-{tag}.log")
         submitted = time.monotonic() - t0
         groups = {"warm": {e.id for e in warm}} | {g: {e.id for e in evs}
                                                    for g, evs in runs.items()}
-        seen = watch_outputs(base.kafka_bootstrap, topics.preprocessed(modality), groups,
-                             proc.pid, timeout_s)
-        first_out = seen["warm"][0][0] - t0
-        return [rate_of(seen[g], unit) for g in runs], submitted, first_out
+        stamps, first_seen = watch_outputs(base.kafka_bootstrap,
+                                           topics.preprocessed(modality), start, groups,
+                                           timeout_s)
+        return [rate_of(stamps[g], unit, cpu) for g in runs], submitted, first_seen - t0
     finally:
+        cpu.stop()
         stop_pid(proc.pid, timeout_s=10)
 
 
@@ -248,6 +299,9 @@ def main() -> None:
                     help="items the job handles before the measured repeats (JIT, caches)")
     ap.add_argument("--by-ref-above", type=int, default=None,
                     help="inputs above this many bytes travel by dataref (default: all inline)")
+    ap.add_argument("--offload-above", type=int, default=None,
+                    help="output payloads whose base64 form is above this many bytes go to "
+                    "the blob store, on both sides (flink_inline_max_bytes; default: inline)")
     ap.add_argument("--execution-mode", choices=["thread", "process"], default="thread",
                     help="where the Python functions run (python.execution-mode)")
     ap.add_argument("--timeout", type=float, default=900.0)
@@ -269,7 +323,8 @@ def main() -> None:
                         blob_url=(work / "blobs").as_uri(), flink_pipelines="preprocess",
                         topic_partitions=max(parallelisms),
                         flink_checkpoint_interval_ms=500, flink_bundle_time_ms=50,
-                        flink_inline_max_bytes=1 << 20,
+                        flink_inline_max_bytes=(1 << 20 if args.offload_above is None
+                                                else args.offload_above),
                         flink_execution_mode=args.execution_mode)
         create_topics(base)
         producer = bus.make_producer(base, max_request_size=16 * 1024 * 1024,
@@ -296,7 +351,7 @@ def main() -> None:
                              median(jr) / median(lr),
                              median(c for _, c in loop),
                              median(c for _, c in job), submitted, first_out,
-                             args.by_ref_above, lr, jr)
+                             args.by_ref_above, args.offload_above, lr, jr)
                 results.append(res)
                 what = "s of audio" if modality == "audio" else "images"
                 print(f"{modality} p={p}: loop {res.loop_rate:.1f} / job {res.job_rate:.1f} "
@@ -307,7 +362,8 @@ def main() -> None:
         producer.close()
         print(f"inputs: {args.items} per repeat; audio {args.seconds:g} s 44.1 kHz int16 WAV "
               "-> 16 kHz; images 640x480 PNG/JPEG -> letterboxed 224x224; "
-              f"by reference above: {args.by_ref_above}")
+              f"by reference above: {args.by_ref_above}; outputs to the blob store above: "
+              f"{args.offload_above}")
         for r in results:
             print(f"ratio {r.modality} p={r.parallelism}: {r.ratio:.2f}  "
                   f"(first output after {r.first_output_s:.1f} s)")
