@@ -7,9 +7,8 @@ to a child process over a pipe; the child, at the lowest CPU priority, loads the
 challenger from the registry, answers, and sends the answer's prediction event
 (``shadow: true``) to Kafka itself. The parent never waits for it (``ShadowProcess``).
 
-Protocol (stdin of the child): frames of a 4-byte big-endian header length, the header
-(JSON: ``pid``, and ``dtype``/``shape`` for a tensor, else the data are media bytes), an
-8-byte data length and the data. The child answers one line per frame on stdout:
+Protocol (stdin of the child): frames (``driftloop.pipe_frames``) whose header names the
+prediction id (``pid``). The child answers one line per frame on stdout:
 ``ok <latency_s>`` or ``err <status>``, which the parent counts under the challenger's
 version. Settings come from the environment (``DRIFTLOOP_*``), the model and version
 from the command line; the child exits when its stdin closes.
@@ -20,44 +19,32 @@ Run as ``python -m driftloop.promotion.shadow_worker <model> <version>``.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
-import struct
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping
-from typing import IO, Any
+from typing import Any
+
+from driftloop.pipe_frames import frame_head
 
 __all__ = ["ShadowProcess", "main"]
 
 log = logging.getLogger(__name__)
-_LEN4 = struct.Struct(">I")
-_LEN8 = struct.Struct(">Q")
 RESTART_S = 5.0
 """A child that exited is started again at most this often."""
 
 
-def _read_exact(stream: IO[bytes], n: int) -> bytes | None:
-    buf = bytearray()
-    while len(buf) < n:
-        chunk = stream.read(n - len(buf))
-        if not chunk:
-            return None
-        buf += chunk
-    return bytes(buf)
-
-
 def main(argv: list[str] | None = None) -> None:
     """The child: frames from stdin, the challenger's answers to Kafka, results on stdout."""
-    import numpy as np
 
     from driftloop import events
     from driftloop.blob import open_store
     from driftloop.bus import make_producer
     from driftloop.catalogue import FAMILIES
     from driftloop.errors import DriftloopError
+    from driftloop.pipe_frames import read_frame, tensor_of
     from driftloop.promotion.shadow import shadow_id
     from driftloop.registry import Registry
     from driftloop.serving import models
@@ -81,22 +68,10 @@ def main(argv: list[str] | None = None) -> None:
     )
     spec = FAMILIES.get(family)
     inp, out = sys.stdin.buffer, sys.stdout
-    while True:
-        head_len = _read_exact(inp, 4)
-        if head_len is None:
-            break
-        head = json.loads(_read_exact(inp, _LEN4.unpack(head_len)[0]) or b"{}")
-        size = _read_exact(inp, 8)
-        data = _read_exact(inp, _LEN8.unpack(size)[0]) if size is not None else None
-        if data is None:
-            break
-        media: bytes | None = data
-        tensor: Any = None
-        if "dtype" in head:
-            media = None
-            tensor = np.frombuffer(data, dtype=np.dtype(head["dtype"])).reshape(
-                [int(s) for s in head["shape"]]
-            )
+    while (frame := read_frame(inp)) is not None:
+        head, data = frame
+        tensor: Any = tensor_of(head, data)
+        media: bytes | None = data if tensor is None else None
         start = time.perf_counter()
         try:
             output = model.predict(media, tensor)
@@ -213,8 +188,7 @@ class ShadowProcess:
             arr = np.ascontiguousarray(tensor)
             head.update(dtype=arr.dtype.str, shape=list(arr.shape))
             data = arr.tobytes()
-        header = json.dumps(head).encode()
-        self._unsent = _LEN4.pack(len(header)) + header + _LEN8.pack(len(data)) + data
+        self._unsent = frame_head(head, len(data)) + data
         self._flush()
 
     def _flush(self) -> None:

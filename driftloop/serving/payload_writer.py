@@ -7,9 +7,8 @@ holding it stalls requests for whole scheduler slices (``bench/payload_logging.p
 measured about a millisecond added at p50). So the model server hands each input to a
 child process over a pipe, and the child, at the lowest CPU priority, writes it.
 
-Protocol (stdin of the child): frames of a 4-byte big-endian header length, the header
-(JSON: ``model``, ``key`` and, for a tensor, ``dtype`` and ``shape``), an 8-byte data
-length and the data (media bytes, or a tensor's C-order bytes). The child answers one line
+Protocol (stdin of the child): frames (``driftloop.pipe_frames``) whose header names the
+``model`` and the ``key``. The child answers one line
 per frame on stdout: ``ok <model>`` or ``err <model> <reason>``. It reads the store's
 settings from its environment (``DRIFTLOOP_*``: secrets never on a command line) and exits
 when its stdin closes (its parent stopped or died).
@@ -19,17 +18,17 @@ Run as ``python -m driftloop.serving.payload_writer``.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import struct
 import subprocess
 import sys
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
-from typing import IO, TYPE_CHECKING
+from typing import TYPE_CHECKING
+
+from driftloop.pipe_frames import frame_head
 
 if TYPE_CHECKING:
     import numpy as np
@@ -42,24 +41,13 @@ log = logging.getLogger(__name__)
 RESTART_MIN_S = 1.0
 RESTART_MAX_S = 60.0
 """A child that exited is started again at most this often (doubling from the minimum)."""
-_LEN4 = struct.Struct(">I")
-_LEN8 = struct.Struct(">Q")
-
-
-def _read_exact(stream: IO[bytes], n: int) -> bytes | None:
-    buf = bytearray()
-    while len(buf) < n:
-        chunk = stream.read(n - len(buf))
-        if not chunk:
-            return None
-        buf += chunk
-    return bytes(buf)
 
 
 def main() -> None:
     """The child: frames from stdin to the blob store, one result line each on stdout."""
     from driftloop.blob import open_store
     from driftloop.inputlog import encode_tensor
+    from driftloop.pipe_frames import read_frame, tensor_of
     from driftloop.settings import Settings
 
     # The lowest CPU priority: on a busy node the model server's requests come first (a
@@ -72,24 +60,13 @@ def main() -> None:
     settings = Settings()
     store = open_store(settings.resolved_blob_url, settings)
     inp, out = sys.stdin.buffer, sys.stdout
-    while True:
-        head_len = _read_exact(inp, 4)
-        if head_len is None:
-            return
-        head = json.loads(_read_exact(inp, _LEN4.unpack(head_len)[0]) or b"{}")
-        size = _read_exact(inp, 8)
-        if size is None:
-            return
-        data = _read_exact(inp, _LEN8.unpack(size)[0])
-        if data is None:
-            return
+    while (frame := read_frame(inp)) is not None:
+        head, data = frame
         model = str(head.get("model", "?")).replace(" ", "_")
         try:
-            if "dtype" in head:
-                import numpy as np
-
-                tensor = np.frombuffer(data, dtype=np.dtype(head["dtype"]))
-                data = encode_tensor(tensor.reshape([int(s) for s in head["shape"]]))
+            tensor = tensor_of(head, data)
+            if tensor is not None:
+                data = encode_tensor(tensor)
             store.put(str(head["key"]), data)
             out.write(f"ok {model}\n")
         except Exception as e:  # reported to the parent, which counts it
@@ -181,13 +158,12 @@ class WriterProcess:
         else:
             head.update(dtype=payload.dtype.str, shape=list(payload.shape))
             data = payload.tobytes()
-        header = json.dumps(head).encode()
         stdin = self._proc.stdin
         assert stdin is not None
         with self._lock:
             self._pending.append(model)
         try:
-            stdin.write(_LEN4.pack(len(header)) + header + _LEN8.pack(len(data)))
+            stdin.write(frame_head(head, len(data)))
             stdin.write(data)
             stdin.flush()
         except OSError:
