@@ -210,16 +210,15 @@ class PromotionService(FunctionService):
             out = self.promote(model, version, reason=f"gate: {result.detail}")
             return {**out, "gate": result.to_dict(), "reason": f"gate: {result.detail}"}
         self.ledger.clear_verdicts(model, version)  # a fresh bake
+        # The stage starts before the routing changes: the first answers it routes are
+        # already in its windows (earlier ones are the champion's alone).
+        started_ms = int(time.time() * 1000)
         if policy.promotion.shadow is not None:
             self.steps.start_shadow(policy, model, version, champion)
-            self.ledger.record(
-                replace(p, phase="shadow", shadow_started_ms=int(time.time() * 1000))
-            )
+            self.ledger.record(replace(p, phase="shadow", shadow_started_ms=started_ms))
         else:
             self.steps.start_canary(policy, model, version, champion)
-            self.ledger.record(
-                replace(p, phase="canary", canary_started_ms=int(time.time() * 1000))
-            )
+            self.ledger.record(replace(p, phase="canary", canary_started_ms=started_ms))
         if self.background:
             self.bakes.start(model, version)
             return {
@@ -286,13 +285,11 @@ class PromotionService(FunctionService):
             if outcome.verdict != "ok":
                 self.rollback(model, version=version, reason=outcome.reason)
                 return self.state(model, version) or shadowed
+            started_ms = int(time.time() * 1000)  # before the routing changes, as in start
             self.steps.start_canary(policy, model, version, current.champion or "")
             return self.ledger.record(
                 replace(
-                    shadowed,
-                    phase="canary",
-                    reason=outcome.reason,
-                    canary_started_ms=int(time.time() * 1000),
+                    shadowed, phase="canary", reason=outcome.reason, canary_started_ms=started_ms
                 )
             )
 
