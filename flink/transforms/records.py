@@ -93,7 +93,9 @@ def preprocess_event(
     if not isinstance(data, bytes | bytearray):
         raise Rejected(Rejected.WRONG_CONTENT_TYPE,
                        f"content type {event.datacontenttype!r} carries no media bytes")
-    digest = hashlib.sha256(event.id.encode()).hexdigest()[:32]
+    # The input's identity is (source, id): two apps may both send an id "1", and each
+    # payload must keep its own blob (a replay of one rewrites only its own).
+    digest = hashlib.sha256(f"{event.source}\x00{event.id}".encode()).hexdigest()[:32]
     out: dict[str, Any] = {"model": model, "modality": modality,
                            "input_content_type": event.datacontenttype}
     if modality == "audio":

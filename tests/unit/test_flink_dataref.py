@@ -175,11 +175,11 @@ def test_a_reference_without_a_store_is_refused() -> None:
 
 
 def preprocessed(
-    store: FileStore | None, body: bytes, cfg: PreprocessConfig = CFG
+    store: FileStore | None, body: bytes, cfg: PreprocessConfig = CFG, source: str = "tests/app"
 ) -> tuple[ev.Event, int]:
     """The preprocessed event of an inline input, and its Kafka record's size."""
     writes = BlobWrites(lambda: store, backoff_s=0.0) if store is not None else None
-    rec = ev.to_kafka(ev.new_event(ev.INPUT, "tests/app", body, id="o1",
+    rec = ev.to_kafka(ev.new_event(ev.INPUT, source, body, id="o1",
                                    datacontenttype="audio/wav", model="speech"), key="speech")
     out = process_kafka_record(rec.value, rec.headers, modality="audio", source_topic="raw",
                                output_topic="out", deadletter_topic="dl", cfg=cfg,
@@ -204,6 +204,17 @@ def test_a_payload_over_the_inline_limit_travels_by_dataref(tmp_path: Path) -> N
     assert ev.DATAREF not in inline_event.extensions
     assert {k: v for k, v in by_ref_event.data.items() if k != "payload"} == {
         k: v for k, v in inline_event.data.items() if k != "payload"}
+
+
+def test_two_sources_inputs_with_one_id_keep_their_own_blobs(tmp_path: Path) -> None:
+    """Identity is (source, id): the same id from two apps must not share a payload blob."""
+    store = FileStore(tmp_path / "blobs")
+    a, _ = preprocessed(store, clip(seconds=2.0), source="app/a")
+    b, _ = preprocessed(store, clip(seconds=2.5), source="app/b")
+    assert a.data["payload"]["blob_key"] != b.data["payload"]["blob_key"]
+    assert refs_to(store)(a.extensions[ev.DATAREF]) != refs_to(store)(b.extensions[ev.DATAREF])
+    again, _ = preprocessed(store, clip(seconds=2.0), source="app/a")  # a replay
+    assert again.data["payload"]["blob_key"] == a.data["payload"]["blob_key"]
 
 
 def test_the_inline_limit_counts_the_payload_as_it_travels_in_base64(tmp_path: Path) -> None:
