@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import queue
 import sys
 import tempfile
 import threading
@@ -96,8 +97,11 @@ class Load:
         self._lock = threading.Lock()
         self._workers: list[threading.Thread] = []
         self._producer = bus.make_producer(rig.settings)
+        self._predictions: queue.Queue[list[ev.Event] | None] = queue.Queue()
+        self._publisher = threading.Thread(target=self._publish, daemon=True)
 
     def start(self) -> None:
+        self._publisher.start()
         for w in range(self.threads):
             t = threading.Thread(target=self._work, args=(w,), daemon=True)
             t.start()
@@ -107,6 +111,8 @@ class Load:
         self._stop.set()
         for t in self._workers:
             t.join(timeout=60)
+        self._predictions.put(None)
+        self._publisher.join(timeout=330)
         with contextlib.suppress(Exception):
             self._producer.close(timeout=5)
 
@@ -128,6 +134,12 @@ class Load:
                                     {"prediction_id": pid, "model": MODEL, "truth": n % 10},
                                     id=fid))
         return out
+
+    def _publish(self) -> None:
+        """Predictions in their own thread: the apps keep asking intake while Kafka refuses
+        writes (a 503 must be seen, not a thread stuck publishing)."""
+        while (fbs := self._predictions.get()) is not None:
+            self._predict(fbs)
 
     def _predict(self, fbs: list[ev.Event]) -> None:
         preds = [ev.new_event(ev.PREDICTION, "chaos/serving",
@@ -190,7 +202,7 @@ class Load:
                         time.sleep(0.2)
                 # The prediction after its feedback (the join takes either order): an app
                 # stuck on a 503 keeps asking intake, whatever Kafka does to predictions.
-                self._predict([e for e in batch if e not in pending])
+                self._predictions.put([e for e in batch if e not in pending])
                 n += 1
                 time.sleep(self.pause_s)
 
