@@ -4,6 +4,8 @@ Kafka client in driftloop is built from one security config, the Flink connector
 from __future__ import annotations
 
 import ast
+import inspect
+import re
 import zipfile
 from pathlib import Path
 
@@ -110,7 +112,13 @@ def test_every_kafka_client_in_driftloop_takes_client_config():
                     starred = [ast.get_source_segment(source, k.value) or ""
                                for k in call.keywords if k.arg is None]
                     direct = any("client_config(" in s for s in starred)
-                    via_config = "config" in starred and "**client_config(" in fn_src
+                    via_config = "config" in starred and (
+                        re.search(r"\*\*(bus\.)?client_config\(", fn_src) is not None
+                        or "= producer_config(" in fn_src)
                     assert direct or via_config, f"{path}:{call.lineno} bypasses client_config"
                     assert not any(k.arg == "bootstrap_servers" for k in call.keywords), path
     assert found >= 6
+    # producer_config, which make_producer builds from, starts from client_config itself.
+    from driftloop import bus
+
+    assert "**client_config(" in inspect.getsource(bus.producer_config)
