@@ -15,7 +15,6 @@ to the champion, and one more finished promotion record (the old version's bandi
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,10 +23,9 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from driftloop.blob import BlobStore, open_store
+from driftloop.blob import open_store
 from driftloop.demo.context import DemoContext
 from driftloop.demo.traffic import MODEL, digit_samples
-from driftloop.promotion.rewards import state_key
 from driftloop.registry import Registry
 from driftloop.settings import Settings
 
@@ -41,14 +39,15 @@ FINAL = ("promoted", "rolledback", "rejected", "abandoned")
 
 BANDIT: dict[str, Any] = {
     "reward": "binary",
-    "floor": 0.05,
+    "floor": 0.1,
     "threshold": 0.95,
-    "min_rewards": 15,
+    "min_rewards": 10,
     "refresh_s": 0.5,
     "max_s": 45,
 }
-"""Short enough for a demo: a winner after 15 rewards per version, none within 45 s rolls
-the challenger back."""
+"""Short enough for a demo: a winner after 10 rewards per version (the loser keeps a tenth
+of the traffic, so it earns them within a few rounds), none within 45 s rolls the
+challenger back."""
 
 
 @dataclass
@@ -111,8 +110,8 @@ def run_bandit(
     intake_url: str,
     progress: Progress = _noop,
     timeout_s: float = 60.0,
-    batch: int = 20,
-    turn_timeout_s: float = 10.0,
+    batch: int = 10,
+    turn_timeout_s: float = 5.0,
 ) -> BanditReport:
     """The old version against the champion under ``mode: bandit`` until the bandit decides
     (or ``timeout_s``); rewards from the truth of rotated digits. Each round waits for the
@@ -146,7 +145,7 @@ def run_bandit(
             report.reason = str(answer.get("reason") or answer.get("gate") or "")
             return report
         samples = digit_samples(3000, rotate=True, seed=21)
-        i = sent = 0
+        i = 0
         while time.monotonic() - t0 < timeout_s:
             p = svc.state(MODEL, challenger)
             if p is not None and p.phase in FINAL:
@@ -164,8 +163,7 @@ def run_bandit(
             result = traffic.client.feedback_batch(items)
             if result.rejected:
                 raise RuntimeError(f"feedback-intake refused {len(result.rejected)} rewards")
-            sent += len(items)
-            await_bandit_turn(svc, store, challenger, sent, timeout_s=turn_timeout_s)
+            await_bandit_turn(svc, challenger, timeout_s=turn_timeout_s)
             r = routing.load(store, MODEL)
             weights = dict(r.weights) if r is not None else {}
             report.rounds.append({"served": served, "weights": weights})
@@ -190,31 +188,24 @@ def run_bandit(
         svc.close()
 
 
-def await_bandit_turn(
-    svc: PromotionService, store: BlobStore, challenger: str, sent: int, *, timeout_s: float
-) -> bool:
-    """Wait until the bandit has counted ``sent`` rewards and noted one more verdict after
-    that: the turn that counted them writes its weights before its verdict's successor, so
-    the routing read next shows what they did. True when it happened, False when the
-    promotion ended or ``timeout_s`` passed first (a slow bandit makes a round longer, it
-    never fails the demo)."""
+def await_bandit_turn(svc: PromotionService, challenger: str, *, timeout_s: float) -> bool:
+    """Wait until the bandit has noted two more verdicts: the second turn began after this
+    round's rewards were acknowledged, so it read them, and it writes its weights before
+    its verdict, so the routing read next shows what they did. True when it happened, False
+    when the promotion ended or ``timeout_s`` passed first (a slow bandit makes a round
+    longer, it never fails the demo)."""
     deadline = time.monotonic() + timeout_s
-    seen: dict[str, Any] | None = None
+    seen: list[dict[str, Any] | None] = []
     while time.monotonic() < deadline:
         p = svc.state(MODEL, challenger)
         if p is None or p.phase in FINAL:
             return False
         verdicts = svc.verdicts(MODEL, challenger)
         last = verdicts[-1] if verdicts else None
-        if seen is None:
-            try:
-                counted = json.loads(store.get(state_key(MODEL, challenger)))
-            except KeyError:
-                counted = {}
-            if int(counted.get("rewarded", 0)) + int(counted.get("ignored", 0)) >= sent:
-                seen = last or {}
-        elif last != seen:
-            return True
+        if not seen or last != seen[-1]:
+            seen.append(last)
+            if len(seen) > 2:
+                return True
         time.sleep(0.05)
     return False
 

@@ -93,7 +93,7 @@ def test_loop_on_the_local_stack(tmp_path):
     assert "v1: P(best)" in bandit.reason and "mean reward" in bandit.reason
     # Each round waited for the bandit's turn on its rewards: the weights after a round are
     # what they did. v1 started at the canary's 30% and an even prior; its rewards sent it
-    # towards the floor (5%) before the decision.
+    # towards the floor (10%) before the decision.
     moved = [r["weights"] for r in bandit.rounds if r["weights"]]
     assert moved and moved[-1]["1"] < 0.2 < moved[-1]["2"], bandit.rounds
     assert not bandit.rounds[-1]["weights"], bandit.rounds  # then all to the champion
