@@ -269,7 +269,7 @@ def test_shadow_then_canary_then_promotion(stack: Stack) -> None:
     # The shadow's process starts (imports, loads v2, connects to Kafka) within the stage.
     stack.policy(
         mode="canary",
-        shadow={"duration_s": 15, "min_requests": 20, "min_agreement": 0.5, "min_labeled": 10},
+        shadow={"duration_s": 30, "min_requests": 20, "min_agreement": 0.5, "min_labeled": 10},
     )
     svc = PromotionService(stack.settings, store=stack.store)
     traffic = Traffic(stack, {}, "shadow-a")
