@@ -405,6 +405,39 @@ def flink_settings(base: Settings, *, taskmanagers: int) -> dict[str, Any]:
     }
 
 
+def _s3_and_settings(base: Settings, state: Path, bootstrap: str, taskmanagers: int,
+                     owned: list[Any], progress: Callable[[str], object]
+                     ) -> tuple[Service, Settings]:
+    """The rig's S3 server (started, its bucket made, added to ``owned``) and the settings
+    of a stack on ``bootstrap`` with Flink checkpoints on it."""
+    from driftloop.local.s3 import S3Server
+
+    server = S3Server(binary=base.cache_dir / "bin" / "versitygw", root_dir=state / "s3",
+                      port=free_port())
+    server.prepare()
+    s3 = Service("s3", server.argv(), server.healthy, state / "s3.log", env=server.env(),
+                 start_timeout_s=30)
+    progress("starting the S3 server")
+    s3.start()
+    owned.append(s3)
+    import boto3
+    from botocore.config import Config
+
+    boto3.client("s3", endpoint_url=server.endpoint_url, aws_access_key_id=server.access_key,
+                 aws_secret_access_key=server.secret_key, region_name=server.region,
+                 config=Config(s3={"addressing_style": "path"})).create_bucket(Bucket="chaos")
+    settings = Settings(
+        kafka_bootstrap=bootstrap, state_dir=state, blob_url="s3://chaos/lake",
+        s3_endpoint_url=server.endpoint_url, s3_access_key_id=server.access_key,
+        s3_secret_access_key=SecretStr(server.secret_key), flink_rest_port=free_port(),
+        flink_jobmanager_rpc_port=free_port(), flink_metrics_port=_free_run(taskmanagers + 1),
+        flink_checkpoint_dir="s3://chaos/checkpoints",
+        **{k: v for k, v in flink_settings(base, taskmanagers=taskmanagers).items()
+           if k != "flink_checkpoint_dir"},
+    )
+    return s3, settings
+
+
 def start_rig(state: Path, *, taskmanagers: int = 2,
               progress: Callable[[str], object] = print) -> Rig:
     """Everything on free loopback ports under ``state``: one Kafka broker, the S3 server
@@ -412,7 +445,6 @@ def start_rig(state: Path, *, taskmanagers: int = 2,
     feedback-intake, the dispatcher and its sink."""
     from driftloop.local.components.kafka import create_topics
     from driftloop.local.kafka import KafkaBroker
-    from driftloop.local.s3 import S3Server
 
     state.mkdir(parents=True, exist_ok=True)
     base = Settings()
@@ -428,29 +460,8 @@ def start_rig(state: Path, *, taskmanagers: int = 2,
         owned.append(kafka)
         create_topics(Settings(kafka_bootstrap=broker.bootstrap))
 
-        server = S3Server(binary=base.cache_dir / "bin" / "versitygw", root_dir=state / "s3",
-                          port=free_port())
-        server.prepare()
-        s3 = Service("s3", server.argv(), server.healthy, state / "s3.log", env=server.env(),
-                     start_timeout_s=30)
-        progress("starting the S3 server")
-        s3.start()
-        owned.append(s3)
-        import boto3
-        from botocore.config import Config
-
-        boto3.client("s3", endpoint_url=server.endpoint_url, aws_access_key_id=server.access_key,
-                     aws_secret_access_key=server.secret_key, region_name=server.region,
-                     config=Config(s3={"addressing_style": "path"})).create_bucket(Bucket="chaos")
-        settings = Settings(
-            kafka_bootstrap=broker.bootstrap, state_dir=state, blob_url="s3://chaos/lake",
-            s3_endpoint_url=server.endpoint_url, s3_access_key_id=server.access_key,
-            s3_secret_access_key=SecretStr(server.secret_key), flink_rest_port=free_port(),
-            flink_jobmanager_rpc_port=free_port(), flink_metrics_port=_free_run(taskmanagers + 1),
-            flink_checkpoint_dir="s3://chaos/checkpoints",
-            **{k: v for k, v in flink_settings(base, taskmanagers=taskmanagers).items()
-               if k != "flink_checkpoint_dir"},
-        )
+        s3, settings = _s3_and_settings(base, state, broker.bootstrap, taskmanagers, owned,
+                                        progress)
         return assemble(settings, s3=s3, kafka=kafka, owned=owned, progress=progress)
     except BaseException:
         for part in reversed(owned):
@@ -526,7 +537,6 @@ class HaKafka:
 def start_ha_rig(state: Path, *, taskmanagers: int = 2,
                  progress: Callable[[str], object] = print) -> Rig:
     """``start_rig`` on the HA topology: three KRaft brokers instead of one."""
-    from driftloop.local.s3 import S3Server
 
     state.mkdir(parents=True, exist_ok=True)
     base = Settings()
@@ -536,29 +546,8 @@ def start_ha_rig(state: Path, *, taskmanagers: int = 2,
         progress("starting three Kafka brokers (topology ha)")
         kafka.start()
         owned.append(kafka)
-        server = S3Server(binary=base.cache_dir / "bin" / "versitygw", root_dir=state / "s3",
-                          port=free_port())
-        server.prepare()
-        s3 = Service("s3", server.argv(), server.healthy, state / "s3.log", env=server.env(),
-                     start_timeout_s=30)
-        progress("starting the S3 server")
-        s3.start()
-        owned.append(s3)
-        import boto3
-        from botocore.config import Config
-
-        boto3.client("s3", endpoint_url=server.endpoint_url, aws_access_key_id=server.access_key,
-                     aws_secret_access_key=server.secret_key, region_name=server.region,
-                     config=Config(s3={"addressing_style": "path"})).create_bucket(Bucket="chaos")
-        settings = Settings(
-            kafka_bootstrap=kafka.bootstrap, state_dir=state, blob_url="s3://chaos/lake",
-            s3_endpoint_url=server.endpoint_url, s3_access_key_id=server.access_key,
-            s3_secret_access_key=SecretStr(server.secret_key), flink_rest_port=free_port(),
-            flink_jobmanager_rpc_port=free_port(), flink_metrics_port=_free_run(taskmanagers + 1),
-            flink_checkpoint_dir="s3://chaos/checkpoints",
-            **{k: v for k, v in flink_settings(base, taskmanagers=taskmanagers).items()
-               if k != "flink_checkpoint_dir"},
-        )
+        s3, settings = _s3_and_settings(base, state, kafka.bootstrap, taskmanagers, owned,
+                                        progress)
         rig = assemble(settings, s3=s3, kafka=kafka, owned=owned, progress=progress)
         rig.kafka_cluster = kafka.settings
         return rig
