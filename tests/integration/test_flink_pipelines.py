@@ -399,12 +399,17 @@ def test_batch_over_blob_prefix_equals_stream(flink_app: FlinkApp, tmp_path) -> 
         batch = json.loads(store.get(f"pre/{run}/{rel}.json"))
         stream_ev = streamed[rel][0]
         assert batch["id"] == stream_ev.id and batch["type"] == stream_ev.type
-        # Same record; only the store a big payload was put in differs (file:// vs s3://).
+        # Same record; only where a big payload was put differs: the store (file:// vs
+        # s3://) and the key, which derives from the input's (source, id) and the batch
+        # names its inputs under a source of its own.
         b_pay, s_pay = batch["data"].pop("payload"), dict(stream_ev.data)
         s_pay = s_pay.pop("payload")
         assert batch["data"] == {k: v for k, v in stream_ev.data.items() if k != "payload"}
-        assert {k: v for k, v in b_pay.items() if k != "blob_url"} == {
-            k: v for k, v in s_pay.items() if k != "blob_url"}, rel
+        where = {"blob_url", "blob_key"}
+        assert {k: v for k, v in b_pay.items() if k not in where} == {
+            k: v for k, v in s_pay.items() if k not in where}, rel
+        if b_pay["encoding"] == "blob":
+            assert b_pay["blob_key"] != s_pay["blob_key"], rel
         b_bytes = (base64.b64decode(b_pay["data"]) if b_pay["encoding"] == "base64"
                    else store.get(b_pay["blob_key"]))
         assert b_bytes == decode_payload(flink_app, s_pay), rel
