@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from driftloop.blob import check_key
 from driftloop.events import DATAREF
@@ -30,6 +30,7 @@ __all__ = ["EXTENSION", "BlobRefs", "BlobWrites", "Resolve", "dataref_for"]
 EXTENSION = DATAREF
 """The CloudEvents extension attribute (``ce_dataref`` in Kafka binary mode)."""
 
+T = TypeVar("T")
 Resolve = Callable[[str], bytes]
 """A ``dataref`` → the bytes it names; raises ``Rejected``."""
 
@@ -90,21 +91,8 @@ class BlobRefs:
 
     def __call__(self, dataref: str) -> bytes:
         key = self.key_of(dataref)
-        body = b""
-        for attempt in range(self.attempts):
-            try:
-                body = self.store.get(key)
-                break
-            except KeyError as e:
-                raise Rejected(
-                    Rejected.MISSING_BLOB, f"dataref {key!r} is not in the blob store"
-                ) from e
-            except Exception as e:  # the store is unreachable: try again, then park it
-                if attempt + 1 == self.attempts:
-                    raise Rejected(
-                        Rejected.BLOB_UNAVAILABLE, f"dataref {key!r}: {type(e).__name__}: {e}"
-                    ) from e
-                time.sleep(self.backoff_s * (2**attempt))
+        body = _retried(lambda: self.store.get(key), f"dataref {key!r}", self.attempts,
+                        self.backoff_s, read=True)
         if len(body) > self.max_bytes:
             raise Rejected(
                 Rejected.TOO_LARGE, f"{len(body)} bytes by reference, at most {self.max_bytes}"
@@ -115,8 +103,8 @@ class BlobRefs:
 class BlobWrites:
     """Puts payloads into one blob store (opened lazily, once per worker); returns its URL.
 
-    Keys are derived from the event id, so a record replayed after a restore rewrites the
-    same object: the claim check stays exactly once with the Kafka output. A store that
+    Keys are derived from the input's (source, id), so a record replayed after a restore
+    rewrites the same object: the claim check stays exactly once with the Kafka output. A store that
     stays unreachable after a few tries raises ``Rejected`` (``blob_unavailable``): the
     input is dead-lettered with the reason and can be replayed."""
 
@@ -135,14 +123,28 @@ class BlobWrites:
         return self._store
 
     def __call__(self, key: str, body: bytes) -> str:
-        for attempt in range(self.attempts):
-            try:
-                self.store.put(key, body)
-                return self.store.url
-            except Exception as e:  # the store is unreachable: try again, then park it
-                if attempt + 1 == self.attempts:
-                    raise Rejected(
-                        Rejected.BLOB_UNAVAILABLE, f"writing {key!r}: {type(e).__name__}: {e}"
-                    ) from e
-                time.sleep(self.backoff_s * (2**attempt))
-        raise AssertionError("unreachable")  # pragma: no cover
+        def put() -> str:
+            self.store.put(key, body)
+            return self.store.url
+
+        return _retried(put, f"writing {key!r}", self.attempts, self.backoff_s)
+
+
+def _retried(
+    call: Callable[[], T], what: str, attempts: int, backoff_s: float, *, read: bool = False
+) -> T:
+    """``call`` with retries and doubling backoff while the store is unreachable; then
+    ``Rejected`` (``blob_unavailable``). A read of a missing key (``KeyError``) is
+    ``missing_blob`` at once: trying again would not make it appear."""
+    for attempt in range(attempts):
+        try:
+            return call()
+        except Exception as e:  # the store is unreachable: try again, then park it
+            if read and isinstance(e, KeyError):
+                raise Rejected(Rejected.MISSING_BLOB, f"{what} is not in the blob store") from e
+            if attempt + 1 == attempts:
+                raise Rejected(
+                    Rejected.BLOB_UNAVAILABLE, f"{what}: {type(e).__name__}: {e}"
+                ) from e
+            time.sleep(backoff_s * (2**attempt))
+    raise AssertionError("unreachable")  # pragma: no cover
