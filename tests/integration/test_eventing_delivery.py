@@ -333,6 +333,48 @@ def test_killed_dispatcher_restarts_without_loss(
     assert len(ids) - len(want) <= 100  # redelivered at most the uncommitted tail
 
 
+def test_a_latest_route_that_restarts_skips_nothing_on_a_partition_it_never_read(
+    settings, producer, receiver, tmp_path
+):
+    """``initialOffset: latest`` means after the route first started: a record that reaches a
+    partition while the route is down is delivered when it comes back, even on a partition
+    the route had read nothing from (no offset of its own to resume from)."""
+    topic, group = _topic(settings, partitions=2), unique("g")
+    ev_dir = write_eventing(
+        tmp_path / "ev",
+        [kafka_source("src", [topic], group, "Service", "fn", initial_offset="latest")],
+    )
+    before = events.new_event(events.FEEDBACK, "/test", {"n": 0}, id=unique("before"))
+    first = events.new_event(events.FEEDBACK, "/test", {"n": 1}, id=unique("first"))
+    down = events.new_event(events.FEEDBACK, "/test", {"n": 2}, id=unique("down"))
+
+    def send(e: events.Event, partition: int) -> None:
+        record = events.to_kafka(e)
+        producer.send(
+            topic, key=record.key, value=record.value, headers=record.headers, partition=partition
+        ).get(10)
+
+    send(before, 0)  # before the route exists: latest skips it
+    d = _dispatch(settings, ev_dir, {"fn": receiver.url})
+    try:
+        deadline = time.monotonic() + 30
+        while _committed(settings, group, topic) is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        send(first, 0)
+        receiver.wait_for(lambda ds: any(x["headers"]["ce-id"] == first.id for x in ds))
+    finally:
+        d.stop()
+    send(down, 1)  # partition 1: never read by this group
+    d = _dispatch(settings, ev_dir, {"fn": receiver.url})
+    try:
+        receiver.wait_for(lambda ds: any(x["headers"]["ce-id"] == down.id for x in ds), 30)
+    finally:
+        d.stop()
+    ids = [x["headers"]["ce-id"] for x in receiver.ok()]
+    assert before.id not in ids
+    assert ids.count(first.id) == 1 and ids.count(down.id) == 1
+
+
 def test_stack_component_starts_on_repo_manifests_and_reports_health(kafka, receiver, tmp_path):
     """What `driftloop up` runs: the real eventing/ files, endpoints from stack.json."""
     port = int(kafka.bootstrap.rsplit(":", 1)[1])

@@ -1,7 +1,11 @@
 """The route consumers: Kafka → filter → sink, in partition order, at least once.
 
 A route consumer commits a record's offset only once the record is done: delivered with a
-2xx, filtered out, or dead-lettered. A route never dies on one record: a reply or dead
+2xx, filtered out, or dead-lettered. A partition the route's group has no offset for gets one
+before the first poll (``initialOffset``: its start or its end), as Knative's KafkaSource
+initializes its consumer group; from then on the route only ever resumes from committed
+offsets, and a position Kafka no longer holds resets to the earliest record (delivered
+again, never skipped). A route never dies on one record: a reply or dead
 letter that cannot be written is retried, then the record is parked by reference (no
 value); a failure of Kafka itself makes the route wait and re-read from its committed
 offsets, marked failing meanwhile.
@@ -164,9 +168,11 @@ class RouteWorker(threading.Thread):
                 self.route.group,
                 max_poll_records=MAX_POLL_RECORDS,
                 metadata_max_age_ms=5_000,
-                auto_offset_reset=self.route.initial_offset,
+                auto_offset_reset="earliest",
             )
-            consumer.assign(self._partitions(consumer))
+            partitions = self._partitions(consumer)
+            consumer.assign(partitions)
+            self._initialize_offsets(consumer, partitions)
             paused: set[Any] = set()
             last_commit = time.monotonic()
             while not self.stop.is_set():
@@ -223,6 +229,33 @@ class RouteWorker(threading.Thread):
             log.info("route %s: waiting for topics %s", self.route.name, missing)
             if self.stop.wait(1.0):
                 raise Stopped
+
+    def _initialize_offsets(self, consumer: KafkaConsumer, partitions: list[Any]) -> None:
+        """Commit ``initialOffset`` (the partition's start or end) for each partition the
+        group has no committed offset for, before anything is read.
+
+        ``latest`` then means "records after the route first started", not "records after
+        this consumer started": a consumer that restarts (a Kafka error, the dispatcher
+        killed, a rescale) resumes from what was committed even on a partition it never
+        read from, instead of skipping what arrived there while it was down.
+        """
+        from kafka.structs import OffsetAndMetadata
+
+        fresh = [tp for tp in partitions if consumer.committed(tp) is None]
+        if not fresh:
+            return
+        if self.route.initial_offset == "latest":
+            start = consumer.end_offsets(fresh)
+        else:
+            start = consumer.beginning_offsets(fresh)
+        consumer.commit({tp: OffsetAndMetadata(start[tp], "", -1) for tp in fresh})
+        log.info(
+            "route %s: group %s starts at the %s offset of %s",
+            self.route.name,
+            self.route.group,
+            self.route.initial_offset,
+            ", ".join(f"{tp.topic}/{tp.partition}@{start[tp]}" for tp in fresh),
+        )
 
     @staticmethod
     def _commit_done(
