@@ -6,7 +6,8 @@ the same process on the same data:
 - digits training (``driftloop.serving.models.digits.train``, kind svc) against a bare
   scikit-learn ``SVC().fit`` on the same rows;
 - ``PredictionEmitter.offer`` while Kafka is unreachable (full queue, drops counted) against
-  a bare ``queue.Queue.put_nowait`` on a full queue.
+  a bare ``queue.Queue.put_nowait`` on a full queue, and the same with its spool (each
+  record appended to a segment file in a temporary folder, none dropped).
 
     .venv/bin/python bench/local_costs.py [--runs 5] [--offers 20000] [--json]
 """
@@ -17,7 +18,9 @@ import argparse
 import json
 import queue
 import statistics
+import tempfile
 import time
+from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
@@ -25,6 +28,7 @@ from driftloop import events
 from driftloop.errors import Unavailable
 from driftloop.serving.emitter import PredictionEmitter
 from driftloop.serving.models import digits
+from driftloop.serving.spool import Spool
 
 
 def _unreachable() -> None:
@@ -51,16 +55,27 @@ def training(runs: int) -> dict[str, float]:
     }
 
 
-def offers(n: int) -> dict[str, float]:
-    emitter = PredictionEmitter(_unreachable, maxsize=5, registry=CollectorRegistry())
-    evs = [events.new_event(events.PREDICTION, "bench", {"i": i}) for i in range(n)]
+def _offer_s(evs: list[events.Event], spool: Spool | None) -> float:
+    """Seconds per ``offer`` with Kafka unreachable."""
+    emitter = PredictionEmitter(_unreachable, maxsize=5, registry=CollectorRegistry(),
+                                spool=spool)
     try:
         t0 = time.perf_counter()
         for e in evs:
-            emitter.offer(e)
-        ours = (time.perf_counter() - t0) / n
+            emitter.offer(e, key="digits")
+        return (time.perf_counter() - t0) / len(evs)
     finally:
         emitter.close(timeout_s=0.5)
+
+
+def offers(n: int) -> dict[str, float]:
+    evs = [events.new_event(events.PREDICTION, "driftloop/serving/digits",
+                            {"model": "digits", "version": "1", "output": {"label": i % 10},
+                             "latency_ms": 1.5, "modality": "image"}, model="digits")
+           for i in range(n)]
+    ours = _offer_s(evs, None)
+    with tempfile.TemporaryDirectory() as folder:
+        spooled = _offer_s(evs, Spool(Path(folder), max_bytes=1 << 40))
     q: queue.Queue[object] = queue.Queue(5)
     t0 = time.perf_counter()
     for e in evs:
@@ -71,8 +86,10 @@ def offers(n: int) -> dict[str, float]:
     bare = (time.perf_counter() - t0) / n
     return {
         "offer_us": round(ours * 1e6, 2),
+        "offer_spooled_us": round(spooled * 1e6, 2),
         "queue_put_nowait_us": round(bare * 1e6, 2),
         "ratio": round(ours / bare, 2),
+        "spooled_ratio": round(spooled / ours, 2),
     }
 
 

@@ -63,6 +63,9 @@ def main(argv: list[str] | None = None) -> None:
     model = models.load(family, Registry(store).artifact(family, version), limits=limits)
     from prometheus_client import CollectorRegistry
 
+    # No spool: a shadow answer is never labeled (feedback names the champion's id), and
+    # this child outlives a killed server (its stdin closes, it sends what it holds and
+    # exits); a spool of its own would only be replayed by a later shadow, if any.
     emitter = PredictionEmitter(
         lambda: make_producer(settings, linger_ms=20), registry=CollectorRegistry()
     )

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from pathlib import Path
+
+from pydantic import BaseModel, Field, field_validator
 
 from driftloop.catalogue import FAMILIES
 from driftloop.settings.fields import CommaList, ModelTimeouts
@@ -37,6 +39,28 @@ class ServingSettings(BaseModel):
     )
     serving_event_queue: int = Field(
         10_000, ge=1, description="Prediction events held for Kafka before new ones are dropped."
+    )
+    serving_spool: bool = Field(
+        True,
+        description="Keep each prediction event in a local write-ahead spool until Kafka "
+        "acknowledges it, so a killed model server loses none (the next start resends them).",
+    )
+    serving_spool_dir: Path | None = Field(
+        None,
+        description="Folder of the prediction-event spool (one per server; its worker "
+        "processes share it); empty means <state_dir>/serving/prediction-spool. On "
+        "Kubernetes a volume that outlives the container.",
+    )
+    serving_spool_max_mb: int = Field(
+        512,
+        ge=1,
+        description="Most unacknowledged prediction events the spool holds, in MiB; beyond "
+        "it events are kept in memory only (counted).",
+    )
+    serving_spool_fsync: bool = Field(
+        False,
+        description="fsync every spooled prediction event: survives a machine crash too, at "
+        "a disk flush per inference (a process kill keeps what was written either way).",
     )
     serving_timeout_s: float = Field(
         60.0, gt=0, description="How long clients wait for one inference."
@@ -90,6 +114,11 @@ class ServingSettings(BaseModel):
         description="Memory the model server must stay within (the container "
         "limit in seldon/k8s; hostile-input tests hold MLServer to it).",
     )
+
+    @field_validator("serving_spool_dir")
+    @classmethod
+    def _absolute_spool_dir(cls, v: Path | None) -> Path | None:
+        return v.expanduser().resolve() if v is not None and str(v) not in ("", ".") else None
 
     def serving_timeout_for(self, model: str) -> float:
         """The inference time limit of ``model`` (its override, else the default)."""

@@ -8,8 +8,9 @@ from the blob store. Predict: decode the one input, run the model off the event 
 count latency, errors and outputs per model and version, answer with the prediction id
 in the body and the ``x-request-id``/``ce-id`` headers, offer the input to the payload
 logger (kept in the blob store when the model's policy says so) and a prediction event
-carrying its ``input_ref`` to the bounded emitter; neither Kafka nor the blob store can
-fail or hold up the inference.
+carrying its ``input_ref`` to the emitter (written to its spool on disk, then queued for
+Kafka, so a killed server's answers are resent by the next start); neither Kafka nor the
+blob store can fail or hold up the inference.
 
 Each loaded model runs inferences in its own few threads (``serving_model_threads``)
 under its own time limit (``serving_inference_timeout_s``/``serving_model_timeouts``):
@@ -79,10 +80,14 @@ def emitter(settings: Settings) -> PredictionEmitter:
     with _emitter_lock:
         if _emitter is None:
             from driftloop.bus import make_producer
+            from driftloop.serving.spool import from_settings
 
+            # The spool first: what a killed earlier server left is resent from it.
             _emitter = PredictionEmitter(lambda: make_producer(settings, linger_ms=20),
-                                         maxsize=settings.serving_event_queue, registry=REGISTRY)
-            # On a clean shutdown, queued events get a few seconds to reach Kafka.
+                                         maxsize=settings.serving_event_queue, registry=REGISTRY,
+                                         spool=from_settings(settings))
+            # On a clean shutdown, queued events get a few seconds to reach Kafka (the rest
+            # stays in the spool).
             atexit.register(_emitter.close, 5.0)
         return _emitter
 
