@@ -22,14 +22,16 @@ fault has a source of its own, so its accounting reads only its events:
 
 Faults (issue 13's numbering): 1 SIGKILL the leader broker of the feedback partition and
 restart it; 2 two brokers down (intake answers 503, never 202) — both need the HA topology
-(three brokers); 3 SIGKILL the TaskManager running the job; 4 SIGKILL the JobManager (the
-application is resubmitted and restores from its last checkpoint); 5 the S3 server stopped
-for 20 s; 6 SIGKILL MLServer during a canary; 7 Prometheus stopped during a canary;
-8 SIGKILL the dispatcher mid-delivery; 9 SIGKILL feedback-intake with requests in flight.
+(three brokers); 3 SIGKILL the TaskManager running the job; 4 SIGKILL the JobManager
+(light topology: the application is resubmitted and restores from its last checkpoint; ha:
+the restarted JobManager recovers the same job from ZooKeeper and its HA store); 5 the S3
+server stopped for 20 s; 6 SIGKILL MLServer during a canary; 7 Prometheus stopped during a
+canary; 8 SIGKILL the dispatcher mid-delivery; 9 SIGKILL feedback-intake with requests in
+flight.
 A killed process is restarted at once, as a supervisor would.
 
     .venv/bin/python bench/chaos.py [--faults 3,4,9] [--json] [--out-json FILE]
-        [--state DIR] [--taskmanagers 2]
+        [--state DIR] [--taskmanagers 2] [--topology light|ha]
 """
 
 from __future__ import annotations
@@ -69,7 +71,7 @@ FAULTS = {
     1: "SIGKILL the feedback partition's leader broker, restart it",
     2: "two brokers down: 503, never 202",
     3: "SIGKILL the TaskManager running the job",
-    4: "SIGKILL the JobManager (resubmitted from its last checkpoint)",
+    4: "SIGKILL the JobManager (recovered from its last checkpoint)",
     5: "S3 server stopped for 20 s during archive",
     6: "SIGKILL MLServer during a canary",
     7: "Prometheus stopped during a canary",
@@ -449,6 +451,11 @@ def fault_taskmanager(rig: Rig, load: Load) -> Injected:
 
 
 def fault_jobmanager(rig: Rig, load: Load) -> Injected:
+    """SIGKILL the JobManager (and the submitter attached to it), restart both. Without HA
+    the job is gone and the submitter submits it again from its last checkpoint; with HA
+    (topology 'ha') the restarted JobManager recovers it (same id) and the submitter adopts
+    it."""
+    before = str(rig.flink.job["job_id"])
     t = time.time()
     rig.flink.kill_process("flink-jobmanager")
     sigkill(rig.flink.submitter)  # it dies with its JobManager; a supervisor restarts both
@@ -463,8 +470,13 @@ def fault_jobmanager(rig: Rig, load: Load) -> Injected:
             rig.flink.kill_process(tm)
             rig.flink.start_process(tm)
     rig.flink.submit()
-    restored = rig.flink.job.get("restored_from")
-    return Injected(t, "labeled_topic", f"restored from {restored}")
+    after = str(rig.flink.job["job_id"])
+    jobs = rig.flink.active_jobs()
+    if after == before:
+        note = f"job {after} recovered by the restarted JobManager (HA), not resubmitted"
+    else:
+        note = f"resubmitted as {after}, restored from {rig.flink.job.get('restored_from')}"
+    return Injected(t, "labeled_topic", f"{note}; active jobs {len(jobs)}")
 
 
 def fault_s3(rig: Rig, load: Load, outage_s: float = 20.0) -> Injected:
@@ -721,7 +733,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--state", type=Path, default=None, help="state folder (default: a temp dir)")
     p.add_argument("--taskmanagers", type=int, default=2)
     p.add_argument("--topology", choices=("light", "ha"), default="light",
-                   help="ha: three Kafka brokers (faults 1 and 2 need it)")
+                   help="ha: three Kafka brokers (faults 1 and 2 need it) and JobManager "
+                        "high availability")
     args = p.parse_args(argv)
     faults = [int(x) for x in args.faults.split(",") if x.strip()]
     unknown = [f for f in faults if f not in FAULTS]

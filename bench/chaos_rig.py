@@ -114,7 +114,7 @@ class FlinkSession:
 
     def start_process(self, name: str, timeout_s: float = 180.0) -> None:
         spec = self.specs[name]
-        if spec.prepare is not None and name == "flink-jobmanager":
+        if spec.prepare is not None:  # the JobManager's and ZooKeeper's: conf/ and lib/
             spec.prepare()
         proc = spawn(spec.argv, log_path=self.log(name), env={**os.environ, **spec.env},
                      cwd=spec.cwd)
@@ -151,6 +151,18 @@ class FlinkSession:
     def job_running(self) -> bool:
         got = rest_get(self.rest, f"/jobs/{self.job['job_id']}")
         return isinstance(got, dict) and got.get("state") == "RUNNING"
+
+    @property
+    def ha(self) -> bool:
+        """JobManager high availability (the 'ha' topology): a killed JobManager's job
+        comes back with the same id from the HA store."""
+        return self.settings.topology == "ha"
+
+    def active_jobs(self) -> list[str]:
+        """Ids of the cluster's jobs that are not finished (a second copy would show here)."""
+        from driftloop.local.flink_cluster import job_summaries
+
+        return [str(j["id"]) for j in job_summaries(self.rest) or []]
 
     def taskmanagers(self) -> list[str]:
         return sorted(n for n in self.specs if n.startswith("flink-taskmanager-"))
@@ -406,10 +418,11 @@ def flink_settings(base: Settings, *, taskmanagers: int) -> dict[str, Any]:
 
 
 def _s3_and_settings(base: Settings, state: Path, bootstrap: str, taskmanagers: int,
-                     owned: list[Any], progress: Callable[[str], object]
-                     ) -> tuple[Service, Settings]:
+                     owned: list[Any], progress: Callable[[str], object],
+                     topology: str = "light") -> tuple[Service, Settings]:
     """The rig's S3 server (started, its bucket made, added to ``owned``) and the settings
-    of a stack on ``bootstrap`` with Flink checkpoints on it."""
+    of a stack on ``bootstrap`` with Flink checkpoints on it; ``topology`` 'ha' adds the
+    JobManager's high availability (ZooKeeper on a free port, HA store on the S3 server)."""
     from driftloop.local.s3 import S3Server
 
     server = S3Server(binary=base.cache_dir / "bin" / "versitygw", root_dir=state / "s3",
@@ -430,8 +443,10 @@ def _s3_and_settings(base: Settings, state: Path, bootstrap: str, taskmanagers: 
         kafka_bootstrap=bootstrap, state_dir=state, blob_url="s3://chaos/lake",
         s3_endpoint_url=server.endpoint_url, s3_access_key_id=server.access_key,
         s3_secret_access_key=SecretStr(server.secret_key), flink_rest_port=free_port(),
-        flink_jobmanager_rpc_port=free_port(), flink_metrics_port=_free_run(taskmanagers + 1),
+        flink_jobmanager_rpc_port=free_port(), flink_metrics_port=_free_run(taskmanagers + 2),
         flink_checkpoint_dir="s3://chaos/checkpoints",
+        topology=topology, flink_zookeeper_port=free_port(),
+        flink_standby_rest_port=free_port(),
         **{k: v for k, v in flink_settings(base, taskmanagers=taskmanagers).items()
            if k != "flink_checkpoint_dir"},
     )
@@ -536,7 +551,8 @@ class HaKafka:
 
 def start_ha_rig(state: Path, *, taskmanagers: int = 2,
                  progress: Callable[[str], object] = print) -> Rig:
-    """``start_rig`` on the HA topology: three KRaft brokers instead of one."""
+    """``start_rig`` on the HA topology: three KRaft brokers instead of one, and Flink's
+    JobManager high availability (ZooKeeper)."""
 
     state.mkdir(parents=True, exist_ok=True)
     base = Settings()
@@ -547,7 +563,7 @@ def start_ha_rig(state: Path, *, taskmanagers: int = 2,
         kafka.start()
         owned.append(kafka)
         s3, settings = _s3_and_settings(base, state, kafka.bootstrap, taskmanagers, owned,
-                                        progress)
+                                        progress, topology="ha")
         rig = assemble(settings, s3=s3, kafka=kafka, owned=owned, progress=progress)
         rig.kafka_cluster = kafka.settings
         return rig

@@ -25,6 +25,7 @@ __all__ = [
     "PROMETHEUS_REPORTER",
     "ClusterLayout",
     "cluster_config",
+    "ha_config",
     "job_summaries",
     "rest_get",
     "taskmanager_ids",
@@ -35,10 +36,29 @@ PLUGINS_FROM_WHEEL = ("metrics-prometheus",)
 """Plugins of the wheel the cluster loads (the S3 plugin comes from make setup's cache)."""
 
 
+HEARTBEAT = {
+    "heartbeat.interval": "1 s",
+    "heartbeat.timeout": "15 s",
+    "heartbeat.rpc-failure-threshold": "2",
+}
+"""How fast a lost process is noticed. A SIGKILLed TaskManager refuses the JobManager's
+heartbeat RPCs at once: two refused in a row (one a second) fail its tasks over, instead of
+Flink's 10 s interval. The timeout (Flink: 50 s) is for a process that stops answering
+without its connection failing: a TaskManager waits this long for a dead JobManager before it
+registers anew; 15 s stays above the stalls a loaded two-core machine shows."""
+
+ZOOKEEPER_SESSION_TIMEOUT = "10 s"
+"""A killed JobManager's leadership (an ephemeral node) lasts this long in ZooKeeper: the
+restarted JobManager becomes leader once it expired. About a JobManager's own start time
+here, so the wait overlaps it; shorter would make a loaded machine's stalls cost the lead."""
+
+
 def cluster_config(settings: Settings) -> dict[str, str]:
     """``config.yaml`` of the session cluster (flat keys); per-process keys (the metrics port,
-    the TaskManager id) are passed as ``-D`` by the process's argv."""
+    the TaskManager id) are passed as ``-D`` by the process's argv. The 'ha' topology adds
+    JobManager high availability (``ha_config``)."""
     return {
+        **HEARTBEAT,
         "jobmanager.rpc.address": "127.0.0.1",
         "jobmanager.rpc.port": str(settings.flink_jobmanager_rpc_port),
         "jobmanager.bind-host": "127.0.0.1",
@@ -55,7 +75,67 @@ def cluster_config(settings: Settings) -> dict[str, str]:
         "metrics.reporter.prom.factory.class": PROMETHEUS_REPORTER,
         # Keep directory markers: S3-compatible servers backed by folders refuse to delete them.
         "s3.directory.marker.retention": "keep",
+        **(ha_config(settings) if settings.topology == "ha" else {}),
     }
+
+
+def ha_storage_dir(settings: Settings) -> str:
+    """Where the JobManager keeps what it recovers from (job graphs, checkpoint pointers,
+    the job's blobs): ``ha`` beside the applications' checkpoints, on the S3 server when
+    the checkpoints are."""
+    common = _jobs_common()
+    return str(common.flink_path(common.checkpoint_root(settings, "ha")))
+
+
+def ha_config(settings: Settings) -> dict[str, str]:
+    """JobManager high availability through the stack's ZooKeeper (``flink-zookeeper``): a
+    restarted JobManager takes the lead, recovers the running job (same id) from the HA
+    store and restores it from its last completed checkpoint; nothing is submitted again.
+    The JobManager's RPC port stays the configured one (in HA Flink reads
+    ``high-availability.jobmanager.port`` instead of ``jobmanager.rpc.port``)."""
+    return {
+        "high-availability.type": "zookeeper",
+        "high-availability.zookeeper.quorum": zookeeper_address(settings),
+        "high-availability.storageDir": ha_storage_dir(settings),
+        "high-availability.cluster-id": "/driftloop",
+        "high-availability.jobmanager.port": str(settings.flink_jobmanager_rpc_port),
+        "high-availability.zookeeper.client.session-timeout": ZOOKEEPER_SESSION_TIMEOUT,
+        # Not above the session timeout (Curator warns when it is).
+        "high-availability.zookeeper.client.connection-timeout": ZOOKEEPER_SESSION_TIMEOUT,
+    }
+
+
+def zookeeper_address(settings: Settings) -> str:
+    return f"127.0.0.1:{settings.flink_zookeeper_port}"
+
+
+def zookeeper_config(settings: Settings, data_dir: Path) -> str:
+    """``zoo.cfg`` of the single ZooKeeper server (standalone, loopback). A tick of 1 s
+    lets sessions be as short as 2 s (Flink asks for ``ZOOKEEPER_SESSION_TIMEOUT``)."""
+    return "".join(f"{k}={v}\n" for k, v in {
+        "tickTime": "1000",
+        "initLimit": "10",
+        "syncLimit": "5",
+        "dataDir": str(data_dir),
+        "clientPort": str(settings.flink_zookeeper_port),
+        "clientPortAddress": "127.0.0.1",
+        "4lw.commands.whitelist": "srvr",
+        "admin.enableServer": "false",
+    }.items())
+
+
+def zookeeper_ok(settings: Settings) -> bool:
+    """The ZooKeeper server answers ``srvr`` (serving, standalone)."""
+    import socket
+
+    try:
+        with socket.create_connection(("127.0.0.1", settings.flink_zookeeper_port), 2) as s:
+            s.sendall(b"srvr")
+            s.settimeout(2)
+            got = s.recv(4096)
+    except OSError:
+        return False
+    return b"Mode:" in got
 
 
 @dataclass(frozen=True)
@@ -137,6 +217,10 @@ class ClusterLayout:
             **cluster_config(self.settings),
             **s3_config(self.settings),
         }
+        if self.settings.topology == "ha":
+            self.zookeeper_data.mkdir(parents=True, exist_ok=True)
+            (self.conf / "zoo.cfg").write_text(
+                zookeeper_config(self.settings, self.zookeeper_data))
         path = self.conf / "config.yaml"
         path.unlink(missing_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # holds the S3 secret
@@ -166,6 +250,32 @@ class ClusterLayout:
             f"metrics.reporter.prom.port={self.settings.flink_metrics_port}",
         ]
 
+    def standby_jobmanager_argv(self) -> list[str]:
+        """The 'ha' topology's second JobManager: the same configuration, a REST and a metrics
+        port of its own, any free RPC port (TaskManagers find the leader in ZooKeeper)."""
+        return [
+            "bash",
+            str(self.wheel / "bin" / "jobmanager.sh"),
+            "start-foreground",
+            "-D",
+            f"metrics.reporter.prom.port={standby_metrics_port(self.settings)}",
+            "-D",
+            f"rest.port={self.settings.flink_standby_rest_port}",
+            "-D",
+            "high-availability.jobmanager.port=0",
+        ]
+
+    @property
+    def zookeeper_data(self) -> Path:
+        """ZooKeeper's data: kept across restarts of the stack (a stopped stack's job comes
+        back with the same id); remove ``state_dir`` to start over."""
+        return self.settings.state_dir / "flink" / "zookeeper"
+
+    def zookeeper_argv(self) -> list[str]:
+        """The wheel's ZooKeeper peer (``FlinkZooKeeperQuorumPeer`` in flink-dist, with its
+        shaded ZooKeeper server), peer 1 of a one-server ensemble."""
+        return ["bash", str(self.wheel / "bin" / "zookeeper.sh"), "start-foreground", "1"]
+
     def taskmanager_argv(self, n: int) -> list[str]:
         return [
             "bash",
@@ -176,6 +286,11 @@ class ClusterLayout:
             "-D",
             f"taskmanager.resource-id={taskmanager_id(n)}",
         ]
+
+
+def standby_metrics_port(settings: Settings) -> int:
+    """After the TaskManagers' (``flink_metrics_port`` + n)."""
+    return settings.flink_metrics_port + settings.flink_taskmanagers + 1
 
 
 def taskmanager_id(n: int) -> str:

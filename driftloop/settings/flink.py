@@ -110,6 +110,21 @@ class FlinkSettings(BaseModel):
         description="Prometheus reporter port of the JobManager; TaskManager n (1, 2, ...) "
         "serves on this port + n.",
     )
+    flink_zookeeper_port: int = Field(
+        2181,
+        ge=1,
+        le=65535,
+        description="Client port of the ZooKeeper server the 'ha' topology runs for JobManager "
+        "high availability (flink-zookeeper, from the PyFlink wheel's distribution).",
+    )
+    flink_standby_rest_port: int = Field(
+        8097,
+        ge=1,
+        le=65535,
+        description="REST port of the 'ha' topology's standby JobManager (it takes the lead, "
+        "and the running job, when the first one dies); its Prometheus reporter serves on "
+        "flink_metrics_port + flink_taskmanagers + 1.",
+    )
     flink_restart_grace_s: float = Field(
         120.0,
         gt=0,

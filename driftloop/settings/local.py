@@ -34,7 +34,9 @@ class LocalStackSettings(BaseModel):
         "replication factor 1) and flink_taskmanagers TaskManagers. 'ha': three KRaft "
         "brokers (kafka-1..3, each broker and controller, a quorum of three; topics with "
         "replication factor 3, min.insync.replicas 2, no unclean leader election) and at "
-        "least two TaskManagers, so one broker or one TaskManager can fail.",
+        "least two TaskManagers, so one broker or one TaskManager can fail, and JobManager "
+        "high availability (ZooKeeper, a standby JobManager), so the job survives its "
+        "JobManager without being submitted again.",
     )
     kafka_port: int = Field(
         9092, description="Broker port of the local Kafka (broker 1 of the 'ha' topology)."

@@ -124,7 +124,7 @@ def flink_config(settings: Settings, app: str, *, streaming: bool = True) -> dic
         "parallelism.default": str(settings.flink_parallelism),
         "restart-strategy.type": "fixed-delay",
         "restart-strategy.fixed-delay.attempts": "1000000",
-        "restart-strategy.fixed-delay.delay": "2 s",
+        "restart-strategy.fixed-delay.delay": "1 s",
         "taskmanager.memory.process.size": "1600m",
         "taskmanager.numberOfTaskSlots": "4",
         "table.exec.resource.default-parallelism": str(settings.flink_parallelism),

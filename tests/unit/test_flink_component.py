@@ -206,3 +206,63 @@ def test_cluster_layout_is_a_distribution_like_the_image(tmp_path):
         layout.plugins
     )
     assert str(wheel.parent) in env["PYTHONPATH"].split(":")
+
+
+def test_ha_topology_adds_zookeeper_and_jobmanager_high_availability(tmp_path):
+    """'ha': a ZooKeeper server from the wheel starts before the JobManagers (a leader and a
+    standby), and every cluster process reads the HA keys (quorum on loopback, store beside
+    the checkpoints); 'light' has none of them."""
+    import yaml
+
+    from driftloop.local.flink_cluster import ClusterLayout
+
+    wheel = tmp_path / "venv" / "lib" / "python3.11" / "site-packages" / "pyflink"
+    for d in ("lib", "opt", "conf", "bin"):
+        (wheel / d).mkdir(parents=True)
+    (wheel / "conf" / "config.yaml").write_text("")
+    (tmp_path / "venv" / "bin").mkdir()
+    (tmp_path / "venv" / "bin" / "python").write_text("")
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "lib" / "c.jar").write_bytes(b"")
+    s = Settings(state_dir=tmp_path / "state", flink_venv=tmp_path / "venv",
+                 flink_lib_dir=tmp_path / "lib", topology="ha", flink_zookeeper_port=12181,
+                 flink_standby_rest_port=18096, flink_metrics_port=19249,
+                 flink_jobmanager_rpc_port=16123, flink_checkpoint_dir="s3://b/checkpoints")
+    specs = {c.name: c for c in flink.components(s)}
+    assert list(specs)[:3] == ["flink-zookeeper", "flink-jobmanager", "flink-jobmanager-standby"]
+    zk = specs["flink-zookeeper"]
+    assert zk.order < specs["flink-jobmanager"].order and zk.ports == (12181,)
+    assert zk.argv[-3:] == [str(wheel / "bin" / "zookeeper.sh"), "start-foreground", "1"]
+    assert not zk.health()  # nobody serves on the port
+    # The standby: its own REST and metrics ports (after both TaskManagers'), any RPC port.
+    standby = specs["flink-jobmanager-standby"]
+    assert "rest.port=18096" in standby.argv and "high-availability.jobmanager.port=0" in (
+        standby.argv)
+    assert standby.ports == (18096, 19252) and standby.metrics == "127.0.0.1:19252"
+    assert [c.name for c in flink.components(s) if c.name.startswith("flink-taskmanager")] == [
+        "flink-taskmanager-1", "flink-taskmanager-2"]
+    ClusterLayout(s).prepare()
+    conf = ClusterLayout(s).conf
+    values = yaml.safe_load((conf / "config.yaml").read_text())
+    assert {k: v for k, v in values.items() if k.startswith("high-availability.")} == {
+        "high-availability.type": "zookeeper",
+        "high-availability.zookeeper.quorum": "127.0.0.1:12181",
+        "high-availability.storageDir": "s3a://b/checkpoints/ha",
+        "high-availability.cluster-id": "/driftloop",
+        "high-availability.jobmanager.port": "16123",
+        "high-availability.zookeeper.client.session-timeout": "10 s",
+        "high-availability.zookeeper.client.connection-timeout": "10 s",
+    }
+    assert values["heartbeat.interval"] == "1 s" and values["heartbeat.timeout"] == "15 s"
+    zoo = dict(line.split("=", 1) for line in (conf / "zoo.cfg").read_text().splitlines())
+    assert zoo["clientPort"] == "12181" and zoo["clientPortAddress"] == "127.0.0.1"
+    assert zoo["dataDir"] == str(s.state_dir / "flink" / "zookeeper")
+    # A 10 s session fits ZooKeeper's bounds (2 to 20 ticks).
+    assert 2 * int(zoo["tickTime"]) <= 10_000 <= 20 * int(zoo["tickTime"])
+
+    light = s.model_copy(update={"topology": "light"})
+    assert not {"flink-zookeeper", "flink-jobmanager-standby"} & {
+        c.name for c in flink.components(light)}
+    ClusterLayout(light).prepare()
+    values = yaml.safe_load((conf / "config.yaml").read_text())
+    assert not any(k.startswith("high-availability") for k in values)

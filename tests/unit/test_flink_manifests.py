@@ -10,7 +10,7 @@ import yaml
 
 from driftloop.local.flink_cluster import PROMETHEUS_REPORTER, ClusterLayout, cluster_config
 from driftloop.settings import PROJECT_ROOT, Settings
-from flink.jobs.common import flink_config
+from flink.jobs.common import flink_config, flink_path
 
 MANIFEST = PROJECT_ROOT / "flink" / "k8s" / "flinkdeployment.yaml"
 POM = PROJECT_ROOT / "flink" / "pom.xml"
@@ -24,6 +24,15 @@ PER_DEPLOYMENT = re.compile(
     r"|s3\.(endpoint|endpoint\.region|connection\.ssl\.enabled|access-key|secret-key))$"
 )
 """Addresses, paths, memory and credentials: each deployment has its own."""
+
+
+DEPLOYED_HA = {"high-availability.type", "high-availability.storageDir"}
+"""JobManager high availability on Kubernetes (the operator's ConfigMaps); locally the 'ha'
+topology's (ZooKeeper)."""
+
+ZOOKEEPER_ONLY = re.compile(r"^high-availability\.(zookeeper\..*|cluster-id|jobmanager\.port)$")
+"""The standalone cluster's ZooKeeper HA: its quorum, its cluster id, the JobManager's fixed
+RPC port (on Kubernetes the operator sets these)."""
 
 
 def _manifest() -> dict:
@@ -80,7 +89,7 @@ def test_the_deployment_sets_the_local_configuration_keys_and_parallelism(tmp_pa
     portable = {k: v for k, v in local.items() if not PER_DEPLOYMENT.match(k)}
     deployed = {k: str(v) for k, v in _manifest()["spec"]["flinkConfiguration"].items()}
     assert {k: deployed.get(k) for k in portable} == portable
-    assert set(deployed) - set(local) <= {"execution.checkpointing.dir"}
+    assert set(deployed) - set(local) <= {"execution.checkpointing.dir", *DEPLOYED_HA}
     assert deployed["metrics.reporter.prom.factory.class"] == PROMETHEUS_REPORTER
     job = _manifest()["spec"]["job"]
     assert job["parallelism"] == settings.flink_parallelism
@@ -98,3 +107,23 @@ def test_prometheus_scrapes_the_port_the_reporter_serves() -> None:
         if d and d["metadata"]["name"] == "driftloop-flink"
     ]
     assert [e["port"] for e in monitors[0]["spec"]["podMetricsEndpoints"]] == ["metrics"]
+
+
+def test_both_recover_a_killed_jobmanager_from_a_ha_store_under_the_checkpoints(tmp_path):
+    settings = _fake_distribution(tmp_path).model_copy(
+        update={"topology": "ha", "flink_checkpoint_dir": _manifest()["spec"][
+            "flinkConfiguration"]["execution.checkpointing.dir"]})
+    local = cluster_config(settings)
+    deployed = {k: str(v) for k, v in _manifest()["spec"]["flinkConfiguration"].items()}
+    ha_local = {k: v for k, v in local.items()
+                if k.startswith("high-availability.") and not ZOOKEEPER_ONLY.match(k)}
+    assert set(ha_local) == DEPLOYED_HA
+    assert (ha_local["high-availability.type"], deployed["high-availability.type"]) == (
+        "zookeeper", "kubernetes")
+    # Both under the checkpoints' folder (locally Flink names s3:// through the s3a plugin).
+    checkpoints = deployed["execution.checkpointing.dir"]
+    assert deployed["high-availability.storageDir"] == f"{checkpoints}/ha"
+    assert ha_local["high-availability.storageDir"] == flink_path(f"{checkpoints}/ha")
+    # The light topology has none: its JobManager's job is submitted again.
+    assert not any(k.startswith("high-availability") for k in cluster_config(
+        settings.model_copy(update={"topology": "light"})))

@@ -112,11 +112,28 @@ def _registered(rest: str, tm_id: str) -> Callable[[], bool]:
 
 
 def cluster_components(settings: Settings) -> list[ComponentSpec]:
-    """The JobManager and ``flink_taskmanagers`` TaskManagers of the session cluster."""
+    """The JobManager and ``flink_taskmanagers`` TaskManagers of the session cluster; in the
+    'ha' topology also the ZooKeeper server of JobManager high availability (first) and a
+    standby JobManager that takes over the running job when the leader dies."""
     layout = flink_cluster.ClusterLayout(settings)
     rest = flink_cluster.rest_url(settings)
     env = {**layout.env(), "PATH": f"{settings.flink_venv / 'bin'}:{os.environ.get('PATH', '')}"}
-    specs = [
+    specs = []
+    if settings.topology == "ha":
+        specs.append(ComponentSpec(
+            name="flink-zookeeper",
+            argv=layout.zookeeper_argv(),
+            order=ORDER - 3,
+            endpoint=flink_cluster.zookeeper_address(settings),
+            health=lambda: flink_cluster.zookeeper_ok(settings),
+            env={**env, "ZK_HEAP": "128"},  # MB, read by bin/zookeeper.sh
+            cwd=layout.root,
+            ports=(settings.flink_zookeeper_port,),
+            start_timeout_s=60,
+            prepare=layout.prepare,
+            extra={"ha_storage": flink_cluster.ha_storage_dir(settings)},
+        ))
+    specs.append(
         ComponentSpec(
             name="flink-jobmanager",
             argv=layout.jobmanager_argv(),
@@ -138,7 +155,23 @@ def cluster_components(settings: Settings) -> list[ComponentSpec]:
             },
             metrics=f"127.0.0.1:{settings.flink_metrics_port}",
         )
-    ]
+    )
+    if settings.topology == "ha":
+        standby = f"http://127.0.0.1:{settings.flink_standby_rest_port}"
+        metrics = flink_cluster.standby_metrics_port(settings)
+        specs.append(ComponentSpec(
+            name="flink-jobmanager-standby",
+            argv=layout.standby_jobmanager_argv(),
+            order=ORDER - 2,
+            endpoint=standby,
+            # Its REST API answers (through the leader) once it joined the election.
+            health=lambda: isinstance(flink_cluster.rest_get(standby, "/overview"), dict),
+            env=env,
+            cwd=layout.root,
+            ports=(settings.flink_standby_rest_port, metrics),
+            start_timeout_s=120,
+            metrics=f"127.0.0.1:{metrics}",
+        ))
     for n in range(1, settings.flink_taskmanagers + 1):
         tm_id = flink_cluster.taskmanager_id(n)
         specs.append(
@@ -161,7 +194,8 @@ def cluster_components(settings: Settings) -> list[ComponentSpec]:
 
 def ha_update(settings: Settings) -> dict[str, object]:
     """What the 'ha' topology changes: two TaskManagers at least (one may fail while the
-    job restarts on the other), and every broker to bootstrap from."""
+    job restarts on the other), and every broker to bootstrap from. (JobManager high
+    availability, ZooKeeper included, follows from ``topology`` itself.)"""
     if settings.topology != "ha":
         return {}
     from driftloop.local.components.kafka import bootstrap_for
