@@ -10,6 +10,25 @@ Rules:
 - Every field error of an event is reported at once (4xx, JSON body).
 - 202 only after Kafka acknowledged the record (acks=all, idempotent producer).
 - Kafka unavailable: 503 with ``Retry-After``; nothing is acknowledged that is not durable.
+  The producer's delivery timeout is the send timeout and a request waits for the
+  delivery report (plus ``DELIVERY_GRACE_S``), so a 503 is definitive except when
+  librdkafka can only say "possibly persisted" (a request in flight when its timeout or
+  the connection ended): that record may show in the topic later.
+- Idempotent within a replay window (``intake_dedup_window_s``, 900 s; 0 disables): an
+  event whose (source, id) - never the id alone - ``driftloop.feedback`` already holds
+  from the window is answered 202 (``"duplicate": true``) and not written again (the
+  CloudEvents rule: the same source and id are the same event). Each process reads the
+  topic from now minus the window on start (read_committed, every partition; until it
+  reached the end offsets every POST is 503 with ``Retry-After``: a retry is never
+  risked as a second write) and keeps reading it, so a retry that lands on another
+  replica is recognised once the first write shows in the topic; its own writes count
+  from their acknowledgement. Concurrent requests for one (source, id) in one process:
+  the later waits for the first's outcome (202 duplicate, or 503 when it failed). A batch
+  is judged per event, a repeat inside one batch follows its first occurrence. Gaps: a
+  retry sent to another replica before the first write is visible there, a "possibly
+  persisted" record that lands after its retry was written, and a window that filled
+  (``intake_dedup_max_entries``) or expired; downstream still keeps one record per
+  (source, id).
 - Batches are handled per event: valid events are written, invalid ones reported with
   their index; the status is 202 (all accepted), 207 (mixed) or the common 4xx/503. Every
   event is validated and encoded before any is sent, so one bad event never fails the
@@ -18,15 +37,16 @@ Rules:
   the ``model`` extension, when sent, must equal ``data.model``.
 - Bodies are parsed by ``events.load_json``: nesting, number size and Unicode are bounded
   there for every surface.
-- Idempotency is downstream: the record keeps the event's (source, id), and every
+- Downstream stays idempotent too: the record keeps the event's (source, id), and every
   consumer that materialises feedback (archive, join) keeps the first record per
-  (source, id) and drops repeats, so a retried POST never counts twice.
+  (source, id) and drops repeats, whatever the window missed.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -48,11 +68,12 @@ from driftloop.errors import (
 )
 from driftloop.function_service import FunctionService, Routes
 from driftloop.http import Request, Response
+from driftloop.intake_window import Claims, FeedbackTail, Key, ReplayWindow, event_key
 from driftloop.naming import SAFE_ID_RULE, is_safe_id
 from driftloop.publisher import LazyProducer
 
 if TYPE_CHECKING:
-    from kafka import KafkaProducer
+    from kafka import KafkaConsumer, KafkaProducer
 
     from driftloop.settings import Settings
 
@@ -72,6 +93,19 @@ ROUTES = Routes(
 
 log = logging.getLogger("driftloop.intake")
 
+DELIVERY_GRACE_S = 2.0
+"""How much longer than the producer's delivery timeout a request waits for the delivery
+report (librdkafka checks message timeouts about once a second)."""
+
+
+class _Duplicate:
+    """The outcome of an event the feedback topic already holds."""
+
+
+DUPLICATE = _Duplicate()
+Outcome = DriftloopError | _Duplicate | None
+"""Per event: None written now, ``DUPLICATE`` held already, or the error refusing it."""
+
 
 class IntakeMetrics:
     """Prometheus metrics of one intake process (its own registry, served at /metrics)."""
@@ -88,6 +122,12 @@ class IntakeMetrics:
             "driftloop_intake_events_rejected",
             "Feedback events refused, by reason.",
             ["reason"],
+            registry=self.registry,
+        )
+        self.duplicates = Counter(
+            "driftloop_intake_events_duplicate",
+            "Feedback events answered 202 without a write: their (source, id) was in the "
+            "replay window (also counted in accepted).",
             registry=self.registry,
         )
         self.latency = Histogram(
@@ -117,12 +157,23 @@ class IntakeService(FunctionService):
         self,
         settings: Settings,
         producer_factory: Callable[[], KafkaProducer] | None = None,
+        consumer_factory: Callable[[], KafkaConsumer] | None = None,
     ) -> None:
         self.settings = settings
         self.metrics = IntakeMetrics()
         self._tokens = TokenSet(sorted(settings.intake_token_set))
         self._producer = LazyProducer(producer_factory or self._default_producer)
         self._openapi: bytes | None = None
+        self.window: ReplayWindow | None = None
+        self._tail: FeedbackTail | None = None
+        if settings.intake_dedup_window_s > 0:
+            self.window = ReplayWindow(
+                settings.intake_dedup_window_s, settings.intake_dedup_max_entries
+            )
+            self._tail = FeedbackTail(settings, self.window, consumer_factory)
+        self._claims = Claims()
+        self._tail_lock = threading.Lock()
+        self._tail_started = False
 
     @property
     def max_body_bytes(self) -> int:
@@ -147,7 +198,9 @@ class IntakeService(FunctionService):
             max_block_ms=timeout_ms,
             bootstrap_timeout_ms=timeout_ms,
             request_timeout_ms=max(1000, timeout_ms // 2),
-            delivery_timeout_ms=max(timeout_ms + 2000, 30_000),
+            # What a request waits: the delivery report settles the record before the
+            # answer, so a 503 is not followed by a late write (rule above).
+            delivery_timeout_ms=timeout_ms,
         )
 
     def producer(self) -> KafkaProducer:
@@ -163,7 +216,89 @@ class IntakeService(FunctionService):
         )
 
     def close(self) -> None:
+        if self._tail is not None:
+            self._tail.stop()
         self._producer.close()
+
+    # ------------------------------------------------------------------ replay window
+
+    def open(self) -> None:
+        """Start reading the replay window as soon as the process builds the service."""
+        self._start_tail()
+
+    def _start_tail(self) -> None:
+        with self._tail_lock:
+            if self._tail is not None and not self._tail_started:
+                self._tail.start()
+                self._tail_started = True
+
+    def _await_window(self) -> None:
+        """Fail closed: ``Unavailable`` until the window holds what the topic held at start
+        (a retry must not be written again just because this process has not read it)."""
+        if self._tail is None:
+            return
+        self._start_tail()
+        if not self._tail.wait_ready(self.settings.intake_send_timeout_s):
+            raise Unavailable(
+                "feedback-intake is still reading the feedback topic's replay window",
+                retry_after_s=self.settings.intake_retry_after_s,
+            )
+
+    def _write(self, keyed: list[tuple[Key, ev.KafkaRecord]]) -> list[Outcome]:
+        """Write the records whose key is not in the window (nor being written by another
+        request of this process: its outcome is waited for); per record its outcome.
+        ``Unavailable`` when the window is not caught up."""
+        window = self.window
+        if window is None:
+            return list(self._send_or_unavailable([r for _, r in keyed]))
+        self._await_window()
+        outcomes: list[Outcome] = [None] * len(keyed)
+        first: dict[Key, int] = {}
+        follows: dict[int, int] = {}
+        owned: list[int] = []
+        waits: list[tuple[int, threading.Event]] = []
+        try:
+            for i, (key, _) in enumerate(keyed):
+                if key in first:
+                    follows[i] = first[key]
+                    continue
+                first[key] = i
+                if window.seen(key):
+                    outcomes[i] = DUPLICATE
+                    continue
+                other = self._claims.claim(key)
+                if other is not None:
+                    waits.append((i, other))
+                elif window.seen(key):  # written and released since the check above
+                    self._claims.release(key)
+                    outcomes[i] = DUPLICATE
+                else:
+                    owned.append(i)
+            if owned:
+                sent = self._send_or_unavailable([keyed[i][1] for i in owned])
+                for i, outcome in zip(owned, sent, strict=True):
+                    outcomes[i] = outcome
+                    if outcome is None:
+                        window.add(keyed[i][0])  # before the claim is released
+        finally:
+            for i in owned:
+                self._claims.release(keyed[i][0])
+        wait_s = self.settings.intake_send_timeout_s + DELIVERY_GRACE_S + 1.0
+        for i, done in waits:
+            done.wait(wait_s)
+            if window.seen(keyed[i][0]):
+                outcomes[i] = DUPLICATE
+            else:  # the first write failed (or is still pending): the app retries
+                outcomes[i] = self._unavailable(TimeoutError("a concurrent write failed"))
+        for i, j in follows.items():
+            outcomes[i] = DUPLICATE if outcomes[j] is None else outcomes[j]
+        return outcomes
+
+    def _send_or_unavailable(self, records: list[ev.KafkaRecord]) -> list[Outcome]:
+        try:
+            return list(self._send(records))
+        except Unavailable as e:
+            return [e] * len(records)
 
     # ------------------------------------------------------------------ the edge's hooks
 
@@ -199,10 +334,14 @@ class IntakeService(FunctionService):
         """One event (binary or structured mode): 202 once Kafka acknowledged it."""
         (event,) = events
         event = self._validate(event)
-        refused = self._send([_record(event)])[0]
-        if refused is not None:
-            raise refused
-        return Response.json(202, {"id": event.id, "source": event.source, "status": "accepted"})
+        outcome = self._write([(event_key(event.source, event.id), _record(event))])[0]
+        if isinstance(outcome, DriftloopError):
+            raise outcome
+        body: dict[str, Any] = {"id": event.id, "source": event.source, "status": "accepted"}
+        if outcome is DUPLICATE:
+            body["duplicate"] = True
+            self.metrics.duplicates.inc()
+        return Response.json(202, body)
 
     def _validate(self, event: ev.Event) -> ev.Event:
         errors: list[FieldError] = [
@@ -245,7 +384,7 @@ class IntakeService(FunctionService):
         from driftloop.bus import is_kafka_error, is_record_too_large
 
         producer = self.producer()
-        timeout = self.settings.intake_send_timeout_s
+        timeout = self.settings.intake_send_timeout_s + DELIVERY_GRACE_S
         outcomes: list[DriftloopError | None] = [None] * len(records)
         try:
             futures = []
@@ -288,32 +427,36 @@ class IntakeService(FunctionService):
                 fields=[FieldError("body", "max-items", f"at most {limit} events per batch")],
             )
         results: list[dict[str, Any]] = [{} for _ in items]
-        valid: list[tuple[int, ev.Event, ev.KafkaRecord]] = []
+        valid: list[tuple[int, ev.Event, tuple[Key, ev.KafkaRecord]]] = []
         for i, item in enumerate(items):
             try:
                 event = self._validate(ev.from_structured(item))
-                valid.append((i, event, _record(event)))
+                valid.append((i, event, (event_key(event.source, event.id), _record(event))))
             except DriftloopError as e:
                 results[i] = self._rejected(i, item, e)
             except Exception:  # one event's defect stays that event's answer
                 log.exception("intake could not handle batch event %d", i)
                 results[i] = self._rejected(i, item, _internal())
-        accepted = 0
+        accepted = duplicates = 0
         if valid:
             try:
-                outcomes = self._send([r for _, _, r in valid])
+                outcomes = self._write([r for _, _, r in valid])
             except Unavailable as e:
                 self.metrics.rejected.labels(e.reason).inc(len(valid))
                 for i, event, _ in valid:
                     results[i] = {"index": i, "id": event.id, "status": 503, **e.to_dict()}
             else:
-                for (i, event, _), refused in zip(valid, outcomes, strict=True):
-                    if refused is None:
-                        accepted += 1
-                        results[i] = {"index": i, "id": event.id, "status": 202}
-                    else:
-                        results[i] = self._rejected(i, event.id, refused)
+                for (i, event, _), outcome in zip(valid, outcomes, strict=True):
+                    if isinstance(outcome, DriftloopError):
+                        results[i] = self._rejected(i, event.id, outcome)
+                        continue
+                    accepted += 1
+                    results[i] = {"index": i, "id": event.id, "status": 202}
+                    if outcome is DUPLICATE:
+                        duplicates += 1
+                        results[i]["duplicate"] = True
                 self.metrics.accepted.labels("batch").inc(accepted)
+                self.metrics.duplicates.inc(duplicates)
         statuses = {r["status"] for r in results}
         if statuses == {202}:
             status = 202

@@ -40,6 +40,20 @@ class IntakeSettings(BaseModel):
     intake_retry_after_s: int = Field(
         5, ge=1, description="Retry-After seconds sent with 503 when Kafka is unavailable."
     )
+    intake_dedup_window_s: float = Field(
+        900.0,
+        ge=0,
+        description="Replay window of feedback-intake: an event whose (source, id) is in "
+        "driftloop.feedback from the last this many seconds is answered 202 and not written "
+        "again (each intake process reads the topic from now minus the window on start and "
+        "answers 503 until it has); 0 disables it.",
+    )
+    intake_dedup_max_entries: int = Field(
+        200_000,
+        ge=1,
+        description="Most (source, id)s the replay window holds per intake process (about "
+        "180 bytes each: 36 MB at the default); above it the oldest leave before their time.",
+    )
 
     @property
     def intake_token_set(self) -> frozenset[str]:

@@ -15,6 +15,7 @@ import pytest
 from driftloop import topics
 from driftloop.archive import Archiver
 from driftloop.blob import BlobStore, open_store
+from driftloop.bus import make_producer, publish
 from tests.fixtures.intake import (
     feedback,
     post_batch,
@@ -117,10 +118,17 @@ def test_duplicate_id_yields_one_record_downstream(
     e = feedback(src, 1)
     with httpx.Client(base_url=intake_server.url) as client:
         assert post_binary(client, "/", e).status_code == 202
-        assert post_structured(client, "/", e).status_code == 202  # a client retry
+        assert post_structured(client, "/", e).json()["duplicate"] is True  # a client retry
         assert post_batch(client, "/", [e, feedback(src, 2)]).status_code == 202
-    assert [x.id for x in kafka.read_events(topics.FEEDBACK) if x.source == src].count(e.id) == 3
+    assert [x.id for x in kafka.read_events(topics.FEEDBACK) if x.source == src].count(e.id) == 1
     settings = settings_factory(archive_flush_s=1.0)
+    # Copies intake's replay window cannot stop (a "possibly persisted" write that lands
+    # after its retry, a window that expired): written past intake, as such a write would be.
+    producer = make_producer(settings)
+    try:
+        publish(producer, topics.FEEDBACK, [e, e], key=e.data["model"])
+    finally:
+        producer.close()
     url = tmp_path.as_uri() if backend == "file" else f"s3://{s3.new_bucket()}/lake"
     store = open_store(url, settings)
 
