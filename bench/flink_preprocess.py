@@ -17,7 +17,7 @@ they hold on a loaded machine, where wall-clock rates of both sides swing.
     .venv/bin/python -m bench.flink_preprocess [--modality audio,image]
         [--parallelism 1,2] [--items 200] [--seconds 2] [--repeats 3] [--warmup 60]
         [--by-ref-above BYTES] [--offload-above BYTES] [--execution-mode thread|process]
-        [--out-json FILE]
+        [--bundle-size N] [--bundle-time-ms MS] [--out-json FILE]
 
 Prints, per modality and parallelism: items (audio: seconds of audio) per wall second of
 both, their ratio (median of the repeats), CPU ms per item, and the job's start-up time
@@ -163,8 +163,8 @@ class CpuSampler:
         self._thread.join()
 
     def at(self, t: float) -> float:
-        xs = [x for x, _ in self.samples]
-        return float(np.interp(t, xs, [c for _, c in self.samples]))
+        samples = list(self.samples)  # a snapshot: the sampler thread keeps appending
+        return float(np.interp(t, [x for x, _ in samples], [c for _, c in samples]))
 
 
 def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
@@ -263,7 +263,9 @@ def run_job(base: Settings, work: Path, modality: str, parallelism: int,
     tag = f"{modality}-p{parallelism}"
     settings = base.model_copy(update={
         "state_dir": work / f"state-{tag}", "flink_parallelism": parallelism,
-        "flink_group_id": f"bench-{tag}"})
+        "flink_group_id": f"bench-{tag}",
+        # The mini-cluster's REST API on a free port: not the stack's, nor another bench's.
+        "flink_rest_port": free_port()})
     ready = settings.state_dir / "flink" / "ready.json"
     start = end_offsets(base.kafka_bootstrap, topics.preprocessed(modality))
     t0 = time.monotonic()
@@ -304,6 +306,10 @@ def main() -> None:
                     "the blob store, on both sides (flink_inline_max_bytes; default: inline)")
     ap.add_argument("--execution-mode", choices=["thread", "process"], default="thread",
                     help="where the Python functions run (python.execution-mode)")
+    ap.add_argument("--bundle-size", type=int, default=None,
+                    help="records per Python bundle and Arrow batch (flink_bundle_size)")
+    ap.add_argument("--bundle-time-ms", type=int, default=50,
+                    help="longest wait of a Python bundle (flink_bundle_time_ms)")
     ap.add_argument("--timeout", type=float, default=900.0)
     ap.add_argument("--out-json", help="also write the figures to this JSON file")
     args = ap.parse_args()
@@ -318,11 +324,13 @@ def main() -> None:
     kproc = spawn(broker.argv(), log_path=work / "kafka.log")
     results: list[Result] = []
     try:
-        wait_until(broker.healthy, timeout_s=90, what="kafka")
+        wait_until(broker.healthy, timeout_s=300, what="kafka")
         base = Settings(kafka_bootstrap=broker.bootstrap, state_dir=work / "state",
                         blob_url=(work / "blobs").as_uri(), flink_pipelines="preprocess",
                         topic_partitions=max(parallelisms),
-                        flink_checkpoint_interval_ms=500, flink_bundle_time_ms=50,
+                        flink_checkpoint_interval_ms=500,
+                        flink_bundle_time_ms=args.bundle_time_ms,
+                        **({"flink_bundle_size": args.bundle_size} if args.bundle_size else {}),
                         flink_inline_max_bytes=(1 << 20 if args.offload_above is None
                                                 else args.offload_above),
                         flink_execution_mode=args.execution_mode)

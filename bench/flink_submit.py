@@ -84,7 +84,7 @@ def end_offsets(settings: Settings) -> dict[Any, int]:
 
 def _state(settings: Settings, job: str) -> str:
     url = f"http://127.0.0.1:{settings.flink_rest_port}/jobs/{job}"
-    with urllib.request.urlopen(url, timeout=10) as r:
+    with urllib.request.urlopen(url, timeout=60) as r:
         return str(json.loads(r.read())["state"])
 
 
@@ -114,7 +114,7 @@ def run_once(base: Settings, target: str, folder: Path) -> dict[str, float]:
             log_path=log,
         )
         submitted = ready.stat().st_mtime
-        first = first_output_at(settings, since, timeout_s=180)
+        first = first_output_at(settings, since, timeout_s=600)
         job = json.loads(ready.read_text())["job_id"]
         # Cancel (both targets): a killed job leaves its Kafka transaction open, and
         # read_committed readers see nothing behind it until it times out (10 min).
@@ -122,7 +122,7 @@ def run_once(base: Settings, target: str, folder: Path) -> dict[str, float]:
             f"http://127.0.0.1:{settings.flink_rest_port}/jobs/{job}?mode=cancel",
             method="PATCH",
         )
-        urllib.request.urlopen(req, timeout=10).close()
+        urllib.request.urlopen(req, timeout=60).close()
         wait_until(
             # A mini-cluster ends with its job: its process exits once the job is cancelled.
             lambda: proc.poll() is not None or _state(settings, job) == "CANCELED",
