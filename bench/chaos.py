@@ -31,7 +31,7 @@ flight.
 A killed process is restarted at once, as a supervisor would.
 
     .venv/bin/python bench/chaos.py [--faults 3,4,9] [--json] [--out-json FILE]
-        [--state DIR] [--taskmanagers 2] [--topology light|ha]
+        [--state DIR] [--taskmanagers 2] [--topology light|ha] [--flink-ha]
 """
 
 from __future__ import annotations
@@ -735,6 +735,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--topology", choices=("light", "ha"), default="light",
                    help="ha: three Kafka brokers (faults 1 and 2 need it) and JobManager "
                         "high availability")
+    p.add_argument("--flink-ha", action="store_true",
+                   help="light topology's one broker with the ha topology's Flink (ZooKeeper, "
+                        "a standby JobManager): fault 4 without the three brokers' cost")
     args = p.parse_args(argv)
     faults = [int(x) for x in args.faults.split(",") if x.strip()]
     unknown = [f for f in faults if f not in FAULTS]
@@ -750,7 +753,8 @@ def main(argv: list[str] | None = None) -> int:
 
         rig = start_ha_rig(state, taskmanagers=args.taskmanagers, progress=progress)
     else:
-        rig = start_rig(state, taskmanagers=args.taskmanagers, progress=progress)
+        rig = start_rig(state, taskmanagers=args.taskmanagers, flink_ha=args.flink_ha,
+                        progress=progress)
     try:
         results = run_matrix(rig, faults, progress=progress)
     finally:

@@ -453,11 +453,12 @@ def _s3_and_settings(base: Settings, state: Path, bootstrap: str, taskmanagers: 
     return s3, settings
 
 
-def start_rig(state: Path, *, taskmanagers: int = 2,
+def start_rig(state: Path, *, taskmanagers: int = 2, flink_ha: bool = False,
               progress: Callable[[str], object] = print) -> Rig:
     """Everything on free loopback ports under ``state``: one Kafka broker, the S3 server
-    (the blob store and Flink's checkpoints), Flink (``taskmanagers`` TaskManagers),
-    feedback-intake, the dispatcher and its sink."""
+    (the blob store and Flink's checkpoints), Flink (``taskmanagers`` TaskManagers; with
+    ``flink_ha`` the 'ha' topology's JobManager HA), feedback-intake, the dispatcher and its
+    sink."""
     from driftloop.local.components.kafka import create_topics
     from driftloop.local.kafka import KafkaBroker
 
@@ -476,7 +477,7 @@ def start_rig(state: Path, *, taskmanagers: int = 2,
         create_topics(Settings(kafka_bootstrap=broker.bootstrap))
 
         s3, settings = _s3_and_settings(base, state, broker.bootstrap, taskmanagers, owned,
-                                        progress)
+                                        progress, topology="ha" if flink_ha else "light")
         return assemble(settings, s3=s3, kafka=kafka, owned=owned, progress=progress)
     except BaseException:
         for part in reversed(owned):
