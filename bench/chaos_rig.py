@@ -495,8 +495,8 @@ def assemble(settings: Settings, *, s3: Any, kafka: Any, owned: list[Any],
     if flink is None:
         flink = FlinkSession(settings)
         progress("starting the Flink session cluster and the application")
+        owned.append(flink)  # before start: a start that fails is stopped with the rest
         flink.start()
-        owned.append(flink)
     intake = intake_service(settings, state / "intake.log")
     progress("starting feedback-intake")
     intake.start()

@@ -123,6 +123,10 @@ class KafkaBroker:
             "share.coordinator.state.topic.replication.factor": str(self.replication),
             "share.coordinator.state.topic.min.isr": str(self.min_insync),
             "group.initial.rebalance.delay.ms": "0",
+            # The nodes of a quorum start one after another; a node waits for a quorum
+            # (two of three) before it registers, which on a loaded machine takes longer
+            # than the 60 s default for its JVM and the next node's to come up.
+            "initial.broker.registration.timeout.ms": "600000",
             "auto.create.topics.enable": "false",
             "log.flush.interval.messages": "1",
             "message.max.bytes": str(16 * 1024 * 1024),

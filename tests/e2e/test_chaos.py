@@ -34,7 +34,13 @@ def chaos_rig(flink_app: Any, flink_kafka: Any, s3: Any) -> Iterator[Rig]:
     session = FlinkSession(flink_app.settings, procs=flink_app.cluster.procs,
                            submitter=flink_app.proc)
     owned: list[Any] = []
-    rig = assemble(flink_app.settings, s3=s3, kafka=flink_kafka, owned=owned, flink=session)
+    try:
+        rig = assemble(flink_app.settings, s3=s3, kafka=flink_kafka, owned=owned, flink=session)
+    except BaseException:  # what started (intake, the sink) stops; the session's Flink stays
+        for part in reversed(owned):
+            with contextlib.suppress(Exception):
+                part.stop()
+        raise
     try:
         yield rig
     finally:
