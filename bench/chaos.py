@@ -31,7 +31,7 @@ flight.
 A killed process is restarted at once, as a supervisor would.
 
     .venv/bin/python bench/chaos.py [--faults 3,4,9] [--json] [--out-json FILE]
-        [--state DIR] [--taskmanagers 2] [--topology light|ha] [--flink-ha]
+        [--state DIR] [--taskmanagers 2] [--topology light|ha] [--flink-ha] [--drain-s 150]
 """
 
 from __future__ import annotations
@@ -738,6 +738,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--flink-ha", action="store_true",
                    help="light topology's one broker with the ha topology's Flink (ZooKeeper, "
                         "a standby JobManager): fault 4 without the three brokers' cost")
+    p.add_argument("--drain-s", type=float, default=150.0,
+                   help="how long the outputs may take to hold every acknowledged event after "
+                        "a fault's load stopped (a slow machine's backlog is not a loss)")
     args = p.parse_args(argv)
     faults = [int(x) for x in args.faults.split(",") if x.strip()]
     unknown = [f for f in faults if f not in FAULTS]
@@ -756,7 +759,7 @@ def main(argv: list[str] | None = None) -> int:
         rig = start_rig(state, taskmanagers=args.taskmanagers, flink_ha=args.flink_ha,
                         progress=progress)
     try:
-        results = run_matrix(rig, faults, progress=progress)
+        results = run_matrix(rig, faults, progress=progress, drain_s=args.drain_s)
     finally:
         rig.close()
     doc = {"faults": [r.to_dict() for r in results]}
