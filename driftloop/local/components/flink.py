@@ -111,6 +111,36 @@ def _registered(rest: str, tm_id: str) -> Callable[[], bool]:
     return lambda: tm_id in flink_cluster.taskmanager_ids(rest)
 
 
+def _jobmanager(
+    name: str,
+    argv: list[str],
+    rest: str,
+    env: dict[str, str],
+    cwd: Path,
+    *,
+    ports: tuple[int, ...],
+    metrics_port: int,
+    prepare: Callable[[], None] | None = None,
+    extra: dict[str, object] | None = None,
+) -> ComponentSpec:
+    """A JobManager process (the leader, or the 'ha' topology's standby): healthy once its
+    REST API answers ``/overview``."""
+    return ComponentSpec(
+        name=name,
+        argv=argv,
+        order=ORDER - 2,
+        endpoint=rest,
+        health=lambda: isinstance(flink_cluster.rest_get(rest, "/overview"), dict),
+        env=env,
+        cwd=cwd,
+        ports=ports,
+        start_timeout_s=120,
+        prepare=prepare,
+        extra=extra or {},
+        metrics=f"127.0.0.1:{metrics_port}",
+    )
+
+
 def cluster_components(settings: Settings) -> list[ComponentSpec]:
     """The JobManager and ``flink_taskmanagers`` TaskManagers of the session cluster; in the
     'ha' topology also the ZooKeeper server of JobManager high availability (first) and a
@@ -133,44 +163,24 @@ def cluster_components(settings: Settings) -> list[ComponentSpec]:
             prepare=layout.prepare,
             extra={"ha_storage": flink_cluster.ha_storage_dir(settings)},
         ))
-    specs.append(
-        ComponentSpec(
-            name="flink-jobmanager",
-            argv=layout.jobmanager_argv(),
-            order=ORDER - 2,
-            endpoint=rest,
-            health=lambda: isinstance(flink_cluster.rest_get(rest, "/overview"), dict),
-            env=env,
-            cwd=layout.root,
-            ports=(
-                settings.flink_rest_port,
-                settings.flink_jobmanager_rpc_port,
-                settings.flink_metrics_port,
-            ),
-            start_timeout_s=120,
-            prepare=layout.prepare,
-            extra={
-                "rpc": f"127.0.0.1:{settings.flink_jobmanager_rpc_port}",
-                "slots": settings.flink_taskmanager_slots * settings.flink_taskmanagers,
-            },
-            metrics=f"127.0.0.1:{settings.flink_metrics_port}",
-        )
-    )
+    specs.append(_jobmanager(
+        "flink-jobmanager", layout.jobmanager_argv(), rest, env, layout.root,
+        ports=(settings.flink_rest_port, settings.flink_jobmanager_rpc_port,
+               settings.flink_metrics_port),
+        metrics_port=settings.flink_metrics_port,
+        prepare=layout.prepare,
+        extra={
+            "rpc": f"127.0.0.1:{settings.flink_jobmanager_rpc_port}",
+            "slots": settings.flink_taskmanager_slots * settings.flink_taskmanagers,
+        },
+    ))
     if settings.topology == "ha":
-        standby = f"http://127.0.0.1:{settings.flink_standby_rest_port}"
+        # The standby's REST API answers (through the leader) once it joined the election.
         metrics = flink_cluster.standby_metrics_port(settings)
-        specs.append(ComponentSpec(
-            name="flink-jobmanager-standby",
-            argv=layout.standby_jobmanager_argv(),
-            order=ORDER - 2,
-            endpoint=standby,
-            # Its REST API answers (through the leader) once it joined the election.
-            health=lambda: isinstance(flink_cluster.rest_get(standby, "/overview"), dict),
-            env=env,
-            cwd=layout.root,
-            ports=(settings.flink_standby_rest_port, metrics),
-            start_timeout_s=120,
-            metrics=f"127.0.0.1:{metrics}",
+        specs.append(_jobmanager(
+            "flink-jobmanager-standby", layout.standby_jobmanager_argv(),
+            f"http://127.0.0.1:{settings.flink_standby_rest_port}", env, layout.root,
+            ports=(settings.flink_standby_rest_port, metrics), metrics_port=metrics,
         ))
     for n in range(1, settings.flink_taskmanagers + 1):
         tm_id = flink_cluster.taskmanager_id(n)
