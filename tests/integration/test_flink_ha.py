@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from driftloop.local.flink_cluster import job_summaries
+from driftloop.local.flink_cluster import job_summaries, rest_get
 from driftloop.local.kafka import KafkaBroker
 from driftloop.local.process import free_port, spawn, wait_until
 from driftloop.settings import Settings
@@ -60,8 +60,10 @@ def ha_app(s3: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[FlinkA
 
 
 def _checkpoints(app: FlinkApp, job_id: str) -> dict[str, Any]:
-    got: dict[str, Any] = app.rest(f"/jobs/{job_id}/checkpoints")
-    return got
+    """The job's checkpoint statistics; {} while the JobManager cannot give them yet (it
+    answers 500 while the job is still initializing, or does not answer while it starts)."""
+    got = rest_get(app.job["rest_url"], f"/jobs/{job_id}/checkpoints", timeout_s=10)
+    return got if isinstance(got, dict) else {}
 
 
 def _sigkill(app: FlinkApp, name: str) -> None:
