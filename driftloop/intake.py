@@ -23,10 +23,15 @@ Rules:
   risked as a second write) and keeps reading it, so a retry that lands on another
   replica is recognised once the first write shows in the topic; its own writes count
   from their acknowledgement. Concurrent requests for one (source, id) in one process:
-  the later waits for the first's outcome (202 duplicate, or 503 when it failed). A batch
-  is judged per event, a repeat inside one batch follows its first occurrence. Gaps: a
-  retry sent to another replica before the first write is visible there, a "possibly
-  persisted" record that lands after its retry was written, and a window that filled
+  the later waits for the first's outcome (202 duplicate, or 503 when it failed). A
+  retry of an event this process answered 503 after trying to write it is unsettled: it
+  is written only after the process read the topic up to the end offsets Kafka gives at
+  the retry (a "possibly persisted" first write that did land is then in the window:
+  202 duplicate); when the topic cannot be read to its end in the send timeout the retry
+  is 503 again. A batch is judged per event, a repeat inside one batch follows its first
+  occurrence. Gaps: a retry sent to another replica before the first write is visible
+  there, a first write that Kafka commits only after the retry's end offsets were taken
+  (a produce request still waiting for its replicas), and a window that filled
   (``intake_dedup_max_entries``) or expired; downstream still keeps one record per
   (source, id).
 - Batches are handled per event: valid events are written, invalid ones reported with
@@ -171,6 +176,10 @@ class IntakeService(FunctionService):
                 settings.intake_dedup_window_s, settings.intake_dedup_max_entries
             )
             self._tail = FeedbackTail(settings, self.window, consumer_factory)
+        self._unsettled = ReplayWindow(
+            max(settings.intake_dedup_window_s, 1.0), settings.intake_dedup_max_entries
+        )
+        """Keys this process answered 503 after trying to write them (rule above)."""
         self._claims = Claims()
         self._tail_lock = threading.Lock()
         self._tail_started = False
@@ -274,12 +283,16 @@ class IntakeService(FunctionService):
                     outcomes[i] = DUPLICATE
                 else:
                     owned.append(i)
-            if owned:
-                sent = self._send_or_unavailable([keyed[i][1] for i in owned])
-                for i, outcome in zip(owned, sent, strict=True):
+            to_send = self._settle([(i, keyed[i][0]) for i in owned], outcomes)
+            if to_send:
+                sent = self._send_or_unavailable([keyed[i][1] for i in to_send])
+                for i, outcome in zip(to_send, sent, strict=True):
                     outcomes[i] = outcome
                     if outcome is None:
                         window.add(keyed[i][0])  # before the claim is released
+                        self._unsettled.discard(keyed[i][0])
+                    elif isinstance(outcome, Unavailable):  # Kafka may hold it all the same
+                        self._unsettled.add(keyed[i][0])
         finally:
             for i in owned:
                 self._claims.release(keyed[i][0])
@@ -293,6 +306,31 @@ class IntakeService(FunctionService):
         for i, j in follows.items():
             outcomes[i] = DUPLICATE if outcomes[j] is None else outcomes[j]
         return outcomes
+
+    def _settle(self, owned: list[tuple[int, Key]], outcomes: list[Outcome]) -> list[int]:
+        """The indexes of ``owned`` to write. A key answered 503 before is first looked up
+        in the window once the tail read the topic to its current end: found, it is a
+        duplicate; the tail cannot get there in time, 503 (never a risked second write)."""
+        assert self.window is not None and self._tail is not None
+        unsettled = [(i, key) for i, key in owned if self._unsettled.seen(key)]
+        if not unsettled:
+            return [i for i, _ in owned]
+        decided: set[int] = set()
+        if not self._tail.sync(self.settings.intake_send_timeout_s):
+            for i, _ in unsettled:
+                outcomes[i] = Unavailable(
+                    "feedback-intake cannot yet read the feedback topic to its end to settle "
+                    "an earlier write of this event",
+                    retry_after_s=self.settings.intake_retry_after_s,
+                )
+                decided.add(i)
+        else:
+            for i, key in unsettled:
+                if self.window.seen(key):
+                    outcomes[i] = DUPLICATE
+                    self._unsettled.discard(key)
+                    decided.add(i)
+        return [i for i, _ in owned if i not in decided]
 
     def _send_or_unavailable(self, records: list[ev.KafkaRecord]) -> list[Outcome]:
         try:

@@ -12,7 +12,9 @@ holds, so a retried CloudEvent is answered 202 without being written again.
 - ``FeedbackTail``: a consumer of the feedback topic (no group, every partition,
   read_committed) that seeks to now - window on start, reads to the end offsets (only
   then ``ready``), then keeps reading, so a retry that lands on another replica after
-  the first write showed in the topic is recognised too.
+  the first write showed in the topic is recognised too. ``sync`` waits until it has read
+  every record the topic held when it was called: what settles a write answered 503 that
+  Kafka may still have persisted (its acknowledgement lost with a broker).
 """
 
 from __future__ import annotations
@@ -91,6 +93,10 @@ class ReplayWindow:
                 self._seen.popitem(last=False)
                 self.evicted += 1
 
+    def discard(self, key: Key) -> None:
+        with self._lock:
+            self._seen.pop(key, None)
+
     def seen(self, key: Key) -> bool:
         """Whether ``key`` was written within the window."""
         with self._lock:
@@ -147,6 +153,11 @@ class FeedbackTail:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.records = 0
+        self._sync = threading.Condition()
+        self._sync_asked = 0
+        """Generation of the latest ``sync`` call."""
+        self._sync_reached = 0
+        """Every ``sync`` up to this generation has its records in the window."""
 
     def _default_consumer(self) -> KafkaConsumer:
         from kafka import KafkaConsumer
@@ -174,6 +185,21 @@ class FeedbackTail:
     def wait_ready(self, timeout_s: float) -> bool:
         return self._ready.wait(timeout_s)
 
+    def sync(self, timeout_s: float) -> bool:
+        """Wait until the window holds every record the topic held (up to its end offsets)
+        when this was called; False when that takes longer than ``timeout_s`` (Kafka
+        away, a leader being elected): nothing is then known about what it holds now."""
+        with self._sync:
+            self._sync_asked += 1
+            asked = self._sync_asked
+            return self._sync.wait_for(lambda: self._sync_reached >= asked, timeout_s)
+
+    def _synced(self, asked: int) -> None:
+        with self._sync:
+            if asked > self._sync_reached:
+                self._sync_reached = asked
+                self._sync.notify_all()
+
     def stop(self) -> None:
         self._stop.set()
         if self._thread is not None:
@@ -186,9 +212,15 @@ class FeedbackTail:
             consumer = None
             try:
                 consumer = self._factory()
+                asked = self._sync_asked  # before the end offsets the catch-up reads to
                 self._catch_up(consumer)
+                self._synced(asked)
                 while not self._stop.is_set():
-                    self._read(consumer.poll(timeout_ms=500))
+                    asked = self._sync_asked
+                    if asked > self._sync_reached:
+                        self._read_to_end(consumer, consumer.assignment())
+                        self._synced(asked)
+                    self._read(consumer.poll(timeout_ms=100))
             except Exception:
                 log.warning("feedback window: reading the topic failed; retrying", exc_info=True)
                 self._stop.wait(1.0)
@@ -210,11 +242,21 @@ class FeedbackTail:
         for tp in tps:
             at = starts.get(tp)
             consumer.seek(tp, at.offset if at is not None else ends[tp])
-        while not self._stop.is_set() and any(consumer.position(tp) < ends[tp] for tp in tps):
-            self._read(consumer.poll(timeout_ms=500))
+        self._read_to_end(consumer, tps, ends)
         if not self._ready.is_set():
             log.info("feedback window caught up: %d (source, id)s", len(self.window))
         self._ready.set()
+
+    def _read_to_end(
+        self, consumer: KafkaConsumer, tps: Iterable[Any], ends: dict[Any, int] | None = None
+    ) -> None:
+        """Read until every partition's position reached its end offset (now's, unless
+        given). read_committed: the end is the last stable offset; after a leader change
+        the broker answers it only once the new leader knows its high watermark."""
+        tps = list(tps)
+        ends = consumer.end_offsets(tps) if ends is None else ends
+        while not self._stop.is_set() and any(consumer.position(tp) < ends[tp] for tp in tps):
+            self._read(consumer.poll(timeout_ms=500))
 
     def _read(self, batches: dict[Any, list[Any]]) -> None:
         for records in batches.values():

@@ -5,6 +5,7 @@ wrote it first, or when a killed intake left it there."""
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -27,8 +28,12 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def settings(kafka: Any, tmp_path: Path) -> Settings:
-    return Settings(kafka_bootstrap=kafka.bootstrap, state_dir=tmp_path,
-                    intake_send_timeout_s=5, intake_retry_after_s=1)
+    return Settings(
+        kafka_bootstrap=kafka.bootstrap,
+        state_dir=tmp_path,
+        intake_send_timeout_s=5,
+        intake_retry_after_s=1,
+    )
 
 
 @pytest.fixture
@@ -141,8 +146,9 @@ def test_not_caught_up_is_503_and_nothing_is_written(kafka, settings, services):
     service = started(
         settings,
         services,
-        consumer_factory=lambda: KafkaConsumer(bootstrap_servers=nowhere,
-                                               api_version_auto_timeout_ms=500),
+        consumer_factory=lambda: KafkaConsumer(
+            bootstrap_servers=nowhere, api_version_auto_timeout_ms=500
+        ),
     )
     src = unique_source()
     status, body = post(service, feedback(src, 1))
@@ -153,8 +159,12 @@ def test_not_caught_up_is_503_and_nothing_is_written(kafka, settings, services):
 
 
 def test_a_window_of_zero_writes_every_retry(kafka, tmp_path, services):
-    settings = Settings(kafka_bootstrap=kafka.bootstrap, state_dir=tmp_path,
-                        intake_send_timeout_s=5, intake_dedup_window_s=0)
+    settings = Settings(
+        kafka_bootstrap=kafka.bootstrap,
+        state_dir=tmp_path,
+        intake_send_timeout_s=5,
+        intake_dedup_window_s=0,
+    )
     service = started(settings, services)
     src = unique_source()
     e = feedback(src, 1)
@@ -162,3 +172,73 @@ def test_a_window_of_zero_writes_every_retry(kafka, tmp_path, services):
     assert post(service, e)[0] == 202
     assert copies(kafka, src) == {e.id: 2}
 
+
+class AckLostOnce:
+    """A real producer whose first record lands in Kafka but whose acknowledgement is lost
+    (what a leader broker killed mid-request leaves: librdkafka's "possibly persisted")."""
+
+    lost: list[bool] = []
+
+    def __init__(self, settings: Settings) -> None:
+        self.real = bus.make_producer(settings)
+
+    def send(self, topic: str, **kw: Any) -> Any:
+        future = self.real.send(topic, **kw)
+        if not AckLostOnce.lost:
+            future.get(timeout=30)  # durable...
+            AckLostOnce.lost.append(True)
+            from kafka.errors import KafkaTimeoutError
+
+            raise KafkaTimeoutError("acknowledgement lost")  # ...but the request never hears
+        return future
+
+    def close(self, timeout: float | None = None) -> None:
+        self.real.close(timeout=timeout)
+
+
+def test_a_retry_after_a_lost_acknowledgement_is_not_written_again(kafka, settings, services):
+    """The first write landed, its 503 went out: the retry is written only once the tail
+    read the topic to its end (202 duplicate then); while it cannot, 503 again."""
+    from kafka import KafkaConsumer
+
+    held, parked = threading.Event(), threading.Event()
+
+    class HeldConsumer(KafkaConsumer):  # the tail, lagging at will
+        def poll(self, *a: Any, **kw: Any) -> Any:
+            while held.is_set():
+                parked.set()
+                time.sleep(0.02)
+            parked.clear()
+            return super().poll(*a, **kw)
+
+    AckLostOnce.lost = []
+    service = started(
+        settings,
+        services,
+        producer_factory=lambda: AckLostOnce(settings),
+        consumer_factory=lambda: HeldConsumer(
+            **bus.client_config(settings, "test-held-tail"),
+            group_id=None,
+            enable_auto_commit=False,
+            isolation_level="read_committed",
+        ),
+    )
+    assert service._tail is not None and service._tail.wait_ready(60)
+    held.set()
+    assert parked.wait(10)
+    src = unique_source()
+    e = feedback(src, 1)
+    status, body = post(service, e)
+    assert status == 503, body  # Kafka holds it: the answer could not know
+    assert copies(kafka, src) == {e.id: 1}
+    status, body = post(service, e)  # the tail cannot settle it: not risked
+    assert status == 503, body
+    threading.Timer(1.0, held.clear).start()
+    assert post(service, e) == (
+        202,
+        {"id": e.id, "source": src, "status": "accepted", "duplicate": True},
+    )
+    assert copies(kafka, src) == {e.id: 1}
+    other = feedback(src, 2)  # nothing unsettled: written at once
+    assert post(service, other)[0] == 202
+    assert copies(kafka, src) == {e.id: 1, other.id: 1}
