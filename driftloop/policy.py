@@ -163,6 +163,10 @@ class Promotion(_Strict):
     """...when it is also this much slower in absolute terms (a few ms never count)."""
     min_latency_requests: int = Field(50, ge=1)
     """Challenger requests before its p99 is judged (a p99 of a handful is its maximum)."""
+    min_scrape_coverage: float = Field(0.8, ge=0, le=1)
+    """Share of the bake's scrape intervals Prometheus must have scraped the model server
+    in (a version's request counter sampled); less is missing evidence: a gap hides the
+    errors and latency of its time. 0: not required."""
     max_quality_drop: float = Field(0.02, ge=0)
     """Challenger quality worse than the champion's by more than this rolls back."""
     max_estimated_quality_drop: float | None = Field(None, ge=0)

@@ -36,8 +36,8 @@ def watch_canary(
     record when it left the canary meanwhile (promoted or rolled back by hand)."""
     model, version = p.model, p.version
     since = p.canary_started_ms or int(time.time() * 1000)
-    observer = Observer(settings, model, policy.metric, since)
     ends = since / 1000.0 + bake_s
+    observer = Observer(settings, model, policy.metric, since, until_ms=int(ends * 1000))
     expires = ends + settings.promote_evidence_grace_s
     champion = p.champion or ""
     while True:
@@ -103,6 +103,7 @@ def watch_bandit(
                 expired=now >= expires,
                 unavailable=obs.unavailable,
                 quality=False,
+                coverage=False,
             )
             current = ledger.state(model, version)
             if current is None or current.phase != "canary":

@@ -5,7 +5,9 @@
 pushed by drift-check; the estimate before labels, ``driftloop_quality_estimated``, when
 the policy requires it) or, where that has no per-version figure yet, from the labeled
 records on ``driftloop.labeled`` since the canary started. ``judge`` is pure and fails
-closed: a figure that cannot be read is missing evidence, never a pass.
+closed: a figure that cannot be read is missing evidence, never a pass. Prometheus
+figures since the canary started say nothing of a time it did not scrape, so the guard
+also requires its scrapes across the bake (``scrape_coverage``).
 """
 
 from __future__ import annotations
@@ -34,6 +36,9 @@ class VersionStats:
     estimated: float | None = None
     """Quality estimated from the version's confidences (``driftloop_quality_estimated``)."""
     estimated_samples: int = 0
+    scrape_coverage: float | None = None
+    """Share of the bake's scrape intervals with a sample of this version's request
+    counter (``Observer``); None: not readable."""
 
     @property
     def error_rate(self) -> float | None:
@@ -78,7 +83,8 @@ def _with(detail: str, why: str | None) -> str:
 
 def judge(policy: Policy, champion: VersionStats, challenger: VersionStats, *,
           final: bool, expired: bool = False,
-          unavailable: Mapping[str, str] | None = None, quality: bool = True) -> GuardVerdict:
+          unavailable: Mapping[str, str] | None = None, quality: bool = True,
+          coverage: bool = True) -> GuardVerdict:
     """Fail closed: no evidence, no pass.
 
     'rollback' as soon as a judged check fails, or when evidence is still missing at
@@ -86,7 +92,8 @@ def judge(policy: Policy, champion: VersionStats, challenger: VersionStats, *,
     'ok' at the end of the bake (``final``) when every check was judged and passed;
     'wait' otherwise, with the reason. ``unavailable`` says why a source gave nothing
     (``metrics``: Prometheus, ``labeled``: the labeled records). ``quality=False`` leaves
-    the labeled-quality check out (a bandit judges by rewards) and nothing else.
+    the labeled-quality check out (a bandit judges by rewards) and nothing else;
+    ``coverage=False`` the scrape coverage check (a bandit has no bake window to cover).
     """
     p = policy.promotion
     why = dict(unavailable or {})
@@ -144,6 +151,8 @@ def judge(policy: Policy, champion: VersionStats, challenger: VersionStats, *,
                                 f"{champion.quality:.4f} ({champion.samples})"))
     if p.max_estimated_quality_drop is not None:
         checks.append(_estimated_check(policy, champion, challenger, why.get("metrics")))
+    if coverage:
+        checks.append(_coverage_check(policy, champion, challenger, why.get("metrics")))
     failed = [c for c in checks if c.judged and not c.ok]
     missing = [c for c in checks if not c.judged]
     if failed:
@@ -180,6 +189,31 @@ def _estimated_check(policy: Policy, champion: VersionStats, challenger: Version
                  f"{champion.estimated:.4f}")
 
 
+def _coverage_check(policy: Policy, champion: VersionStats, challenger: VersionStats,
+                    why: str | None) -> Check:
+    """How much of the bake Prometheus scraped: the best-covered version's share. Both
+    versions are answered by the same scrape targets; the champion's counter usually
+    predates the canary, the challenger's appears with its first answer. Below the
+    policy's limit, or unreadable, it is missing evidence: the increases the other checks
+    judge would otherwise pass over a gap as if nothing happened in it."""
+    limit = policy.promotion.min_scrape_coverage
+    read = [s for s in (challenger, champion) if s.scrape_coverage is not None]
+    best = max(read, key=lambda s: s.scrape_coverage or 0.0) if read else None
+    value = best.scrape_coverage if best else None
+    if limit == 0:
+        return Check("scrape_coverage", True, value, limit,
+                     "not required (min_scrape_coverage is 0)")
+    if best is None or value is None:
+        return _missing("scrape_coverage", None, limit, _with(
+            f"no scrape coverage for v{challenger.version} or v{champion.version}", why or
+            "Prometheus has no driftloop_model_requests_total samples of either in the bake"))
+    detail = (f"Prometheus scraped {value:.0%} of the bake (v{best.version}'s requests; "
+              f"limit {limit:.0%})")
+    if value < limit:
+        return _missing("scrape_coverage", value, limit, detail)
+    return Check("scrape_coverage", True, value, limit, detail)
+
+
 def _explain(checks: list[Check]) -> str:
     return "; ".join(f"{c.name}: {c.detail}" for c in checks)
 
@@ -192,16 +226,26 @@ class Observation:
     unavailable: dict[str, str]
 
 
-class Observer:
-    """Per-version live figures since the canary started."""
+COVERAGE_SLACK_INTERVALS = 2
+"""Scrape intervals a fully scraped bake may still miss: the first scrape after the canary
+started comes up to one interval later (scrapes keep their own phase), and the last one
+may not be stored yet when the bake's end is now."""
 
-    def __init__(self, settings: Settings, model: str, metric: str, since_ms: int) -> None:
+
+class Observer:
+    """Per-version live figures since the canary started. ``until_ms``: the end of the
+    bake, the last moment whose scrapes count toward the coverage (None: now)."""
+
+    def __init__(self, settings: Settings, model: str, metric: str, since_ms: int,
+                 until_ms: int | None = None) -> None:
         self.settings, self.model, self.metric, self.since_ms = settings, model, metric, since_ms
+        self.until_ms = until_ms
 
     def observe(self, versions: list[str], *, with_quality: bool = True) -> Observation:
         """``with_quality`` False: Prometheus figures only (the bandit judges by rewards)."""
         unavailable: dict[str, str] = {}
-        prom = self._prometheus(versions, unavailable)
+        now_ms = self._now_ms()
+        prom = self._prometheus(versions, unavailable, now_ms)
         labeled = self._labeled(versions, unavailable) if with_quality else {}
         out = {}
         for v in versions:
@@ -209,17 +253,22 @@ class Observer:
             quality, samples = (lab if lab else (p.get("quality"), int(p.get("samples") or 0)))
             out[v] = VersionStats(v, p.get("requests"), p.get("errors"), p.get("p99"),
                                   quality, samples, p.get("estimated"),
-                                  int(p.get("estimated_samples") or 0))
+                                  int(p.get("estimated_samples") or 0),
+                                  self._coverage(p.get("scrapes"), now_ms))
         return Observation(out, unavailable)
 
-    def _prometheus(self, versions: list[str],
-                    unavailable: dict[str, str]) -> dict[str, dict[str, float]]:
-        """Requests, errors and p99 per version since the canary started. A series that
+    def _prometheus(self, versions: list[str], unavailable: dict[str, str],
+                    now_ms: int) -> dict[str, dict[str, float]]:
+        """Requests, errors and p99 per version since the canary started, and the samples
+        of its request counter in the bake (``scrapes``: counted per series, the best
+        series per version, so more outcomes or replicas never raise it). A series that
         is absent stays absent (None), never zero: the guard then waits for evidence."""
         from driftloop.monitoring.prom import PrometheusClient
 
         m = self.model
-        window = max(int((self._now_ms() - self.since_ms) / 1000) + 1, 10)
+        window = max(int((now_ms - self.since_ms) / 1000) + 1, 10)
+        end_ms = self._bake_end(now_ms)
+        span_ms = max(end_ms - self.since_ms, 1)
         queries = {
             "requests": "sum by (version) (increase("
                         f'driftloop_model_requests_total{{model="{m}"}}[{window}s]))',
@@ -230,6 +279,9 @@ class Observer:
             "estimated": f'max by (version) (driftloop_quality_estimated{{model="{m}"}})',
             "estimated_samples": "max by (version) ("
                                  f'driftloop_quality_estimated_samples{{model="{m}"}})',
+            "scrapes": "max by (version) (count_over_time("
+                       f'driftloop_model_requests_total{{model="{m}"}}[{span_ms}ms] '
+                       f"@ {end_ms / 1000:.3f}))",
         }
         out: dict[str, dict[str, float]] = {}
         client = PrometheusClient(self.settings.resolved_prometheus_url, timeout_s=2.0)
@@ -244,6 +296,19 @@ class Observer:
         finally:
             client.close()
         return out
+
+    def _bake_end(self, now_ms: int) -> int:
+        return now_ms if self.until_ms is None else min(now_ms, self.until_ms)
+
+    def _coverage(self, scrapes: float | None, now_ms: int) -> float | None:
+        """Samples of the bake so far over the scrapes Prometheus would have taken in it
+        (``scrape_interval_s``, which must be the interval it scrapes the model server
+        at), less ``COVERAGE_SLACK_INTERVALS``; at most 1."""
+        if scrapes is None:
+            return None
+        span_s = (self._bake_end(now_ms) - self.since_ms) / 1000.0
+        expected = span_s / self.settings.scrape_interval_s - COVERAGE_SLACK_INTERVALS
+        return min(scrapes / max(expected, 1.0), 1.0)
 
     def _labeled(self, versions: list[str],
                  unavailable: dict[str, str]) -> dict[str, tuple[float, int]]:

@@ -31,7 +31,11 @@ class MonitoringSettings(BaseModel):
         description="Where Alertmanager posts alerts: the retrain-trigger function's URL.",
     )
     scrape_interval_s: float = Field(
-        5.0, gt=0, description="Scrape and rule evaluation interval of the local Prometheus."
+        5.0,
+        gt=0,
+        description="Scrape and rule evaluation interval of the local Prometheus. The canary "
+        "guard counts the model server's scrapes in a bake against it: set it to the interval "
+        "Prometheus scrapes MLServer at (Kubernetes: the PodMonitor's 15 s).",
     )
     flink_metrics_targets: CommaList = Field(
         (), description="Comma-separated host:port of Flink Prometheus reporters to scrape."

@@ -4,6 +4,8 @@ is a stated gate outcome, and hostile model.trained events are 4xx."""
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
 
 import pytest
@@ -120,6 +122,116 @@ def test_prometheus_stopped_during_the_bake_rolls_back_for_lack_of_evidence(loop
     assert any("unavailable" in v["reason"] and v["verdict"] == "wait" for v in final.verdicts)
     assert loop_env.registry.alias("digits", "champion") == "1"
     svc.close()
+
+
+class Traffic:
+    """An app asking MLServer for digits answers until stopped (a thread)."""
+
+    def __init__(self, url: str) -> None:
+        from driftloop.serving.models import digits
+
+        self.url, self.x = url, digits.load_dataset().X[:1].tolist()
+        self.answered: list[str] = []
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        from driftloop.serving.client import V2Client
+
+        with V2Client(self.url, timeout_s=10) as client:
+            while not self.stopped.is_set():
+                with contextlib.suppress(Exception):
+                    self.answered.append(str(client.infer_tensor("digits", self.x).version))
+                time.sleep(0.02)
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.thread.join(timeout=15)
+
+
+def bake_on_mlserver(loop_env: LoopEnv, tmp_path, *, gap: bool) -> tuple[Promotion, list[str]]:
+    """v2's canary on a model server of its own (digits) under steady traffic, scraped by
+    a Prometheus every 0.5 s, with labeled records of both versions: every figure is there
+    and good. ``gap``: Prometheus is stopped ~2 s into the 16 s bake and started again
+    ~4 s before its end. The final record, and the versions that answered."""
+    from driftloop.local.process import free_port, http_ok, spawn, stop_pid, wait_until
+    from driftloop.monitoring import config
+    from driftloop.serving.server import MLServerProcess
+
+    settings = loop_env.settings.model_copy(update={
+        "serving_http_port": free_port(), "serving_grpc_port": free_port(),
+        "serving_metrics_port": free_port(), "serving_models": "digits"})
+    server = MLServerProcess(settings, tmp_path / "server", tmp_path / "mlserver.log")
+    server.start(timeout_s=180)
+    prom = start_monitoring(tmp_path / "monitoring",
+                            serving_metrics_port=settings.serving_metrics_port)
+    traffic = Traffic(server.url)
+    svc = None
+    try:
+        write_policy(loop_env.settings.policy_dir,
+                     promotion={**OPEN_GATE, "min_latency_requests": 10})
+        v2 = new_version(loop_env, "prom-gap")
+        # The champion's series is scraped before the canary starts.
+        prom.client().wait_for('driftloop_model_requests_total{model="digits",version="1"}',
+                               lambda got: bool(got), timeout_s=30)
+        bake_s = 16.0
+        svc = promoter(loop_env, prometheus_url=prom.prometheus_url, serving_url=server.url,
+                       promote_bake_s=bake_s, promote_evidence_grace_s=4.0,
+                       scrape_interval_s=prom.settings.scrape_interval_s)
+        assert svc.start("digits", v2)["phase"] == "canary"
+        started = time.monotonic()
+        publish_labeled(loop_env, {"1": 20, v2: 20})
+        wait_for(lambda: svc.verdicts("digits", v2), 30, "a first verdict")
+        if gap:
+            time.sleep(max(2.0 - (time.monotonic() - started), 0))
+            prometheus = prom.procs.pop()
+            stop_pid(prometheus.pid)
+            time.sleep(max(11.0 - (time.monotonic() - started), 0))
+            log = tmp_path / "monitoring" / "logs" / "prometheus-again.log"
+            proc = spawn(config.prometheus_argv(prom.files, prom.settings.prometheus_port),
+                         log_path=log)
+            prom.procs.append(proc)
+            wait_until(lambda: http_ok(f"{prom.prometheus_url}/-/ready"), timeout_s=30,
+                       what="prometheus again", alive=lambda: proc.poll() is None,
+                       log_path=log)
+            assert time.monotonic() - started < bake_s - 2, "Prometheus back too late"
+        final = svc.wait("digits", v2, timeout_s=120)
+    finally:
+        traffic.stop()
+        if svc is not None:
+            svc.close()
+        prom.stop()
+        server.stop()
+    assert final is not None
+    return final, traffic.answered
+
+
+def test_prometheus_stopped_for_most_of_the_bake_never_promotes(loop_env, tmp_path):
+    """Prometheus stopped for most of the bake and started again before its end: the
+    increases since the canary started span the gap as if nothing happened in it, and
+    every other figure is there and good, yet the bake lacks its scrapes: the canary
+    waits, then rolls back for lack of evidence (scrape_coverage)."""
+    final, answered = bake_on_mlserver(loop_env, tmp_path, gap=True)
+    assert final.phase == "rolledback", final
+    assert final.reason.startswith("no evidence: scrape_coverage: Prometheus scraped"), \
+        final.reason
+    last = {c["name"]: c for c in final.verdicts[-1]["checks"]}
+    # Everything else was there and good: the gap alone keeps the canary from promotion.
+    assert all(c["judged"] and c["ok"] for n, c in last.items() if n != "scrape_coverage")
+    assert last["scrape_coverage"]["value"] < 0.8
+    assert final.version in answered  # the challenger answered during the bake
+    assert loop_env.registry.alias("digits", "champion") == "1"
+
+
+def test_a_bake_prometheus_scraped_throughout_promotes(loop_env, tmp_path):
+    """The same bake without the gap: the scrapes cover it (the slack absorbs the first
+    and last interval) and the canary is promoted."""
+    final, _ = bake_on_mlserver(loop_env, tmp_path, gap=False)
+    assert final.phase == "promoted", final
+    last = {c["name"]: c for c in final.verdicts[-1]["checks"]}
+    assert last["scrape_coverage"]["judged"] and last["scrape_coverage"]["value"] >= 0.8
+    assert loop_env.registry.alias("digits", "champion") == final.version
 
 
 # ---------------------------------------------------------------- one promotion at a time

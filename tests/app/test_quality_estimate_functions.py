@@ -198,7 +198,7 @@ def test_estimated_rules_pure() -> None:
     plain = parse_policy(
         {"model": "digits", "promotion": {"min_canary_samples": 0, "min_latency_requests": 1}}
     )
-    served = {"requests": 100.0, "errors": 0.0, "p99_s": 0.01}
+    served = {"requests": 100.0, "errors": 0.0, "p99_s": 0.01, "scrape_coverage": 1.0}
     v = judge(plain, VersionStats("1", **served), VersionStats("2", **served), final=True)
     assert v.verdict == "ok" and all(c.name != "estimated_quality" for c in v.checks)
 

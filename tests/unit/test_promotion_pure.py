@@ -43,7 +43,8 @@ def test_gate_direction_for_error_rates() -> None:
 
 
 def test_guard_waits_then_passes_or_rolls_back() -> None:
-    champ = VersionStats("1", requests=100, errors=0, p99_s=0.01, quality=0.5, samples=80)
+    champ = VersionStats("1", requests=100, errors=0, p99_s=0.01, quality=0.5, samples=80,
+                         scrape_coverage=1.0)
     early = guard(POLICY, champ, VersionStats("2", 10, 0, 0.012, 0.9, 5), final=False)
     assert early.verdict == "wait"
     good = guard(POLICY, champ, VersionStats("2", 30, 0, 0.012, 0.95, 25), final=True)
@@ -74,7 +75,8 @@ def test_guard_waits_then_passes_or_rolls_back() -> None:
 def test_guard_without_quality_still_needs_the_policys_requests_for_errors() -> None:
     """A bandit judges by rewards (quality=False): the labeled-quality check is left out,
     but one failed request among two is still no verdict on the error rate."""
-    champ = VersionStats("1", requests=100, errors=0, p99_s=0.01, quality=None, samples=0)
+    champ = VersionStats("1", requests=100, errors=0, p99_s=0.01, quality=None, samples=0,
+                         scrape_coverage=1.0)
     early = guard(POLICY, champ, VersionStats("2", 2, 1, 0.012, None, 0), final=True,
                   quality=False)
     assert early.verdict == "wait" and "needs 20" in early.reason, early.reason
@@ -98,7 +100,7 @@ def test_guard_without_metrics_waits_then_rolls_back_for_lack_of_evidence() -> N
     assert v.reason.startswith("waiting for evidence: error_rate: no request metrics for v2")
     assert "connection refused" in v.reason and "latency" in v.reason
     assert {c.name: c.judged for c in v.checks} == {"error_rate": False, "latency": False,
-                                                    "quality": True}
+                                                    "quality": True, "scrape_coverage": False}
     end = guard(POLICY, champ, blind, final=True, expired=True, unavailable=why)
     assert end.verdict == "rollback" and end.reason.startswith("no evidence: error_rate")
     # Not scraped: Prometheus answers, without series of the model.
@@ -121,6 +123,58 @@ def test_guard_needs_enough_requests_latency_and_samples_of_both_versions() -> N
     # A failing check with evidence rolls back at once, before the bake ends.
     bad = guard(POLICY, champ, VersionStats("2", 40, 10, None, None, 0), final=False)
     assert bad.verdict == "rollback" and bad.reason.startswith("canary failed: error_rate")
+
+
+def test_guard_needs_prometheus_scrapes_across_the_bake() -> None:
+    """Increases since the canary started pass over a time Prometheus did not scrape: a
+    bake scraped for less than min_scrape_coverage (0.8 by default) is missing evidence,
+    'wait' then 'rollback' at expiry, however good the other figures."""
+    def stats(version: str, coverage: float | None) -> VersionStats:
+        return VersionStats(version, 100, 0, 0.01, 0.9, 80, scrape_coverage=coverage)
+
+    gap = guard(POLICY, stats("1", 0.35), stats("2", 0.3), final=True)
+    assert gap.verdict == "wait", gap.reason
+    check = {c.name: c for c in gap.checks}["scrape_coverage"]
+    assert not check.judged and (check.value, check.limit) == (0.35, 0.8)
+    assert "Prometheus scraped 35% of the bake (v1's requests; limit 80%)" in gap.reason
+    end = guard(POLICY, stats("1", 0.35), stats("2", 0.3), final=True, expired=True)
+    assert end.verdict == "rollback"
+    assert end.reason == "no evidence: scrape_coverage: " + check.detail, end.reason
+    # Unreadable (Prometheus down) is missing evidence too, with why.
+    why = {"metrics": "Prometheus at http://127.0.0.1:9 unavailable: connection refused"}
+    down = guard(POLICY, stats("1", None), stats("2", None), final=True, expired=True,
+                 unavailable=why)
+    assert down.verdict == "rollback" and down.reason.startswith("no evidence: scrape_cov")
+    assert "no scrape coverage for v2 or v1 (Prometheus at" in down.reason, down.reason
+    # Above the limit (the best-covered version: the challenger's series starts with its
+    # first answer) every check is judged: the canary passes.
+    covered = guard(POLICY, stats("1", 0.95), stats("2", 0.7), final=True)
+    assert covered.verdict == "ok", covered.reason
+    assert {c.name: c.value for c in covered.checks}["scrape_coverage"] == 0.95
+    assert guard(POLICY, stats("1", 0.8), stats("2", None), final=True).verdict == "ok"
+    # The policy may waive it; a bandit (no bake window) leaves it out.
+    lax = parse_policy({"model": "digits", "promotion": {
+        **POLICY.promotion.model_dump(include={"min_canary_samples", "min_latency_requests"}),
+        "min_scrape_coverage": 0}})
+    assert guard(lax, stats("1", 0.1), stats("2", 0.1), final=True).verdict == "ok"
+    assert guard(POLICY, stats("1", 0.1), stats("2", 0.1), final=True,
+                 coverage=False).verdict == "ok"
+
+
+def test_scrape_coverage_counts_the_bake_with_two_intervals_of_slack() -> None:
+    """Samples over the bake's scrape intervals less two (the first scrape after the start
+    and the last one not stored yet), capped at 1; after the bake it stays fixed."""
+    from driftloop.promotion.guard import Observer
+    from driftloop.settings import Settings
+
+    settings = Settings(scrape_interval_s=0.5)
+    obs = Observer(settings, "digits", "accuracy", since_ms=0, until_ms=30_000)
+    assert obs._coverage(58, now_ms=30_000) == 1.0  # 60 intervals, two of slack
+    assert obs._coverage(60, now_ms=30_000) == 1.0
+    assert obs._coverage(20, now_ms=90_000) == pytest.approx(20 / 58)  # 20 s of 30 scraped
+    assert obs._coverage(10, now_ms=6_000) == pytest.approx(1.0)  # the bake so far
+    assert obs._coverage(1, now_ms=1_000) == 1.0  # too early to miss anything
+    assert obs._coverage(None, now_ms=30_000) is None
 
 
 def test_gate_judges_the_challenger_alone_when_the_champion_is_broken() -> None:
