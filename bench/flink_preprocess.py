@@ -128,7 +128,7 @@ def loop_rate(settings: Settings, evs: list[ev.Event], modality: str, units: flo
     cfg = preprocess_config(settings)
     refs = blob_refs(settings, cfg)
     offload = blob_writes(settings)  # the same blob writes as the job's (above the limit)
-    encoded = [ev.to_kafka(e, key=MODEL[modality]) for e in evs]
+    encoded = [ev.to_kafka(e, key=bus.input_key(e)) for e in evs]
     t0, c0 = time.perf_counter(), time.process_time()
     for rec in encoded:
         out = process_kafka_record(

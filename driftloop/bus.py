@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from driftloop import topics as topic_names
 from driftloop.errors import Unavailable
-from driftloop.events import Event, to_kafka
+from driftloop.events import INPUT, Event, to_kafka
 
 if TYPE_CHECKING:
     from kafka import KafkaConsumer, KafkaProducer
@@ -188,8 +188,27 @@ def publish(
     return len(futures)
 
 
+def input_key(event: Event) -> str:
+    """Kafka key of a raw input (``driftloop.raw.<modality>``): a digest of its identity
+    (source, id), not its model. Preprocessing is per record, so one model's inputs need no
+    order: keyed by model they would all land in one partition and a preprocess job's
+    parallelism would leave every subtask but one idle; keyed by identity they spread over
+    the partitions, and a resent input lands where its first copy did."""
+    import hashlib
+
+    s, i = event.source.encode("utf-8", "surrogatepass"), event.id.encode("utf-8", "surrogatepass")
+    h = hashlib.blake2b(digest_size=12)
+    h.update(len(s).to_bytes(4, "big"))
+    h.update(s)
+    h.update(i)
+    return h.hexdigest()
+
+
 def _default_key(event: Event) -> str | None:
-    """Kafka key = model name (per-model ordering), when the payload names one."""
+    """Kafka key = model name (per-model ordering), when the payload names one; a raw
+    input's is its identity (``input_key``)."""
+    if event.type == INPUT:
+        return input_key(event)
     data = event.data
     model = data.get("model") if isinstance(data, dict) else None
     if isinstance(model, str):

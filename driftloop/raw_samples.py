@@ -88,7 +88,7 @@ def publish_samples(
                 datacontenttype=s.content_type,
                 model=s.model,
             )
-            bus.publish(producer, topics.raw(s.modality), [ev])
+            bus.publish(producer, topics.raw(s.modality), [ev], key=bus.input_key(ev))
             ids.add(ev.id)
     finally:
         producer.close()

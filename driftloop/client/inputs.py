@@ -102,7 +102,7 @@ class InputSender:
             if self._producer is None:
                 self._producer = bus.make_producer(self.settings)
             producer = self._producer
-        bus.publish(producer, topic, [event], key=model)
+        bus.publish(producer, topic, [event], key=bus.input_key(event))
         return event.id
 
     def close(self) -> None:

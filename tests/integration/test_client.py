@@ -12,6 +12,7 @@ import time
 import httpx
 import pytest
 
+from driftloop import events as ev
 from driftloop import topics
 from driftloop.client import AsyncClient, Client, Feedback, RetryPolicy
 from driftloop.errors import BadRequest, PayloadTooLarge, Unauthorized, ValidationFailed
@@ -154,6 +155,29 @@ def test_send_input_lands_on_the_raw_topic_inline(kafka):
     (event,) = [e for e in kafka.read_events(topics.raw("image")) if e.id == ident]
     assert event.data == png and event.extensions["model"] == "ocr"
     assert event.datacontenttype == "image/png"
+
+
+def test_one_models_inputs_spread_over_the_raw_partitions(kafka):
+    """Raw inputs are keyed by identity, not model: a preprocess job's subtasks all get
+    work from one model's traffic, and a resent input goes where its first copy went."""
+    from driftloop import bus
+
+    settings = Settings(kafka_bootstrap=kafka.bootstrap)
+    source = unique_source()
+    with Client(source=source, kafka=settings) as client:
+        ids = [client.send_input("ocr", b"\x89PNG %d" % i, content_type="image/png")
+               for i in range(24)]
+        client.send_input("ocr", b"\x89PNG 0", content_type="image/png", id=ids[0])  # resent
+    mine = [r for r in kafka.read_records(topics.raw("image"))
+            if dict(r.headers).get("ce_source") == source.encode()]
+    assert len(mine) == 25
+    parts: dict[str, set[int]] = {}
+    for r in mine:
+        parts.setdefault(dict(r.headers)["ce_id"].decode(), set()).add(r.partition)
+    assert len(set().union(*parts.values())) == settings.topic_partitions  # spread
+    assert parts[ids[0]] == {next(iter(parts[ids[0]]))}  # both copies in one partition
+    first = next(r for r in mine if r.key is not None)
+    assert first.key.decode() == bus.input_key(ev.from_kafka(first.value, first.headers))
 
 
 def test_feedback_identity_is_fixed_when_built():
