@@ -25,9 +25,11 @@ __all__ = [
     "PROMETHEUS_REPORTER",
     "ClusterLayout",
     "cluster_config",
+    "first_job_summaries",
     "ha_config",
     "job_summaries",
     "rest_get",
+    "rest_urls",
     "taskmanager_ids",
 ]
 
@@ -319,6 +321,16 @@ def rest_url(settings: Settings) -> str:
     return f"http://127.0.0.1:{settings.flink_rest_port}"
 
 
+def rest_urls(settings: Settings) -> list[str]:
+    """Every JobManager's REST API, the first JobManager's first. In the 'ha' topology the
+    standby's answers too (for the leader, whichever that is): while the first JobManager
+    is down the job is still seen."""
+    urls = [rest_url(settings)]
+    if settings.topology == "ha":
+        urls.append(f"http://127.0.0.1:{settings.flink_standby_rest_port}")
+    return urls
+
+
 def rest_get(url: str, path: str, timeout_s: float = 3.0) -> Any:
     """GET the JobManager's REST API; None when it does not answer."""
     try:
@@ -333,6 +345,15 @@ def taskmanager_ids(url: str) -> set[str]:
     body = rest_get(url, "/taskmanagers")
     tms = body.get("taskmanagers", []) if isinstance(body, dict) else []
     return {str(t.get("id")) for t in tms if isinstance(t, dict)}
+
+
+def first_job_summaries(urls: list[str]) -> list[dict[str, Any]] | None:
+    """``job_summaries`` from the first JobManager in ``urls`` that answers."""
+    for url in urls:
+        jobs = job_summaries(url)
+        if jobs is not None:
+            return jobs
+    return None
 
 
 def job_summaries(url: str) -> list[dict[str, Any]] | None:

@@ -4,8 +4,10 @@ its jobs in ZooKeeper and an HA store on the S3 server, started from the stack's
 specs with a Kafka broker of its own (its job writes ``driftloop.labeled``, which other
 tests count).
 
-A SIGKILLed JobManager, started again as a supervisor would, recovers the job itself: the
-same job id comes back RUNNING, restored from its last completed checkpoint, and the
+A SIGKILLed JobManager's job is recovered by the standby JobManager: the same job id comes
+back RUNNING, restored from its last completed checkpoint, and seen by the stack's status
+through the standby; the killed JobManager, started again as a supervisor would, joins as
+the standby, and the
 submitter started again beside it adopts that job instead of submitting a second copy.
 Without HA the restarted JobManager knows no job (the light topology submits it again).
 """
@@ -20,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from driftloop.local.components.flink import components
 from driftloop.local.flink_cluster import job_summaries, rest_get
 from driftloop.local.kafka import KafkaBroker
 from driftloop.local.process import free_port, spawn, wait_until
@@ -98,14 +101,27 @@ def test_a_killed_jobmanager_recovers_the_same_job_without_a_resubmission(
     ha_app.proc.wait(timeout=30)
     ha_app.proc = None
     _sigkill(ha_app, "flink-jobmanager")
+
+    # While it is down, the standby leads and `driftloop status` reads the job through it.
+    flink = next(s for s in components(ha_app.settings) if s.name == "flink")
+    assert flink.details is not None
+
+    def running_on_standby() -> list[dict[str, Any]] | None:
+        jobs = flink.details()["jobs"] or []
+        return jobs if any(j["state"] == "RUNNING" for j in jobs) else None
+
+    jobs = wait_for(running_on_standby, timeout_s=240, what="the job RUNNING on the standby",
+                    interval_s=2.0)
+    assert [j["id"] for j in jobs] == [job_id]  # recovered, not submitted again
     _start(ha_app, "flink-jobmanager")
 
     def running() -> list[dict[str, Any]] | None:
         jobs = job_summaries(ha_app.job["rest_url"]) or []
         return jobs if any(j["state"] == "RUNNING" for j in jobs) else None
 
-    jobs = wait_for(running, timeout_s=240, what="the job RUNNING again", interval_s=2.0)
-    assert [j["id"] for j in jobs] == [job_id]  # recovered, not submitted again
+    jobs = wait_for(running, timeout_s=240, what="the job seen by the restarted JobManager",
+                    interval_s=2.0)
+    assert [j["id"] for j in jobs] == [job_id]
     restored = wait_for(lambda: (_checkpoints(ha_app, job_id).get("latest") or {}).get(
         "restored"), timeout_s=60, what="the job's restore")
     assert int(restored["id"]) >= before  # from its last completed checkpoint, not from zero

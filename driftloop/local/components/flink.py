@@ -220,6 +220,7 @@ def components(settings: Settings) -> list[ComponentSpec]:
     session = settings.model_copy(update={"flink_target": "session", **ha_update(settings)})
     ready = ready_file(settings)
     rest = flink_cluster.rest_url(session)
+    rests = flink_cluster.rest_urls(session)
 
     def prepare() -> None:
         ready.unlink(missing_ok=True)
@@ -230,12 +231,17 @@ def components(settings: Settings) -> list[ComponentSpec]:
             return False
         if not info.get("rest_url"):
             return True  # no REST API configured: submitted is all that is known
-        job = fetch_job(str(info["rest_url"]), str(info.get("job_id")))
-        return job is not None and job_health(job, settings.flink_restart_grace_s)[0]
+        first = str(info["rest_url"])
+        for url in (first, *(u for u in rests if u != first)):
+            job = fetch_job(url, str(info.get("job_id")))
+            if job is not None:
+                return job_health(job, settings.flink_restart_grace_s)[0]
+        return False
 
     def details() -> dict[str, object]:
-        """Each job's state and last checkpoint, from the JobManager's REST API."""
-        return {"jobs": flink_cluster.job_summaries(rest)}
+        """Each job's state and last checkpoint, from the REST API of the first JobManager
+        that answers (in 'ha' the standby's while the first is down)."""
+        return {"jobs": flink_cluster.first_job_summaries(rests)}
 
     env = {
         **settings_env(session),
