@@ -5,19 +5,23 @@ bytes (inline, or from the blob store when the input travels by ``dataref``), de
 audio: downmix, resample to 16 kHz, DC removal, loudness, WAV encode; images: decode,
 letterbox, PNG encode; features; with ``--offload-above``, the write of each output
 payload above that base64 size to the blob store) on the same inputs. The job side reads
-them from a real Kafka broker started here, where they are loaded before the job starts
-(a backlog, so the producer never starves the job), and writes to Kafka (exactly-once
-transactions, committed per checkpoint). Each repeat's rate is measured on the output side, by the
-output records' Kafka timestamps (when the job's producer sent them; a watcher reading
-committed records in bursts, or late, does not skew them): items after the repeat's first
-record over the time from it to its last. CPU seconds per item (the job's process tree,
-sampled in the background and read at those times; the loop's process time) are printed too:
-they hold on a loaded machine, where wall-clock rates of both sides swing.
+them from a real Kafka broker started here and writes to Kafka (exactly-once
+transactions, committed per checkpoint). The warm-up items are loaded before the job starts;
+once the job has worked through them (its output quiet for a few checkpoints), each repeat
+is published in one transaction, so the job sees it whole, a backlog (the producer never
+starves the job), and alone (a subtask reading several partitions reads them at paces of
+its own: repeats loaded together would interleave). Each repeat's rate is measured on the
+output side, by the output records' Kafka timestamps (when the job's producer sent them;
+a watcher reading committed records in bursts, or late, does not skew them): items after
+the repeat's first record over the time from it to its last. CPU seconds per item (the
+job's process tree, sampled in the background and read at those times; the loop's process
+time) are printed too: they hold on a loaded machine, where wall-clock rates of both sides swing.
 
     .venv/bin/python -m bench.flink_preprocess [--modality audio,image]
         [--parallelism 1,2] [--items 200] [--seconds 2] [--repeats 3] [--warmup 60]
         [--by-ref-above BYTES] [--offload-above BYTES] [--execution-mode thread|process]
-        [--bundle-size N] [--bundle-time-ms MS] [--out-json FILE]
+        [--bundle-size N] [--bundle-time-ms MS] [--operator-chaining on|off]
+        [--out-json FILE]
 
 Prints, per modality and parallelism: items (audio: seconds of audio) per wall second of
 both, their ratio (median of the repeats), CPU ms per item, and the job's start-up time
@@ -255,19 +259,55 @@ class Result:
     job_rates: list[float]
 
 
+def wait_idle(bootstrap: str, topic: str, quiet_s: float, timeout_s: float) -> None:
+    """Wait until the job's committed output stops growing for ``quiet_s`` (several
+    checkpoints): it has worked through its whole backlog, on every partition."""
+    deadline = time.monotonic() + timeout_s
+    last, since = end_offsets(bootstrap, topic), time.monotonic()
+    while time.monotonic() - since < quiet_s:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the job still writing to {topic} after {timeout_s}s")
+        time.sleep(0.5)
+        now = end_offsets(bootstrap, topic)
+        if now != last:
+            last, since = now, time.monotonic()
+
+
+def publish_at_once(bootstrap: str, topic: str, evs: list[ev.Event]) -> None:
+    """Publish ``evs`` in one Kafka transaction: the job (reading committed records) sees
+    the whole repeat at once, a backlog, as the loop gets its list."""
+    from confluent_kafka import Producer
+
+    producer = Producer({"bootstrap.servers": bootstrap, "message.max.bytes": 16 << 20,
+                         "transactional.id": f"bench-{evs[0].id}"})
+    producer.init_transactions(60)
+    producer.begin_transaction()
+    for e in evs:
+        rec = ev.to_kafka(e, key=bus.input_key(e))
+        producer.produce(topic, key=rec.key, value=rec.value, headers=rec.headers)
+        producer.poll(0)
+    producer.commit_transaction(120)
+
+
 def run_job(base: Settings, work: Path, modality: str, parallelism: int,
             runs: dict[str, list[ev.Event]], warm: list[ev.Event], unit: float,
             timeout_s: float) -> tuple[list[tuple[float, float]], float, float]:
-    """Start one preprocess application over the backlog (its own consumer group and
-    checkpoints), measure each repeat, stop it."""
+    """Start one preprocess application (its own consumer group and checkpoints) over a
+    backlog that ends with ``warm``; once it has read all of it, publish each repeat in
+    one transaction and time the job over it; stop it.
+
+    A repeat is measured alone: with more partitions than subtasks one subtask reads
+    several partitions at paces of its own, so repeats loaded together would interleave
+    and each would span the others' time."""
     tag = f"{modality}-p{parallelism}"
     settings = base.model_copy(update={
         "state_dir": work / f"state-{tag}", "flink_parallelism": parallelism,
         "flink_group_id": f"bench-{tag}",
         # The mini-cluster's REST API on a free port: not the stack's, nor another bench's.
         "flink_rest_port": free_port()})
+    source, output = topics.raw(modality), topics.preprocessed(modality)
     ready = settings.state_dir / "flink" / "ready.json"
-    start = end_offsets(base.kafka_bootstrap, topics.preprocessed(modality))
+    start = end_offsets(base.kafka_bootstrap, output)
     t0 = time.monotonic()
     proc = spawn([*argv(settings, ready), "--modalities", modality],
                  log_path=work / f"flink-{tag}.log",
@@ -278,12 +318,18 @@ def run_job(base: Settings, work: Path, modality: str, parallelism: int,
         wait_until(ready.exists, timeout_s=300, what="flink job",
                    alive=lambda: proc.poll() is None, log_path=work / f"flink-{tag}.log")
         submitted = time.monotonic() - t0
-        groups = {"warm": {e.id for e in warm}} | {g: {e.id for e in evs}
-                                                   for g, evs in runs.items()}
-        stamps, first_seen = watch_outputs(base.kafka_bootstrap,
-                                           topics.preprocessed(modality), start, groups,
-                                           timeout_s)
-        return [rate_of(stamps[g], unit, cpu) for g in runs], submitted, first_seen - t0
+        _, first_seen = watch_outputs(base.kafka_bootstrap, output, start,
+                                      {warm[0].id.split("-", 1)[0]: {e.id for e in warm}},
+                                      timeout_s)
+        wait_idle(base.kafka_bootstrap, output, quiet_s=5.0, timeout_s=timeout_s)
+        rates = []
+        for g, evs in runs.items():
+            start = end_offsets(base.kafka_bootstrap, output)
+            publish_at_once(base.kafka_bootstrap, source, evs)
+            stamps, _ = watch_outputs(base.kafka_bootstrap, output, start,
+                                      {g: {e.id for e in evs}}, timeout_s)
+            rates.append(rate_of(stamps[g], unit, cpu))
+        return rates, submitted, first_seen - t0
     finally:
         cpu.stop()
         stop_pid(proc.pid, timeout_s=10)
@@ -310,6 +356,8 @@ def main() -> None:
                     help="records per Python bundle and Arrow batch (flink_bundle_size)")
     ap.add_argument("--bundle-time-ms", type=int, default=50,
                     help="longest wait of a Python bundle (flink_bundle_time_ms)")
+    ap.add_argument("--operator-chaining", choices=["on", "off"], default="off",
+                    help="chain the job's operators into one task (flink_operator_chaining)")
     ap.add_argument("--timeout", type=float, default=900.0)
     ap.add_argument("--out-json", help="also write the figures to this JSON file")
     args = ap.parse_args()
@@ -333,7 +381,8 @@ def main() -> None:
                         **({"flink_bundle_size": args.bundle_size} if args.bundle_size else {}),
                         flink_inline_max_bytes=(1 << 20 if args.offload_above is None
                                                 else args.offload_above),
-                        flink_execution_mode=args.execution_mode)
+                        flink_execution_mode=args.execution_mode,
+                        flink_operator_chaining=args.operator_chaining == "on")
         create_topics(base)
         producer = bus.make_producer(base, max_request_size=16 * 1024 * 1024,
                                      delivery_timeout_ms=600_000, request_timeout_ms=120_000)
@@ -341,15 +390,16 @@ def main() -> None:
             items = (make_clips(args.items, args.seconds) if modality == "audio"
                      else make_images(args.items))
             unit = args.seconds if modality == "audio" else 1.0
-            runs = {f"run{r}": make_events(items, modality, f"run{r}", base.resolved_blob_url,
-                                           args.by_ref_above) for r in range(args.repeats)}
-            warm = make_events((items * 2)[:args.warmup], modality, "warm",
-                               base.resolved_blob_url,
-                               args.by_ref_above)
-            for evs in [warm, *runs.values()]:  # loaded before the job starts: a backlog
-                for i in range(0, len(evs), 20):
-                    bus.publish(producer, topics.raw(modality), evs[i:i + 20], timeout_s=600)
             for p in parallelisms:
+                # Ids of their own per job (a group is the id's part before its first "-").
+                runs = {f"p{p}run{r}": make_events(items, modality, f"p{p}run{r}",
+                                                   base.resolved_blob_url, args.by_ref_above)
+                        for r in range(args.repeats)}
+                warm = make_events((items * 2)[:args.warmup], modality, f"p{p}warm",
+                                   base.resolved_blob_url, args.by_ref_above)
+                for i in range(0, len(warm), 20):  # loaded before the job starts: a backlog
+                    bus.publish(producer, topics.raw(modality), warm[i:i + 20],
+                                timeout_s=600)
                 job, submitted, first_out = run_job(base, work, modality, p, runs, warm, unit,
                                                     args.timeout)
                 loop = [loop_rate(base, evs, modality, unit * len(evs))

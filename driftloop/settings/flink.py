@@ -37,6 +37,12 @@ class FlinkSettings(BaseModel):
     flink_bundle_time_ms: int = Field(
         200, ge=1, description="Longest time a Python bundle waits before it is processed."
     )
+    flink_operator_chaining: bool = Field(
+        False,
+        description="Chain the jobs' operators into one task (pipeline.operator-chaining."
+        "enabled). Off, the Kafka source, the Python function and the sink run in threads of "
+        "their own and overlap (flink/README.md, Performance).",
+    )
     flink_checkpoint_dir: str = Field(
         "", description="Checkpoint URL or folder; empty means <state_dir>/flink/checkpoints."
     )

@@ -122,6 +122,7 @@ def flink_config(settings: Settings, app: str, *, streaming: bool = True) -> dic
         "python.fn-execution.bundle.time": str(settings.flink_bundle_time_ms),
         "python.fn-execution.arrow.batch.size": str(settings.flink_bundle_size),
         "parallelism.default": str(settings.flink_parallelism),
+        "pipeline.operator-chaining.enabled": str(settings.flink_operator_chaining).lower(),
         "restart-strategy.type": "fixed-delay",
         "restart-strategy.fixed-delay.attempts": "1000000",
         "restart-strategy.fixed-delay.delay": "1 s",
