@@ -49,6 +49,13 @@ Flink's 10 s interval. The timeout (Flink: 50 s) is for a process that stops ans
 without its connection failing: a TaskManager waits this long for a dead JobManager before it
 registers anew; 15 s stays above the stalls a loaded two-core machine shows."""
 
+RPC = {"pekko.ask.timeout": "60 s"}
+"""How long the JobManager waits for an RPC answer, a task deployment's among them (Flink:
+10 s). A job restarting after a fault deploys its tasks to TaskManagers that may be busy
+starting their embedded Python; on a loaded machine they took over 10 s to answer, each
+timeout failed the deployment and restarted the job again (nine restarts, 151 s, in one
+run of the JobManager fault). A dead TaskManager is found by its heartbeats, not this."""
+
 ZOOKEEPER_SESSION_TIMEOUT = "10 s"
 """A killed JobManager's leadership (an ephemeral node) lasts this long in ZooKeeper: the
 restarted JobManager becomes leader once it expired. About a JobManager's own start time
@@ -61,6 +68,7 @@ def cluster_config(settings: Settings) -> dict[str, str]:
     JobManager high availability (``ha_config``)."""
     return {
         **HEARTBEAT,
+        **RPC,
         "jobmanager.rpc.address": "127.0.0.1",
         "jobmanager.rpc.port": str(settings.flink_jobmanager_rpc_port),
         "jobmanager.bind-host": "127.0.0.1",
