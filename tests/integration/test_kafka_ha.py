@@ -71,14 +71,15 @@ def kafka_ha(ha_env: dict[str, str]) -> Settings:
 
 
 @pytest.fixture
-def cluster(kafka_ha: Settings) -> Iterator[Settings]:
-    """The cluster, healed after the test: every broker it killed started again and the
-    feedback topic's replicas back in sync."""
-    yield kafka_ha
+def cluster(kafka_ha: Settings) -> Settings:
+    """The cluster, healed before the test: every broker an earlier test killed started
+    again and the feedback topic's replicas back in sync (the last test's kills are left to
+    ``down``)."""
     for broker in kafka_cluster.brokers(kafka_ha):
         if broker.pid is None:
             kafka_cluster.restart_broker(kafka_ha, broker.node_id)
     kafka_cluster.wait_isr(kafka_ha, topics.FEEDBACK)
+    return kafka_ha
 
 
 def feedback(src: str, i: int) -> ev.Event:
@@ -190,7 +191,7 @@ def test_two_brokers_down_refuse_a_publish_instead_of_acknowledging_it(cluster: 
         kafka_cluster.kill_brokers(cluster, others)
 
         with pytest.raises(Unavailable):
-            bus.publish(producer, topics.FEEDBACK, [feedback(src, 1)], key=src, timeout_s=30)
+            bus.publish(producer, topics.FEEDBACK, [feedback(src, 1)], key=src, timeout_s=8)
     finally:
         producer.close(timeout=5)
 
