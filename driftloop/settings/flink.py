@@ -51,6 +51,20 @@ class FlinkSettings(BaseModel):
     flink_checkpoint_interval_ms: int = Field(
         2000, ge=100, description="Checkpoint interval; output commits at this pace."
     )
+    flink_unaligned_checkpoints: bool = Field(
+        False,
+        description="Let checkpoint barriers overtake the records queued between tasks "
+        "(execution.checkpointing.unaligned.enabled); the checkpoint then stores them. Off: "
+        "after a failover the stack's first checkpoint still waited for its Python parse "
+        "task (flink/README.md, Failover), and every checkpoint would store in-flight records.",
+    )
+    flink_aligned_checkpoint_timeout_ms: int = Field(
+        0, ge=0,
+        description="With unaligned checkpoints: a checkpoint starts aligned and turns "
+        "unaligned once its barriers waited this long "
+        "(execution.checkpointing.aligned-checkpoint-timeout); 0 means unaligned from the "
+        "start.",
+    )
     flink_group_id: str = Field("driftloop-flink", description="Kafka group id prefix of the jobs.")
     flink_audio_target_dbfs: float = Field(
         -20.0, description="RMS loudness preprocessed audio is normalized to."

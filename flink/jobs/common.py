@@ -139,6 +139,10 @@ def flink_config(settings: Settings, app: str, *, streaming: bool = True) -> dic
             "execution.checkpointing.mode": "EXACTLY_ONCE",
             "execution.checkpointing.storage": "filesystem",
             "execution.checkpointing.dir": flink_path(root),
+            "execution.checkpointing.unaligned.enabled":
+                str(settings.flink_unaligned_checkpoints).lower(),
+            "execution.checkpointing.aligned-checkpoint-timeout":
+                f"{settings.flink_aligned_checkpoint_timeout_ms} ms",
             "execution.checkpointing.num-retained": "2",
             "execution.checkpointing.externalized-checkpoint-retention": "RETAIN_ON_CANCELLATION",
             "execution.state-recovery.ignore-unclaimed-state": "true",
