@@ -14,7 +14,7 @@ demo: setup
 test: setup
 	$(VENV)/bin/ruff check driftloop functions flink seldon tests bench
 	$(VENV)/bin/mypy
-	$(VENV)/bin/pytest -ra --durations=25
+	$(VENV)/bin/pytest -ra --durations=0 --durations-min=5
 
 # test-unit starts no server: tests that need one (marked `servers` by tests/conftest.py)
 # run with the integration level.
