@@ -85,6 +85,13 @@ class DispatcherSettings(BaseModel):
     dispatcher_timeout_s: float = Field(
         30.0, gt=0, description="HTTP timeout per delivery when a source sets no delivery.timeout."
     )
+    dispatcher_kafka_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="Longest Kafka may take to acknowledge one reply or dead letter of the "
+        "local dispatcher (its producer's delivery timeout); a try that times out is retried, "
+        "the route reported failing meanwhile.",
+    )
     dispatcher_metrics_port: int = Field(
         8093,
         ge=0,

@@ -79,10 +79,11 @@ def test_unscraped_model_server_never_promotes_on_quality_alone(loop_env, monito
     evidence and, without it at the end of the bake and its grace, rolls back."""
     write_policy(loop_env.settings.policy_dir, promotion=OPEN_GATE)
     v2 = new_version(loop_env, "unscraped")
-    # A bake long enough that the labeled records are read before its end even on a
-    # loaded machine: the last verdict must have judged quality (and found it good).
-    svc = promoter(loop_env, prometheus_url=monitoring.prometheus_url, promote_bake_s=8.0,
-                   promote_evidence_grace_s=5.0)
+    # The last verdict (at the end of the bake and its grace) must have judged quality
+    # (and found it good): the labeled records, published just after the canary started,
+    # are read by then even on a loaded machine (a window starts where the bake says).
+    svc = promoter(loop_env, prometheus_url=monitoring.prometheus_url, promote_bake_s=5.0,
+                   promote_evidence_grace_s=2.0)
     r = post_event(function_client("promote", "promote", svc), trained("digits", v2))
     assert r.status_code == 202 and r.json()["phase"] == "canary", r.text
     publish_labeled(loop_env, {"1": 20, v2: 20})
@@ -107,8 +108,10 @@ def test_prometheus_stopped_during_the_bake_rolls_back_for_lack_of_evidence(loop
     try:
         write_policy(loop_env.settings.policy_dir, promotion=OPEN_GATE)
         v2 = new_version(loop_env, "prom-stopped")
+        # Prometheus is stopped within a few seconds of the first verdict: the grace leaves
+        # verdicts that find it unavailable before the last.
         svc = promoter(loop_env, prometheus_url=prom.prometheus_url, promote_bake_s=6.0,
-                       promote_evidence_grace_s=20.0)
+                       promote_evidence_grace_s=4.0)
         assert svc.start("digits", v2)["phase"] == "canary"
         publish_labeled(loop_env, {"1": 20, v2: 20})
         first = wait_for(lambda: svc.verdicts("digits", v2), 60, "a first verdict")
@@ -150,11 +153,21 @@ class Traffic:
         self.thread.join(timeout=15)
 
 
+BAKE_S = 12.0
+"""The bake on MLServer: 24 scrape intervals of 0.5 s, 22 expected after the slack."""
+GAP_S = (2.0, 7.0)
+"""When Prometheus is stopped and started again, in seconds after the canary started: it
+misses at least 10 of the 24 scrapes (coverage 14/22 at best, under 0.8) and has 3 s to be
+ready again 2 s or more before the bake's end."""
+
+
 def bake_on_mlserver(loop_env: LoopEnv, tmp_path, *, gap: bool) -> tuple[Promotion, list[str]]:
     """v2's canary on a model server of its own (digits) under steady traffic, scraped by
     a Prometheus every 0.5 s, with labeled records of both versions: every figure is there
-    and good. ``gap``: Prometheus is stopped ~2 s into the 16 s bake and started again
-    ~4 s before its end. The final record, and the versions that answered."""
+    and good. ``gap``: Prometheus is stopped ``GAP_S[0]`` s into the ``BAKE_S`` bake and
+    started again at ``GAP_S[1]``. The final record, and the versions that answered."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from driftloop.local.process import free_port, http_ok, spawn, stop_pid, wait_until
     from driftloop.monitoring import config
     from driftloop.serving.server import MLServerProcess
@@ -163,31 +176,43 @@ def bake_on_mlserver(loop_env: LoopEnv, tmp_path, *, gap: bool) -> tuple[Promoti
         "serving_http_port": free_port(), "serving_grpc_port": free_port(),
         "serving_metrics_port": free_port(), "serving_models": "digits"})
     server = MLServerProcess(settings, tmp_path / "server", tmp_path / "mlserver.log")
-    server.start(timeout_s=180)
-    prom = start_monitoring(tmp_path / "monitoring",
-                            serving_metrics_port=settings.serving_metrics_port)
+    write_policy(loop_env.settings.policy_dir,
+                 promotion={**OPEN_GATE, "min_latency_requests": 10})
+    # Prometheus starts and v2 trains while MLServer starts (neither needs the other).
+    with ThreadPoolExecutor(2) as pool:
+        monitoring = pool.submit(start_monitoring, tmp_path / "monitoring",
+                                 serving_metrics_port=settings.serving_metrics_port)
+        trained = pool.submit(new_version, loop_env, "prom-gap")
+        try:
+            server.start(timeout_s=180)  # stops the server itself when it fails
+        except BaseException:
+            with contextlib.suppress(Exception):
+                monitoring.result().stop()
+            raise
+    try:
+        prom = monitoring.result()
+    except BaseException:
+        server.stop()
+        raise
     traffic = Traffic(server.url)
     svc = None
     try:
-        write_policy(loop_env.settings.policy_dir,
-                     promotion={**OPEN_GATE, "min_latency_requests": 10})
-        v2 = new_version(loop_env, "prom-gap")
+        v2 = trained.result()
         # The champion's series is scraped before the canary starts.
         prom.client().wait_for('driftloop_model_requests_total{model="digits",version="1"}',
                                lambda got: bool(got), timeout_s=30)
-        bake_s = 16.0
         svc = promoter(loop_env, prometheus_url=prom.prometheus_url, serving_url=server.url,
-                       promote_bake_s=bake_s, promote_evidence_grace_s=4.0,
+                       promote_bake_s=BAKE_S, promote_evidence_grace_s=4.0,
                        scrape_interval_s=prom.settings.scrape_interval_s)
         assert svc.start("digits", v2)["phase"] == "canary"
         started = time.monotonic()
         publish_labeled(loop_env, {"1": 20, v2: 20})
         wait_for(lambda: svc.verdicts("digits", v2), 30, "a first verdict")
         if gap:
-            time.sleep(max(2.0 - (time.monotonic() - started), 0))
+            time.sleep(max(GAP_S[0] - (time.monotonic() - started), 0))
             prometheus = prom.procs.pop()
             stop_pid(prometheus.pid)
-            time.sleep(max(11.0 - (time.monotonic() - started), 0))
+            time.sleep(max(GAP_S[1] - (time.monotonic() - started), 0))
             log = tmp_path / "monitoring" / "logs" / "prometheus-again.log"
             proc = spawn(config.prometheus_argv(prom.files, prom.settings.prometheus_port),
                          log_path=log)
@@ -195,7 +220,7 @@ def bake_on_mlserver(loop_env: LoopEnv, tmp_path, *, gap: bool) -> tuple[Promoti
             wait_until(lambda: http_ok(f"{prom.prometheus_url}/-/ready"), timeout_s=30,
                        what="prometheus again", alive=lambda: proc.poll() is None,
                        log_path=log)
-            assert time.monotonic() - started < bake_s - 2, "Prometheus back too late"
+            assert time.monotonic() - started < BAKE_S - 2, "Prometheus back too late"
         final = svc.wait("digits", v2, timeout_s=120)
     finally:
         traffic.stop()

@@ -30,6 +30,10 @@ from tests.fixtures.packaging import kafka_source, unique, write_eventing
 
 pytestmark = pytest.mark.integration
 
+SHORT_KAFKA_TIMEOUT_S = 3.0
+"""``dispatcher_kafka_timeout_s`` of the routes whose dead-letter topic is missing: a try
+fails (and the route says so) after this, not after the default 30 s."""
+
 
 @pytest.fixture
 def settings(kafka: Any, tmp_path: Path) -> Settings:
@@ -500,7 +504,10 @@ def test_a_route_that_cannot_dead_letter_stays_up_reports_it_and_recovers(
     after = events.new_event(events.FEEDBACK, "/test", {"n": 1}, id=unique("after"))
     receiver.control(fail_prefix={poison.id: 400})
     _send(producer, topic, [poison, after], key="m")
-    d = _dispatch(settings, ev_dir, {"fn": receiver.url})
+    # Each dead-letter try gives up after a few seconds: the failing route is reported
+    # within them, not after the default 30 s.
+    short = settings.model_copy(update={"dispatcher_kafka_timeout_s": SHORT_KAFKA_TIMEOUT_S})
+    d = _dispatch(short, ev_dir, {"fn": receiver.url})
     try:
         deadline = time.monotonic() + 60
         while not d.failed():
@@ -644,6 +651,7 @@ def test_the_dispatcher_process_stays_up_and_reports_a_failing_route(
     receiver.control(fail_prefix={poison.id: 400})
     _send(producer, topic, [poison], key="m")
     proc = dispatcher_process(ev_dir, settings.kafka_bootstrap, {"fn": receiver.url})
+    proc.env["DRIFTLOOP_DISPATCHER_KAFKA_TIMEOUT_S"] = str(SHORT_KAFKA_TIMEOUT_S)
     proc.start()
     state = Settings(state_dir=tmp_path / "state")
     metrics_url = f"http://127.0.0.1:{proc.env['DRIFTLOOP_DISPATCHER_METRICS_PORT']}/metrics"

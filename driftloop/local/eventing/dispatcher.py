@@ -77,7 +77,11 @@ class Dispatcher:
     def start(self) -> None:
         from driftloop import bus
 
-        self._producer = bus.make_producer(self.settings)
+        # Replies and dead letters fail after the dispatcher's own Kafka timeout, so that a
+        # route reports a missing dead-letter topic (and retries) within it.
+        self._producer = bus.make_producer(
+            self.settings, delivery_timeout_ms=int(self.settings.dispatcher_kafka_timeout_s * 1000)
+        )
         routes = []
         for r in self.eventing.routes:
             if r.sink not in self.endpoints:

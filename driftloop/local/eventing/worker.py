@@ -57,6 +57,9 @@ COMMIT_INTERVAL_S = 0.05
 RECORD_ATTEMPTS = 3
 """Tries of a reply or a dead letter before the record is parked by reference only."""
 MAX_ROUTE_BACKOFF_S = 30.0
+ACK_MARGIN_S = 5.0
+"""Wait for an acknowledgement this much past the producer's delivery timeout: the producer
+fails the record itself, so a try given up on is never written after its retry."""
 
 
 class RouteWorker(threading.Thread):
@@ -270,6 +273,10 @@ class RouteWorker(threading.Thread):
             consumer.commit({tp: OffsetAndMetadata(o, "", -1) for tp, o in fresh.items()})
             committed.update(fresh)
 
+    @property
+    def _ack_timeout_s(self) -> float:
+        return self.settings.dispatcher_kafka_timeout_s + ACK_MARGIN_S
+
     def _handle_one(self, rec: Any, deliverer: Deliverer) -> None:
         """One record, whatever it holds: an error of the record itself (a header HTTP cannot
         carry, …) parks it; an error of Kafka propagates (the route waits and re-reads)."""
@@ -333,7 +340,7 @@ class RouteWorker(threading.Thread):
         assert self.route.reply_topic is not None
         self.producer.send(
             self.route.reply_topic, key=reply.key, value=reply.value, headers=reply.headers
-        ).get(30)
+        ).get(self._ack_timeout_s)
 
     def _retrying(self, action: Callable[[], None], what: str) -> None:
         """``action`` up to RECORD_ATTEMPTS times with a short backoff; the last error raises."""
@@ -414,7 +421,7 @@ class RouteWorker(threading.Thread):
             max_value_bytes=limit,
             topic=topic,
         )
-        fut.get(timeout=30)
+        fut.get(timeout=self._ack_timeout_s)
         cut = value is not None and len(value) > limit
         with self._lock:
             self.dead_lettered += 1
