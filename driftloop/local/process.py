@@ -124,24 +124,38 @@ def _log_hint(log_path: Path | None) -> str:
 
 def stop_pid(pid: int, *, timeout_s: float = 20.0, kill_group: bool = True) -> None:
     """SIGTERM the process (group), then SIGKILL what is left after ``timeout_s``."""
+    stop_pids([pid], timeout_s=timeout_s, kill_group=kill_group)
 
-    def _signal(sig: int) -> None:
+
+def stop_pids(pids: Sequence[int], *, timeout_s: float = 20.0, kill_group: bool = True) -> None:
+    """SIGTERM every process (group) at once, wait for all of them, then SIGKILL what is
+    left after ``timeout_s``. Processes that need each other to shut down cleanly (the
+    nodes of a Kafka quorum: a broker's controlled shutdown needs the quorum's approval)
+    are stopped together this way; one after the other, the last would wait in vain."""
+
+    def _signal(pid: int, sig: int) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             if kill_group:
                 os.killpg(pid, sig)
             else:
                 os.kill(pid, sig)
 
-    if not pid_alive(pid):
-        return
-    _signal(signal.SIGTERM)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+    def _gone(pid: int) -> bool:
         with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, os.WNOHANG)
-        if not pid_alive(pid):
-            return
+        return not pid_alive(pid)
+
+    left = [pid for pid in pids if pid_alive(pid)]
+    for pid in left:
+        _signal(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while left:
+        left = [pid for pid in left if not _gone(pid)]
+        if not left or time.monotonic() >= deadline:
+            break
         time.sleep(0.1)
-    _signal(signal.SIGKILL)
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, 0)
+    for pid in left:
+        _signal(pid, signal.SIGKILL)
+    for pid in left:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)

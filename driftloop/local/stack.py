@@ -17,7 +17,14 @@ from typing import Any
 
 from driftloop.errors import StackError
 from driftloop.local.components import ComponentSpec, discover, selected
-from driftloop.local.process import pid_alive, port_is_free, spawn, stop_pid, wait_until
+from driftloop.local.process import (
+    pid_alive,
+    port_is_free,
+    spawn,
+    stop_pid,
+    stop_pids,
+    wait_until,
+)
 from driftloop.settings import Settings
 
 
@@ -127,6 +134,8 @@ class Stack:
                   "log": str(log_path), **dict(spec.extra)}
         if spec.metrics:
             record["scrape"] = spec.metrics  # Prometheus job ``name`` scrapes it
+        if spec.stop_group:
+            record["stop_group"] = spec.stop_group  # ``down`` stops the group at once
         try:
             wait_until(spec.started or spec.health, timeout_s=spec.start_timeout_s, what=spec.name,
                        alive=lambda: proc.poll() is None, log_path=log_path)
@@ -168,12 +177,21 @@ class Stack:
 
     @staticmethod
     def _stop_records(records: list[dict[str, Any]]) -> list[str]:
-        stopped = []
+        """Stop the running ones, last first; consecutive records of one ``stop_group``
+        together (signalled at once, then awaited)."""
+        batches: list[list[dict[str, Any]]] = []
         for r in reversed(records):
-            pid = r.get("pid")
-            if pid and pid_alive(int(pid)):
-                stop_pid(int(pid))
-                stopped.append(str(r["name"]))
+            group = r.get("stop_group")
+            if group and batches and batches[-1][0].get("stop_group") == group:
+                batches[-1].append(r)
+            else:
+                batches.append([r])
+        stopped = []
+        for batch in batches:
+            alive = [r for r in batch if r.get("pid") and pid_alive(int(r["pid"]))]
+            if alive:
+                stop_pids([int(r["pid"]) for r in alive])
+                stopped += [str(r["name"]) for r in alive]
         return stopped
 
     def status(self) -> list[ComponentStatus]:

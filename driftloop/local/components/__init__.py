@@ -50,6 +50,10 @@ class ComponentSpec:
     metrics: str = ""
     """``host:port`` serving Prometheus ``/metrics`` ('' : none); the stack's Prometheus
     scrapes exactly the started components that set it, as job ``name``."""
+    stop_group: str = ""
+    """Components of one group ('' : none) are stopped together by ``down``: signalled at
+    once, then awaited (the nodes of a Kafka quorum: stopped one after the other, the last
+    finds no quorum to approve its controlled shutdown and is killed after the timeout)."""
 
 
 def discover(settings: Settings) -> list[ComponentSpec]:

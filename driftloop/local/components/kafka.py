@@ -140,6 +140,9 @@ def components(settings: Settings) -> list[ComponentSpec]:
                 after_start=ready if broker is brokers[-1] else None,
                 metrics=broker.metrics,
                 extra={"node_id": broker.node_id} if len(brokers) > 1 else {},
+                # Stopped one by one, the quorum's last node has no quorum left to approve
+                # its controlled shutdown: ``down`` stops the nodes together.
+                stop_group="kafka" if len(brokers) > 1 else "",
             )
             for broker in brokers
         ),
