@@ -64,6 +64,11 @@ from driftloop.errors import DriftloopError  # noqa: E402
 
 MODEL = "digits"
 RECOVERY_GOAL_S = 30.0
+STEADY_LAG_S = 5.0
+"""The loop keeps up when every event acknowledged between ``STEADY_WINDOW_S`` and this
+long ago is labeled already (a checkpoint every 2 s commits the labeled records)."""
+STEADY_WINDOW_S = 15.0
+STEADY_TIMEOUT_S = 180.0
 SETTLE_S = 1.0
 """A write seen within this long after a kill may be the killed process's last (a
 delivery or a commit in flight): recovery counts writes seen after it."""
@@ -122,6 +127,11 @@ class Load:
         with self._lock:
             times = [a for k, a in self.acked.items() if self.sent_after[k] >= t]
         return min(times) if times else None
+
+    def acked_between(self, t0: float, t1: float) -> list[Key]:
+        """Events answered 202 between t0 and t1."""
+        with self._lock:
+            return [k for k, a in self.acked.items() if t0 <= a <= t1]
 
     def acked_after(self, t: float) -> set[Key]:
         with self._lock:
@@ -611,8 +621,11 @@ def run_fault(rig: Rig, fault: int, run: str, *, warm_s: float = 6.0, after_s: f
             started = canary.service.start(MODEL, version)
             progress(f"fault {fault}: v{version} in {started.get('phase')}")
             wait_first_verdict(canary, version)
+        # A fault on a loop still catching up with the load's start would measure that too.
+        steady = _wait_keeps_up(load, out, STEADY_TIMEOUT_S)
         time.sleep(warm_s)
-        progress(f"fault {fault}: {FAULTS[fault]}")
+        progress(f"fault {fault}: {FAULTS[fault]}"
+                 + ("" if steady else " (the labeled output had not caught up)"))
         if canary is not None:
             inj = CANARY_INJECT[fault](canary, app, version)
         elif fault == 1:
@@ -621,7 +634,7 @@ def run_fault(rig: Rig, fault: int, run: str, *, warm_s: float = 6.0, after_s: f
             inj = fault_two_brokers(rig, out, load)
         else:
             inj = INJECT[fault](rig, load)
-        result.notes = inj.notes
+        result.notes = inj.notes if steady else f"{inj.notes}; not caught up before the fault"
         at: float | None = None
         deadline = time.monotonic() + recover_timeout_s
         while time.monotonic() < deadline:
@@ -677,6 +690,25 @@ def run_fault(rig: Rig, fault: int, run: str, *, warm_s: float = 6.0, after_s: f
         result.outcome = "recovered" + broken
     result.seconds = round(time.monotonic() - t0, 1)
     return result
+
+
+def keeps_up(recent: Iterable[Key], labeled: Iterable[Key], at_least: int = 10) -> bool:
+    """The loop keeps up: every recent acknowledged event (``at_least`` of them: an idle
+    load proves nothing) is in the labeled output."""
+    recent, seen = list(recent), set(labeled)
+    return len(recent) >= at_least and all(k in seen for k in recent)
+
+
+def _wait_keeps_up(load: Load, out: Outputs, timeout_s: float) -> bool:
+    """Wait until the loop keeps up with the load; False when it did not within timeout_s."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        now = time.time()
+        recent = load.acked_between(now - STEADY_WINDOW_S, now - STEADY_LAG_S)
+        if keeps_up(recent, out.first_seen("labeled_topic")):
+            return True
+        time.sleep(1.0)
+    return False
 
 
 def _wait(check: Callable[[], bool], timeout_s: float, what: str,

@@ -56,10 +56,18 @@ starting their embedded Python; on a loaded machine they took over 10 s to answe
 timeout failed the deployment and restarted the job again (nine restarts, 151 s, in one
 run of the JobManager fault). A dead TaskManager is found by its heartbeats, not this."""
 
-ZOOKEEPER_SESSION_TIMEOUT = "10 s"
+ZOOKEEPER_SESSION_TIMEOUT = "5 s"
 """A killed JobManager's leadership (an ephemeral node) lasts this long in ZooKeeper: the
-restarted JobManager becomes leader once it expired. About a JobManager's own start time
-here, so the wait overlaps it; shorter would make a loaded machine's stalls cost the lead."""
+standby becomes leader once it expired, so it is the first part of a JobManager fault's
+recovery. A live process loses its session only after this long without one ping getting
+through (pings go every third of it); with ``ZOOKEEPER_TOLERATE_SUSPENDED`` a shorter stall
+costs no lead."""
+
+ZOOKEEPER_TOLERATE_SUSPENDED = "true"
+"""Keep the lead (and the TaskManagers' view of the leader) while the ZooKeeper connection
+is only suspended; give it up when the session is lost. Flink's default (false) revokes
+leadership at a suspension, after two thirds of the session timeout without an answer:
+on a loaded two-core machine a short stall would fail the running job over."""
 
 
 def cluster_config(settings: Settings) -> dict[str, str]:
@@ -110,6 +118,8 @@ def ha_config(settings: Settings) -> dict[str, str]:
         "high-availability.cluster-id": "/driftloop",
         "high-availability.jobmanager.port": str(settings.flink_jobmanager_rpc_port),
         "high-availability.zookeeper.client.session-timeout": ZOOKEEPER_SESSION_TIMEOUT,
+        "high-availability.zookeeper.client.tolerate-suspended-connections":
+            ZOOKEEPER_TOLERATE_SUSPENDED,
         # Not above the session timeout (Curator warns when it is).
         "high-availability.zookeeper.client.connection-timeout": ZOOKEEPER_SESSION_TIMEOUT,
     }

@@ -250,15 +250,16 @@ def test_ha_topology_adds_zookeeper_and_jobmanager_high_availability(tmp_path):
         "high-availability.storageDir": "s3a://b/checkpoints/ha",
         "high-availability.cluster-id": "/driftloop",
         "high-availability.jobmanager.port": "16123",
-        "high-availability.zookeeper.client.session-timeout": "10 s",
-        "high-availability.zookeeper.client.connection-timeout": "10 s",
+        "high-availability.zookeeper.client.session-timeout": "5 s",
+        "high-availability.zookeeper.client.connection-timeout": "5 s",
+        "high-availability.zookeeper.client.tolerate-suspended-connections": "true",
     }
     assert values["heartbeat.interval"] == "1 s" and values["heartbeat.timeout"] == "15 s"
     zoo = dict(line.split("=", 1) for line in (conf / "zoo.cfg").read_text().splitlines())
     assert zoo["clientPort"] == "12181" and zoo["clientPortAddress"] == "127.0.0.1"
     assert zoo["dataDir"] == str(s.state_dir / "flink" / "zookeeper")
-    # A 10 s session fits ZooKeeper's bounds (2 to 20 ticks).
-    assert 2 * int(zoo["tickTime"]) <= 10_000 <= 20 * int(zoo["tickTime"])
+    # A 5 s session fits ZooKeeper's bounds (2 to 20 ticks).
+    assert 2 * int(zoo["tickTime"]) <= 5_000 <= 20 * int(zoo["tickTime"])
 
     light = s.model_copy(update={"topology": "light"})
     assert not {"flink-zookeeper", "flink-jobmanager-standby"} & {
