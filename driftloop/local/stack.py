@@ -2,13 +2,15 @@
 
 What ``up`` started is recorded in ``<state_dir>/stack.json`` (name, pid, endpoint, log),
 so ``down`` stops exactly that and ``status`` reports on it. Components come from
-``driftloop.local.components`` and start in order, each waited on until healthy.
+``driftloop.local.components`` and start in order, each waited on until healthy; those of
+one order start together (none depends on another of its order).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,11 +23,26 @@ from driftloop.local.process import (
     pid_alive,
     port_is_free,
     spawn,
-    stop_pid,
     stop_pids,
     wait_until,
 )
 from driftloop.settings import Settings
+
+
+def start_batches(specs: list[ComponentSpec]) -> list[list[ComponentSpec]]:
+    """Consecutive specs of one ``order`` form a batch ``up`` starts together: a component
+    depends only on components of a lower order."""
+    batches: list[list[ComponentSpec]] = []
+    for spec in specs:
+        if batches and batches[-1][0].order == spec.order:
+            batches[-1].append(spec)
+        else:
+            batches.append([spec])
+    return batches
+
+
+def proc_alive(proc: subprocess.Popen[bytes]) -> Callable[[], bool]:
+    return lambda: proc.poll() is None
 
 
 @dataclass(frozen=True)
@@ -104,10 +121,10 @@ class Stack:
         self._preflight()
         records: list[dict[str, Any]] = []
         try:
-            for spec in self.specs:
+            for batch in start_batches(self.specs):
                 if progress:
-                    progress(f"starting {spec.name}")
-                records.append(self._start(spec))
+                    progress(f"starting {', '.join(spec.name for spec in batch)}")
+                records += self._start_together(batch)
                 self._write(records)
         except BaseException:
             self._stop_records(records)
@@ -123,29 +140,41 @@ class Stack:
                              "stop it or set DRIFTLOOP_*_PORT)")
 
     def _start(self, spec: ComponentSpec) -> dict[str, Any]:
-        log_path = self.log_dir / f"{spec.name}.log"
-        if spec.prepare is not None:
-            spec.prepare()
-        started = time.monotonic()
-        # Children build the same settings: everything set explicitly, then the spec's own.
-        env = {**self.settings.to_env(), **spec.env}
-        proc = spawn(spec.argv, log_path=log_path, env=env, cwd=spec.cwd)
-        record = {"name": spec.name, "pid": proc.pid, "endpoint": spec.endpoint,
-                  "log": str(log_path), **dict(spec.extra)}
-        if spec.metrics:
-            record["scrape"] = spec.metrics  # Prometheus job ``name`` scrapes it
-        if spec.stop_group:
-            record["stop_group"] = spec.stop_group  # ``down`` stops the group at once
+        return self._start_together([spec])[0]
+
+    def _start_together(self, specs: list[ComponentSpec]) -> list[dict[str, Any]]:
+        """Prepare every spec, launch each, wait until each started, then run their
+        ``after_start`` in order; on any failure stop all of them."""
+        launched: list[tuple[ComponentSpec, subprocess.Popen[bytes], dict[str, Any], float]] = []
         try:
-            wait_until(spec.started or spec.health, timeout_s=spec.start_timeout_s, what=spec.name,
-                       alive=lambda: proc.poll() is None, log_path=log_path)
-            if spec.after_start is not None:
-                spec.after_start()
+            for spec in specs:  # all before any starts: one may rewrite what another reads
+                if spec.prepare is not None:
+                    spec.prepare()
+            for spec in specs:
+                log_path = self.log_dir / f"{spec.name}.log"
+                started = time.monotonic()
+                # Children build the same settings: everything set explicitly, then the spec's.
+                env = {**self.settings.to_env(), **spec.env}
+                proc = spawn(spec.argv, log_path=log_path, env=env, cwd=spec.cwd)
+                record: dict[str, Any] = {"name": spec.name, "pid": proc.pid,
+                                          "endpoint": spec.endpoint, "log": str(log_path),
+                                          **dict(spec.extra)}
+                if spec.metrics:
+                    record["scrape"] = spec.metrics  # Prometheus job ``name`` scrapes it
+                if spec.stop_group:
+                    record["stop_group"] = spec.stop_group  # ``down`` stops the group at once
+                launched.append((spec, proc, record, started))
+            for spec, proc, record, started in launched:
+                wait_until(spec.started or spec.health, timeout_s=spec.start_timeout_s,
+                           what=spec.name, alive=proc_alive(proc), log_path=Path(record["log"]))
+                record["start_s"] = round(time.monotonic() - started, 2)
+            for spec, _, _, _ in launched:
+                if spec.after_start is not None:
+                    spec.after_start()
         except BaseException:
-            stop_pid(proc.pid)
+            stop_pids([proc.pid for _, proc, _, _ in launched])
             raise
-        record["start_s"] = round(time.monotonic() - started, 2)
-        return record
+        return [record for _, _, record, _ in launched]
 
     def start_component(self, name: str) -> dict[str, Any]:
         """Start one component of the running stack again, after it exited or was killed:

@@ -122,13 +122,14 @@ def _jobmanager(
     metrics_port: int,
     prepare: Callable[[], None] | None = None,
     extra: dict[str, object] | None = None,
+    order: int = ORDER - 2,
 ) -> ComponentSpec:
     """A JobManager process (the leader, or the 'ha' topology's standby): healthy once its
     REST API answers ``/overview``."""
     return ComponentSpec(
         name=name,
         argv=argv,
-        order=ORDER - 2,
+        order=order,
         endpoint=rest,
         health=lambda: isinstance(flink_cluster.rest_get(rest, "/overview"), dict),
         env=env,
@@ -181,6 +182,9 @@ def cluster_components(settings: Settings) -> list[ComponentSpec]:
             "flink-jobmanager-standby", layout.standby_jobmanager_argv(),
             f"http://127.0.0.1:{settings.flink_standby_rest_port}", env, layout.root,
             ports=(settings.flink_standby_rest_port, metrics), metrics_port=metrics,
+            # After the first JobManager is up (it leads), with the TaskManagers: started
+            # together, either could win the first election.
+            order=ORDER - 1,
         ))
     for n in range(1, settings.flink_taskmanagers + 1):
         tm_id = flink_cluster.taskmanager_id(n)
