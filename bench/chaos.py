@@ -18,20 +18,25 @@ fault has a source of its own, so its accounting reads only its events:
 - recovery_s: from the fault (the kill; for an outage, its end) to the first successful
   write of what it hit: a 202 for intake and Kafka, a labeled record for Flink, an archive
   file for the S3 store, a delivery for the dispatcher;
+- new_input_s (faults 3 and 4): from the fault to the first labeled record of an event sent
+  after it. recovery_s also counts the commit of a checkpoint completed just before the
+  fault; this is when new input flows through again;
 - outcome: the promotion's decision where a canary ran, else "recovered" or what failed.
 
 Faults (issue 13's numbering): 1 SIGKILL the leader broker of the feedback partition and
 restart it; 2 two brokers down (intake answers 503, never 202) — both need the HA topology
 (three brokers); 3 SIGKILL the TaskManager running the job; 4 SIGKILL the JobManager
 (light topology: the application is resubmitted and restores from its last checkpoint; ha:
-the restarted JobManager recovers the same job from ZooKeeper and its HA store); 5 the S3
+the standby JobManager takes the same job over from ZooKeeper and its HA store); 5 the S3
 server stopped for 20 s; 6 SIGKILL MLServer during a canary; 7 Prometheus stopped during a
 canary; 8 SIGKILL the dispatcher mid-delivery; 9 SIGKILL feedback-intake with requests in
 flight.
-A killed process is restarted at once, as a supervisor would. Faults 3, 4 and 5 (their
-recovery is a write of the Flink job) wait until the job keeps up with the load (every event
-acknowledged 5-15 s before is labeled): a fault on a job still catching up with the load's
-start would count that catching up as recovery.
+A killed process is restarted at once, as a supervisor would, except the 'ha' topology's
+JobManager: a cluster starts it again on another node, here it would share the two cores
+with the takeover, so it starts once the job's tasks run again (as the new standby). Faults
+3, 4 and 5 (their recovery is a write of the Flink job) wait until the job keeps up with the
+load (every event acknowledged 5-15 s before is labeled): a fault on a job still catching up
+with the load's start would count that catching up as recovery.
 
     .venv/bin/python bench/chaos.py [--faults 3,4,9] [--json] [--out-json FILE]
         [--state DIR] [--taskmanagers 2] [--topology light|ha] [--flink-ha] [--drain-s 150]
@@ -409,6 +414,10 @@ class FaultResult:
     redelivered: int | None = None
     lost_sample: list[list[str]] = field(default_factory=list)
     """Up to five lost (source, id)s, to look them up."""
+    new_input_s: float | None = None
+    """Flink faults: from the fault to the first labeled record of an event sent after it.
+    recovery_s may be the commit of a checkpoint completed just before the fault; this is
+    when new input flows through again."""
     notes: str = ""
     seconds: float = 0.0
 
@@ -475,6 +484,14 @@ def fault_jobmanager(rig: Rig, load: Load) -> Injected:
     rig.flink.kill_process("flink-jobmanager")
     sigkill(rig.flink.submitter)  # it dies with its JobManager; a supervisor restarts both
     rig.flink.submitter = None
+    led = ""
+    if rig.flink.ha:
+        # A cluster restarts the killed JobManager on another node; on this machine's two
+        # cores its JVM start would compete with the standby's takeover, so it waits until
+        # the job runs again (it comes back as the new standby, not part of the recovery).
+        lead_s, running_s = rig.flink.wait_standby_runs(before, timeout_s=120.0)
+        led = (f"; the standby led with the job after {lead_s:.1f} s, its tasks ran after"
+               f" {running_s:.1f} s")
     rig.flink.start_process("flink-jobmanager")
     for tm in rig.flink.taskmanagers():  # TaskManagers re-register with the new JobManager
         try:
@@ -491,7 +508,7 @@ def fault_jobmanager(rig: Rig, load: Load) -> Injected:
         note = f"job {after} recovered by the restarted JobManager (HA), not resubmitted"
     else:
         note = f"resubmitted as {after}, restored from {rig.flink.job.get('restored_from')}"
-    return Injected(t, "labeled_topic", f"{note}; active jobs {len(jobs)}")
+    return Injected(t, "labeled_topic", f"{note}; active jobs {len(jobs)}{led}")
 
 
 def fault_s3(rig: Rig, load: Load, outage_s: float = 20.0) -> Injected:
@@ -671,6 +688,9 @@ def run_fault(rig: Rig, fault: int, run: str, *, warm_s: float = 6.0, after_s: f
             break
         time.sleep(1.0)
     time.sleep(3.0)  # a few more checkpoints: a doubled record would show now
+    if fault in FLINK_FAULTS and inj.watch == "labeled_topic":
+        result.new_input_s = new_input_after(inj.at, load.acked_after(inj.at),
+                                             out.first_seen(inj.watch))
     out.stop()
     counts = out.counts(final=True, acked=acked)
     missing: set[Key] = set()
@@ -702,6 +722,14 @@ def keeps_up(recent: Iterable[Key], labeled: Iterable[Key], at_least: int = 10) 
     load proves nothing) is in the labeled output."""
     recent, seen = list(recent), set(labeled)
     return len(recent) >= at_least and all(k in seen for k in recent)
+
+
+def new_input_after(fault_at: float, sent_after: Iterable[Key],
+                    labeled_at: dict[Key, float]) -> float | None:
+    """Seconds from the fault to the first labeled record of an event sent after it (a
+    checkpoint restored and committed late holds only events sent before)."""
+    times = [labeled_at[k] for k in sent_after if k in labeled_at]
+    return round(min(times) - fault_at, 1) if times else None
 
 
 def _wait_keeps_up(load: Load, out: Outputs, timeout_s: float) -> bool:
@@ -747,8 +775,10 @@ def table(results: list[FaultResult]) -> str:
                      f"{fmt(r.duplicates):>4} {fmt(r.recovery_s):>8}  {r.outcome}")
         if r.acknowledged is not None:
             per = ", ".join(f"{k} {v}" for k, v in r.delivered.items())
+            fresh = ("" if r.new_input_s is None
+                     else f"; input sent after the fault labeled after {r.new_input_s} s")
             lines.append(f"    delivered: {per}; redelivered to the sink: {r.redelivered}"
-                         + (f"; {r.notes}" if r.notes else ""))
+                         + fresh + (f"; {r.notes}" if r.notes else ""))
     return "\n".join(lines)
 
 

@@ -158,6 +158,26 @@ class FlinkSession:
         comes back with the same id from the HA store."""
         return self.settings.topology == "ha"
 
+    def wait_standby_runs(self, job_id: str, timeout_s: float) -> tuple[float, float]:
+        """Seconds until the standby JobManager answers with ``job_id`` (the only
+        JobManager alive: it leads and recovered the job), and until all of that job's
+        tasks run."""
+        from driftloop.local.flink_cluster import job_summaries, rest_get, rest_urls
+
+        standby = rest_urls(self.settings)[-1]
+
+        def runs() -> bool:
+            job = rest_get(standby, f"/jobs/{job_id}")
+            tasks = job.get("vertices", []) if isinstance(job, dict) else []
+            return bool(tasks) and all(v.get("status") == "RUNNING" for v in tasks)
+
+        t0 = time.monotonic()
+        wait_until(lambda: any(str(j["id"]) == job_id for j in job_summaries(standby) or []),
+                   timeout_s=timeout_s, what="the standby JobManager leading the job")
+        led = time.monotonic() - t0
+        wait_until(runs, timeout_s=timeout_s, what="the job's tasks running on the standby")
+        return led, time.monotonic() - t0
+
     def active_jobs(self) -> list[str]:
         """Ids of the cluster's jobs that are not finished (a second copy would show here)."""
         from driftloop.local.flink_cluster import job_summaries

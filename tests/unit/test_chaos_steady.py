@@ -3,7 +3,7 @@ job still catching up would count the catching up as recovery."""
 
 from __future__ import annotations
 
-from bench.chaos import keeps_up
+from bench.chaos import keeps_up, new_input_after
 
 
 def test_keeps_up_needs_every_recent_event_labeled_and_enough_of_them() -> None:
@@ -13,3 +13,12 @@ def test_keeps_up_needs_every_recent_event_labeled_and_enough_of_them() -> None:
     assert not keeps_up(recent[:3], recent)  # too few events to tell
     # identity is (source, id): the same id of another fault's source does not count
     assert not keeps_up(recent, [("chaos/3/r", i) for _, i in recent])
+
+
+def test_new_input_counts_only_events_sent_after_the_fault() -> None:
+    before, after = ("chaos/4/r", "1"), ("chaos/4/r", "2")
+    # The restored checkpoint's commit labels an earlier event first: not new input. And
+    # identity is (source, id): another fault's event with the same id does not count.
+    labeled_at = {before: 105.0, after: 121.0, ("chaos/3/r", "2"): 110.0}
+    assert new_input_after(100.0, [after], labeled_at) == 21.0
+    assert new_input_after(100.0, [("chaos/4/r", "3")], labeled_at) is None  # none labeled
