@@ -36,7 +36,7 @@ from driftloop.local.components import ComponentSpec
 from driftloop.local.components.flink import argv as flink_argv
 from driftloop.local.components.flink import cluster_components, settings_env
 from driftloop.local.flink_cluster import rest_get
-from driftloop.local.process import free_port, http_ok, spawn, stop_pid, wait_until
+from driftloop.local.process import free_port, free_port_run, http_ok, spawn, stop_pid, wait_until
 from driftloop.settings import PROJECT_ROOT, Settings
 
 INTAKE_SOURCE = PROJECT_ROOT / "functions" / "feedback-intake" / "main.py"
@@ -463,7 +463,7 @@ def _s3_and_settings(base: Settings, state: Path, bootstrap: str, taskmanagers: 
         kafka_bootstrap=bootstrap, state_dir=state, blob_url="s3://chaos/lake",
         s3_endpoint_url=server.endpoint_url, s3_access_key_id=server.access_key,
         s3_secret_access_key=SecretStr(server.secret_key), flink_rest_port=free_port(),
-        flink_jobmanager_rpc_port=free_port(), flink_metrics_port=_free_run(taskmanagers + 2),
+        flink_jobmanager_rpc_port=free_port(), flink_metrics_port=free_port_run(taskmanagers + 2),
         flink_checkpoint_dir="s3://chaos/checkpoints",
         topology=topology, flink_zookeeper_port=free_port(),
         flink_standby_rest_port=free_port(),
@@ -531,16 +531,6 @@ def assemble(settings: Settings, *, s3: Any, kafka: Any, owned: list[Any],
     owned.append(dispatcher)
     return Rig(settings=settings, flink=flink, intake=intake, dispatcher=dispatcher, sink=sink,
                s3=s3, kafka=kafka, owned=owned)
-
-
-def _free_run(n: int) -> int:
-    """A free port whose ``n - 1`` successors are free too (Flink's reporter ports)."""
-    from driftloop.local.process import port_is_free
-
-    while True:
-        port = free_port()
-        if port + n < 65535 and all(port_is_free(port + i) for i in range(1, n)):
-            return port
 
 
 class HaKafka:

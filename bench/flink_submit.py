@@ -38,7 +38,13 @@ from driftloop import bus, topics  # noqa: E402
 from driftloop.local.components.flink import argv, cluster_components, settings_env  # noqa: E402
 from driftloop.local.components.kafka import create_topics  # noqa: E402
 from driftloop.local.kafka import KafkaBroker  # noqa: E402
-from driftloop.local.process import free_port, spawn, stop_pid, wait_until  # noqa: E402
+from driftloop.local.process import (  # noqa: E402
+    free_port,
+    free_port_run,
+    spawn,
+    stop_pid,
+    wait_until,
+)
 from driftloop.raw_samples import publish_samples  # noqa: E402
 from driftloop.settings import Settings  # noqa: E402
 
@@ -170,7 +176,7 @@ def main() -> int:
             blob_url=(folder / "lake").as_uri(),
             flink_rest_port=free_port(),
             flink_jobmanager_rpc_port=free_port(),
-            flink_metrics_port=free_port(),
+            flink_metrics_port=free_port_run(4),
             flink_checkpoint_interval_ms=1000,
             s3_endpoint_url=None,
         )

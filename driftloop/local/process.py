@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -30,6 +31,37 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
+
+
+def ephemeral_ports() -> tuple[int, int]:
+    """The kernel's range for the local ports of outgoing connections."""
+    try:
+        lo, hi = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(lo), int(hi)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+_RUN_FLOOR = 10_000
+_handed_out: set[int] = set()
+_rng = random.Random()  # not the global one: a test that seeds that would repeat runs
+
+
+def free_port_run(n: int, host: str = "127.0.0.1") -> int:
+    """The first of ``n`` consecutive free ports (Flink's reporter ports: the JobManager's,
+    then one per TaskManager), below the ephemeral range: inside it, an outgoing connection
+    can take a successor between this check and the server's bind. Runs handed out in this
+    process are not handed out again."""
+    lo, _ = ephemeral_ports()
+    if lo - _RUN_FLOOR < 100 * n:
+        raise StackError(f"no room for {n} ports below the ephemeral range (from {lo})")
+    for _ in range(1000):
+        start = _rng.randrange(_RUN_FLOOR, lo - n)
+        run = range(start, start + n)
+        if not _handed_out.intersection(run) and all(port_is_free(p, host) for p in run):
+            _handed_out.update(run)
+            return start
+    raise StackError(f"no {n} consecutive free ports below {lo}")
 
 
 def tcp_open(host: str, port: int, timeout_s: float = 0.5) -> bool:

@@ -25,7 +25,7 @@ import pytest
 from driftloop.local.components.flink import components
 from driftloop.local.flink_cluster import job_summaries, rest_get
 from driftloop.local.kafka import KafkaBroker
-from driftloop.local.process import free_port, spawn, wait_until
+from driftloop.local.process import free_port, free_port_run, spawn, wait_until
 from driftloop.settings import Settings
 from tests.fixtures.flink import FlinkApp, wait_for
 from tests.fixtures.kafka import KafkaFixture
@@ -48,7 +48,7 @@ def ha_app(s3: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[FlinkA
         flink_checkpoint_dir=f"s3://{bucket}/checkpoints", topology="ha",
         flink_zookeeper_port=free_port(), flink_rest_port=free_port(),
         flink_standby_rest_port=free_port(),
-        flink_jobmanager_rpc_port=free_port(), flink_metrics_port=free_port(),
+        flink_jobmanager_rpc_port=free_port(), flink_metrics_port=free_port_run(4),
         s3_endpoint_url=s3.endpoint_url, s3_access_key_id=s3.access_key,
         s3_secret_access_key=s3.secret_key, flink_pipelines=("join",),
         flink_checkpoint_interval_ms=1000, flink_bundle_time_ms=50,

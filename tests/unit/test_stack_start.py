@@ -85,3 +85,16 @@ def test_the_standby_jobmanager_starts_after_the_leader() -> None:
     standby = next(i for i, b in enumerate(batches) if "flink-jobmanager-standby" in b)
     assert batches[leader] == ["flink-jobmanager"] and standby > leader
     assert ["kafka-1", "kafka-2", "kafka-3"] in batches
+
+
+def test_a_port_run_lies_below_the_ephemeral_range_free_and_not_handed_out_twice() -> None:
+    """Flink's reporters bind the run's ports one by one; inside the ephemeral range an
+    outgoing connection took a TaskManager's port between the check and its bind."""
+    from driftloop.local.process import ephemeral_ports, free_port_run, port_is_free
+
+    lo, _ = ephemeral_ports()
+    starts = [free_port_run(4) for _ in range(50)]
+    ports = [p for s in starts for p in range(s, s + 4)]
+    assert max(ports) < lo
+    assert len(set(ports)) == len(ports)
+    assert all(port_is_free(p) for p in ports)
