@@ -21,26 +21,15 @@ COMPONENTS = ("kafka,mlserver,feedback-intake,flink-jobmanager,flink-taskmanager
               "pushgateway,prometheus,retrain-trigger,promote,dispatcher")
 def _port_fields() -> list[str]:
     """Every listening port the stack has (each ``*_port`` setting) but Flink's metrics
-    port, which needs a free pair: a loop stack must never take a default port, or it
-    clashes with a stack already running on this machine."""
+    port, the first of a run (``free_port_run``): a loop stack must never take a default
+    port, or it clashes with a stack already running on this machine."""
     return [n.upper() for n in Settings.model_fields
             if n.endswith("_port") and n != "flink_metrics_port"]
 
 
-def _free_pair() -> int:
-    """A free port whose two successors are free too (the JobManager's metrics port and
-    those of up to two TaskManagers)."""
-    from driftloop.local.process import free_port, port_is_free
-
-    while True:
-        port = free_port()
-        if port < 65534 and port_is_free(port + 1) and port_is_free(port + 2):
-            return port
-
-
 def loop_env(state_dir: Path, **extra: str) -> dict[str, str]:
     """``DRIFTLOOP_*`` variables for a loop-only stack on free ports."""
-    from driftloop.local.process import free_port
+    from driftloop.local.process import free_port, free_port_run
 
     env = {f"DRIFTLOOP_{p}": str(free_port()) for p in _port_fields()}
     env.update({
@@ -53,8 +42,9 @@ def loop_env(state_dir: Path, **extra: str) -> dict[str, str]:
         "DRIFTLOOP_FLINK_PIPELINES": "join,archive",
         "DRIFTLOOP_ARCHIVE_ENGINE": "flink",
         "DRIFTLOOP_FLINK_TASKMANAGERS": "1",
-        # The JobManager's reporter port; TaskManager 1 serves on it + 1.
-        "DRIFTLOOP_FLINK_METRICS_PORT": str(_free_pair()),
+        # The JobManager's reporter port; TaskManager n serves on it + n (a run of four
+        # leaves room for two TaskManagers and a standby JobManager).
+        "DRIFTLOOP_FLINK_METRICS_PORT": str(free_port_run(4)),
         "DRIFTLOOP_DRIFT_MIN_RECORDS": "30",
         "DRIFTLOOP_SCRAPE_INTERVAL_S": "1",  # a short bake still sees several scrapes
         "DRIFTLOOP_ALERT_WEBHOOK_URL": f"http://127.0.0.1:{env['DRIFTLOOP_RETRAIN_PORT']}/",

@@ -219,7 +219,8 @@ def test_bandit_shifts_traffic_to_the_better_version_and_promotes_it(stack: Stac
     # The canary started at 30%; rewards moved the weights towards the better version (as
     # written where the model server reads them), and the answers followed. The answers'
     # share trails the weights (the server reloads them), so it is compared, not bounded.
-    assert max(w.get(challenger, 0.0) for w in traffic.routed) >= 0.6, traffic.routed[-5:]
+    assert max((w.get(challenger, 0.0) for w in traffic.routed), default=0.0) >= 0.6, \
+        traffic.routed[-5:]
     share = [a.count(challenger) / len(a) for a in (first, traffic.answered[-30:])]
     assert share[1] > share[0], share
     # The weights and the figures they rest on were written where routing is read.
